@@ -1,0 +1,63 @@
+# ModelPress. `make run` serves the platform (web + worker); `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+# Exact pins, installed first: these builds lie on the machines' local wheel store, and a
+# looser pin makes pip fetch other multi-GB builds.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test lint format bench worker web install install-dev assets migrate browser clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH_PINS) 2> >(grep -v "is ignored" >&2)
+	$(PIP) install -e . 2> >(grep -v "is ignored" >&2)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored" >&2)
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+assets: node_modules/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: install assets migrate
+	$(PY) manage.py ensure_demo_user
+	$(PY) manage.py runplatform
+
+web: install assets migrate
+	$(PY) manage.py runserver
+
+worker: install
+	$(PY) -m celery -A jobrunner.celery_app worker --loglevel INFO --concurrency 1 --queues cpu,gpu
+
+# Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Browser tests need Chromium at $(CHROMIUM): sudo apt-get install -y chromium" >&2; exit 1; fi; }
+
+test: install-dev assets browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf var/broker var/media var/static

@@ -1,0 +1,47 @@
+"""Account workflows: sign-up with a personal team, the local demo login."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.db import transaction
+
+from accounts.models import Membership, Team, User
+
+DEMO_USERNAME = "demo"
+DEMO_EMAIL = "demo@modelpress.local"
+
+
+@transaction.atomic
+def create_user_with_personal_team(*, username: str, email: str, password: str) -> User:
+    user = User.objects.create_user(username=username, email=email, password=password)
+    team = Team.objects.create(name=f"{username}'s team", is_personal=True)
+    Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+def personal_team(user: User) -> Team:
+    return Team.objects.get(is_personal=True, memberships__user=user, memberships__role="owner")
+
+
+def ensure_demo_user(credentials_file: Path) -> tuple[str, str, bool]:
+    """Create the demo user (and its team) if absent; return (username, password, created).
+
+    The password is random, kept in a 0600 file under var/ so every `make run` can print it.
+    """
+    user = User.objects.filter(username=DEMO_USERNAME).first()
+    if user is not None and credentials_file.exists():
+        return DEMO_USERNAME, credentials_file.read_text().strip(), False
+    password = secrets.token_urlsafe(12)
+    if user is None:
+        create_user_with_personal_team(username=DEMO_USERNAME, email=DEMO_EMAIL, password=password)
+        created = True
+    else:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        created = False
+    credentials_file.parent.mkdir(parents=True, exist_ok=True)
+    credentials_file.write_text(password)
+    credentials_file.chmod(0o600)
+    return DEMO_USERNAME, password, created

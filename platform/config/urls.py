@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("web.urls")),
+    path("accounts/", include("accounts.urls")),
+    path("projects/", include("registry.urls")),
+    path("jobs/", include("jobs.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from jobs import views
+
+urlpatterns = [
+    path("start/<uuid:version_uuid>/", views.job_create, name="jobs-create"),
+    path("<uuid:job_uuid>/", views.job_detail, name="jobs-detail"),
+    path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
+    path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),
+    path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),
+    path("artifacts/<uuid:artifact_uuid>/", views.artifact_download, name="jobs-artifact"),
+]

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from accounts.access import membership_for
+from jobs.access import get_artifact_for_user, get_job_for_user
+from jobs.presenters import chart_data, comparison_rows
+from jobs.services import JobRejected, cancel_job, create_job
+from registry.access import get_model_version_for_user
+
+
+def _require_write(request: HttpRequest, team) -> None:
+    membership = membership_for(request.user, team)
+    if membership is None or not membership.can_write:
+        raise PermissionDenied("Viewers cannot start or cancel jobs.")
+
+
+@login_required
+@require_POST
+def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    version = get_model_version_for_user(request.user, version_uuid)
+    _require_write(request, version.project.team)
+    try:
+        job = create_job(
+            model_version=version, user=request.user, recipe=request.POST.get("recipe", "")
+        )
+    except JobRejected as exc:
+        messages.error(request, f"The job was not started: {exc}")
+        return redirect("registry-model-version", version_uuid=version.uuid)
+    return redirect("jobs-detail", job_uuid=job.uuid)
+
+
+def _job_context(job) -> dict:
+    from compress_engine import Report
+
+    context: dict = {"job": job, "report": None, "rows": []}
+    if job.report:
+        report = Report.model_validate(job.report)
+        context.update(
+            report=report,
+            rows=comparison_rows(report),
+            chart_data=chart_data(report),
+            report_json=json.dumps(job.report, indent=2),
+        )
+    return context
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    job = get_job_for_user(request.user, job_uuid)
+    return render(request, "jobs/detail.html", _job_context(job))
+
+
+@login_required
+@require_GET
+def job_status(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    """The live status region; answers 286 once the job is terminal so htmx stops polling."""
+    job = get_job_for_user(request.user, job_uuid)
+    html = render(request, "jobs/detail.html#job-status", _job_context(job)).content
+    if job.is_terminal:
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    job = get_job_for_user(request.user, job_uuid)
+    _require_write(request, job.team)
+    if not cancel_job(job):
+        messages.info(request, "The job had already finished.")
+    return redirect("jobs-detail", job_uuid=job.uuid)
+
+
+@login_required
+@require_GET
+def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> FileResponse:
+    artifact = get_artifact_for_user(request.user, artifact_uuid)
+    # FileResponse streams the file in blocks; it is never read whole into memory.
+    return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.name)
+
+
+@login_required
+@require_GET
+def report_download(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    job = get_job_for_user(request.user, job_uuid)
+    if not job.report:
+        return HttpResponse("This job has no report yet.", status=404, content_type="text/plain")
+    response = HttpResponse(
+        json.dumps(job.report, indent=2), content_type="application/json; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="report-{job.uuid}.json"'
+    return response

@@ -1,0 +1,74 @@
+"""Projects and the model versions uploaded into them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models import Team
+
+
+class Project(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="unique_project_name_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _model_upload_to(instance: ModelVersion, filename: str) -> str:
+    # Never reuse the uploader's file name in the storage path.
+    return f"models/{instance.project.team.uuid}/{instance.uuid}/model.onnx"
+
+
+class ModelVersion(models.Model):
+    """One uploaded file. Versions with the same name in a project form one model."""
+
+    class Format(models.TextChoices):
+        ONNX = "onnx", "ONNX"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    format = models.CharField(max_length=16, choices=Format.choices, default=Format.ONNX)
+    original_filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to=_model_upload_to, max_length=300)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    opset = models.PositiveIntegerField()
+    ir_version = models.PositiveIntegerField()
+    producer = models.CharField(max_length=200, blank=True)
+    parameters = models.BigIntegerField()
+    inputs = models.JSONField(default=list)
+    outputs = models.JSONField(default=list)
+    op_types = models.JSONField(default=dict)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name", "version"], name="unique_model_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"

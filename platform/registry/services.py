@@ -1,0 +1,113 @@
+"""Registry workflows: create projects, validate and store uploaded models."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.template.defaultfilters import filesizeformat
+
+from accounts.models import Team, User
+from registry.models import ModelVersion, Project
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class UploadRejected(Exception):
+    """An upload that fails validation; the message is shown on the form."""
+
+
+def create_project(*, team: Team, user: User, name: str, description: str = "") -> Project:
+    try:
+        with transaction.atomic():
+            return Project.objects.create(
+                team=team, name=name.strip(), description=description, created_by=user
+            )
+    except IntegrityError as exc:
+        raise UploadRejected(f"A project named {name!r} already exists in this team.") from exc
+
+
+def model_name_from_filename(filename: str) -> str:
+    stem = Path(filename).stem
+    return _NAME_RE.sub("-", stem).strip(" -.")[:100] or "model"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ingest_model_upload(
+    *, project: Project, user: User, upload: UploadedFile, name: str = ""
+) -> ModelVersion:
+    """Validate an uploaded ONNX file and store it as the next version of the named model.
+
+    The file is checked on its temporary path before anything is written; a failure after
+    the storage write removes the stored file, so a rejected upload leaves no row and no file.
+    """
+    from compress_engine import EngineError, inspect_onnx
+
+    if upload.size > settings.MODELPRESS_MAX_UPLOAD_BYTES:
+        raise UploadRejected(too_large_message())
+    if not upload.name.lower().endswith(".onnx"):
+        raise UploadRejected(
+            "Only ONNX files (.onnx) can be uploaded for now. Export your model with "
+            "torch.onnx.export (or tf2onnx) and upload the .onnx file."
+        )
+    path = Path(upload.temporary_file_path())
+    try:
+        info = inspect_onnx(path, max_bytes=settings.MODELPRESS_MAX_UPLOAD_BYTES)
+    except EngineError as exc:
+        raise UploadRejected(str(exc)) from exc
+    digest = sha256_of(path)
+    model_name = (name or "").strip()[:100] or model_name_from_filename(upload.name)
+
+    version = ModelVersion(
+        project=project,
+        name=model_name,
+        original_filename=Path(upload.name).name[:255],
+        size_bytes=upload.size,
+        sha256=digest,
+        opset=info.opset,
+        ir_version=info.ir_version,
+        producer=info.producer[:200],
+        parameters=info.parameters,
+        inputs=[tensor.model_dump(mode="json") for tensor in info.inputs],
+        outputs=[tensor.model_dump(mode="json") for tensor in info.outputs],
+        op_types=info.op_types,
+        uploaded_by=user,
+    )
+    stored_name: str | None = None
+    try:
+        with transaction.atomic():
+            # Lock the project row so two concurrent uploads get distinct version numbers.
+            Project.objects.select_for_update().get(pk=project.pk)
+            latest = project.model_versions.filter(name=model_name).aggregate(v=Max("version"))
+            version.version = (latest["v"] or 0) + 1
+            with path.open("rb") as handle:
+                version.file.save("model.onnx", File(handle), save=False)
+            stored_name = version.file.name
+            version.save()
+    except BaseException:
+        if stored_name:
+            version.file.storage.delete(stored_name)
+        raise
+    log.info("stored model version %s (%s bytes, sha256 %s)", version.uuid, upload.size, digest)
+    return version
+
+
+def too_large_message() -> str:
+    limit = filesizeformat(settings.MODELPRESS_MAX_UPLOAD_BYTES)
+    return f"The file is larger than the upload limit of {limit}."

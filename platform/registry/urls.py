@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from registry import views
+
+urlpatterns = [
+    path("new/", views.project_create, name="registry-project-create"),
+    path("<uuid:project_uuid>/", views.project_detail, name="registry-project"),
+    path("<uuid:project_uuid>/upload/", views.model_upload, name="registry-upload"),
+    path("models/<uuid:version_uuid>/", views.model_version_detail, name="registry-model-version"),
+]

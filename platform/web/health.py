@@ -1,0 +1,62 @@
+"""Liveness of the pieces the platform needs: database, broker, storage, workers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    from jobrunner.celery_app import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        transport = conn.transport_cls
+    return {"ok": True, "transport": str(transport)}
+
+
+def check_storage() -> dict[str, Any]:
+    # Write, read back and delete a small probe: proves the storage is reachable and writable.
+    name = default_storage.save(f"healthz/{uuid.uuid4().hex}.txt", ContentFile(b"ok"))
+    try:
+        with default_storage.open(name, "rb") as handle:
+            ok = handle.read() == b"ok"
+    finally:
+        default_storage.delete(name)
+    return {"ok": ok}
+
+
+def check_workers() -> dict[str, Any]:
+    from jobs.models import WorkerHeartbeat
+
+    alive = list(WorkerHeartbeat.alive().values_list("hostname", flat=True))
+    return {"ok": bool(alive), "alive": alive}
+
+
+CHECKS = {
+    "database": check_database,
+    "broker": check_broker,
+    "storage": check_storage,
+    "workers": check_workers,
+}
+
+
+def run_checks() -> tuple[bool, dict[str, Any]]:
+    results: dict[str, Any] = {}
+    for name, check in CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:  # a check that raises is a failed check, reported by name
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return all(result["ok"] for result in results.values()), results

@@ -1,0 +1,213 @@
+"""Fixtures shared by the platform, worker and browser tests.
+
+Engine tests (tests/engine/) use none of these and import no Django.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD = "pw-for-tests-1"
+
+
+@dataclass
+class Persona:
+    user: object
+    role: str
+
+
+@pytest.fixture
+def team(db):
+    from factories import TeamFactory
+
+    return TeamFactory()
+
+
+def _persona(team, role: str) -> Persona:
+    from factories import MembershipFactory
+
+    return Persona(MembershipFactory(team=team, role=role).user, role)
+
+
+@pytest.fixture
+def owner(team) -> Persona:
+    return _persona(team, "owner")
+
+
+@pytest.fixture
+def member(team) -> Persona:
+    return _persona(team, "member")
+
+
+@pytest.fixture
+def viewer(team) -> Persona:
+    return _persona(team, "viewer")
+
+
+@pytest.fixture
+def outsider(db) -> Persona:
+    """Owner of another team: must see nothing of `team`."""
+    from factories import MembershipFactory
+
+    return Persona(MembershipFactory(role="owner").user, "owner")
+
+
+@pytest.fixture
+def project(team, owner):
+    from factories import ProjectFactory
+
+    return ProjectFactory(team=team, created_by=owner.user)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_onnx(tmp_path_factory) -> Path:
+    from model_builders import export_tiny_cnn
+
+    return export_tiny_cnn(tmp_path_factory.mktemp("models") / "tiny_cnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp_onnx(tmp_path_factory) -> Path:
+    from model_builders import export_tiny_mlp
+
+    return export_tiny_mlp(tmp_path_factory.mktemp("models") / "tiny_mlp.onnx")
+
+
+@pytest.fixture
+def model_version(project, owner, tiny_cnn_onnx):
+    """A model version ingested through the real upload service."""
+    from django.core.files.uploadedfile import TemporaryUploadedFile
+
+    from registry.services import ingest_model_upload
+
+    upload = TemporaryUploadedFile("tiny_cnn.onnx", "application/octet-stream", 0, None)
+    upload.write(tiny_cnn_onnx.read_bytes())
+    upload.size = tiny_cnn_onnx.stat().st_size
+    upload.flush()
+    version = ingest_model_upload(project=project, user=owner.user, upload=upload)
+    upload.close()
+    return version
+
+
+@pytest.fixture
+def fast_recipe() -> dict:
+    """The default dynamic-int8 recipe with few latency runs, to keep tests quick."""
+    from compress_engine.configs import default_recipe
+
+    recipe = default_recipe().model_dump(mode="json")
+    recipe["evaluate"].update(latency_runs=5, warmup=1, fidelity_samples=8)
+    return recipe
+
+
+def storage_files() -> list[str]:
+    """Every file under the default storage's root (local filesystem storage in tests)."""
+    from django.core.files.storage import default_storage
+
+    root = Path(default_storage.location)
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    hostname: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_for_heartbeat(worker: WorkerProcess, timeout: float) -> None:
+    from jobs.models import WorkerHeartbeat
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited early:\n{worker.log()}")
+        if WorkerHeartbeat.objects.filter(hostname=worker.hostname).exists():
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"the Celery worker sent no heartbeat in {timeout} s:\n{worker.log()}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup, django_db_blocker, tmp_path_factory
+) -> Iterator[WorkerProcess]:
+    """A real `celery worker` process on the local Redis, against the test database.
+
+    Tests that use it need committed data (transactional_db or live_server), because the
+    worker reads the database over its own connection.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    hostname = f"test-worker-{uuid.uuid4().hex[:8]}@localhost"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "MODELPRESS_WORKER_HEARTBEAT_SECONDS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO / "workers")]),
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
+        "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
+        "--queues", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", hostname,
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    worker = WorkerProcess(process, hostname, log_path)
+    try:
+        with django_db_blocker.unblock():
+            _wait_for_heartbeat(worker, timeout=90)
+        yield worker
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_for_job(job, timeout: float = 180.0):
+    """Poll the job row until it is terminal; returns the refreshed job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.is_terminal:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job.uuid} still {job.status} ({job.stage}) after {timeout} s")
+
+
+@pytest.fixture
+def worker(celery_worker_process, transactional_db) -> WorkerProcess:
+    """The session's worker, once it has beaten again: each transactional test starts from
+    emptied tables, heartbeat rows included."""
+    _wait_for_heartbeat(celery_worker_process, timeout=30)
+    return celery_worker_process

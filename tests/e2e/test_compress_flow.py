@@ -1,0 +1,77 @@
+"""The whole product path in a real browser: log in, upload, compress, watch, download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from accounts.services import create_user_with_personal_team
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = os.environ.get("MODELPRESS_E2E_SCREENSHOTS")
+
+
+def _shot(page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+def test_it_compresses_an_uploaded_model_end_to_end(
+    live_server, worker, page, tiny_cnn_onnx, tmp_path
+):
+    import numpy as np
+    import onnxruntime as ort
+    from playwright.sync_api import expect
+
+    create_user_with_personal_team(
+        username="grace", email="grace@example.com", password="a-long-unusual-passphrase"
+    )
+
+    page.goto(f"{live_server.url}/")
+    page.fill("#id_username", "grace")
+    page.fill("#id_password", "a-long-unusual-passphrase")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+    page.fill("input[name=name]", "Digits")
+    page.click("text=Create project")
+    expect(page.get_by_role("heading", name="Digits")).to_be_visible()
+
+    # A corrupt file first: the form explains, nothing is created.
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"definitely not a model")
+    page.set_input_files("input[type=file]", str(bad))
+    page.click("text=Upload and check")
+    expect(page.locator("#upload-form .field-error")).to_contain_text("ONNX")
+    _shot(page, "01-upload-rejected")
+
+    page.set_input_files("input[type=file]", str(tiny_cnn_onnx))
+    page.click("text=Upload and check")
+    expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
+    expect(page.locator("text=logits").first).to_be_visible()
+    _shot(page, "02-model")
+
+    page.click("text=Start dynamic int8 job")
+    expect(page.get_by_role("heading", name="Compression job")).to_be_visible()
+    # Marker survives only if the status updates by htmx swaps, not full page reloads.
+    page.evaluate("window.__noReload = true")
+    status = page.get_by_test_id("job-status")
+    expect(status).to_have_text("Succeeded", timeout=180_000)
+    assert page.evaluate("window.__noReload") is True
+    expect(page.get_by_test_id("comparison")).to_contain_text("File size")
+    expect(page.get_by_test_id("fidelity")).to_contain_text("logits")
+    _shot(page, "03-results")
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("artifacts").locator("a").first.click()
+    downloaded = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(downloaded)
+    assert downloaded.name.endswith(".onnx")
+
+    session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.random.rand(3, 1, 8, 8).astype(np.float32)})
+    assert logits.shape == (3, 10)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import model_builders
+from compress_engine import Recipe, Report, default_recipe
+from compress_engine.cli import main
+
+
+def test_inspect_prints_inputs_outputs_and_parameters(
+    cnn_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(cnn_path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "input: float32 [batch, 1, 8, 8]" in out
+    assert "logits: float32 [batch, 10]" in out
+    assert "opset: 17" in out
+    assert "67,498" in out
+
+
+def test_compress_writes_results_and_prints_a_table(
+    mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump({"steps": [{"quantize": {}}], "evaluate": {"latency_runs": 3}})
+    )
+    out_dir = tmp_path / "out"
+
+    assert main(["compress", str(mlp_path), "--recipe", str(recipe), "--out", str(out_dir)]) == 0
+
+    captured = capsys.readouterr()
+    report = Report.model_validate_json((out_dir / "report.json").read_text())
+    assert report.original.latency.runs == 3
+    assert (out_dir / "model.int8.onnx").exists()
+    for label in ("size", "parameters", "latency p50", "fidelity", "cosine"):
+        assert label in captured.out
+    assert "[100%] Done" in captured.err
+    assert "Quantizing (dynamic int8)" in captured.err
+
+
+def test_compress_uses_the_default_recipe_and_out_dir(
+    cnn_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(cnn_path.read_bytes())
+
+    assert main(["compress", str(model), "--quiet"]) == 0
+
+    report = Report.model_validate_json(
+        (tmp_path / "digits.compressed" / "report.json").read_text()
+    )
+    assert Recipe.from_dict(report.recipe) == default_recipe()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", ["inspect", "compress"])
+def test_a_bad_file_exits_2_with_the_message(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = model_builders.write_bad_model(tmp_path / "bad.onnx", "garbage")
+
+    assert (
+        main([command, str(bad), "--quiet"] if command == "compress" else [command, str(bad)]) == 2
+    )
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: The file is not a valid ONNX model")
+    assert "Traceback" not in err
+
+
+def test_a_bad_recipe_exits_2_naming_the_field(
+    cnn_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps: [{quantize: {mode: fp64}}]\n")
+
+    assert main(["compress", str(cnn_path), "--recipe", str(recipe)]) == 2
+    assert "steps.0.quantize.mode" in capsys.readouterr().err
+
+
+def test_recipe_prints_the_default_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipe"]) == 0
+    assert Recipe.parse(capsys.readouterr().out) == default_recipe()
+
+    assert main(["recipe", "--schema"]) == 0
+    assert "steps" in json.loads(capsys.readouterr().out)["properties"]
+
+
+def test_passes_lists_dynamic_int8(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["passes"]) == 0
+    assert "quantize-dynamic-int8" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli(engine_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress_engine", "recipe"],
+        capture_output=True,
+        text=True,
+        env=engine_env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dynamic-int8" in proc.stdout

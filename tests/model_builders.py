@@ -1,0 +1,211 @@
+"""Tiny ONNX models and broken files for tests of every suite (engine, web, worker, e2e).
+
+torch is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+BadKind = Literal["empty", "garbage", "text", "truncated", "pickle"]
+
+
+def build_tiny_cnn(seed: int = 0) -> torch.nn.Module:
+    """Conv-ReLU-Conv-ReLU-Flatten-Linear(1024, 64)-ReLU-Linear(64, 10) for 1x8x8 inputs."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+def build_tiny_mlp(
+    seed: int = 0, *, in_features: int = 64, hidden: int = 256, layers: int = 3, classes: int = 10
+) -> torch.nn.Module:
+    """Linear(in, hidden)-ReLU-[Linear(hidden, hidden)-ReLU]*(layers-1)-Linear(hidden, classes)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    mods: list[nn.Module] = [nn.Linear(in_features, hidden), nn.ReLU()]
+    for _ in range(layers - 1):
+        mods += [nn.Linear(hidden, hidden), nn.ReLU()]
+    mods.append(nn.Linear(hidden, classes))
+    return nn.Sequential(*mods).eval()
+
+
+def export_tiny_cnn(
+    path: Path, *, opset: int = 17, dynamic_batch: bool = True, seed: int = 0
+) -> Path:
+    """A digits-sized CNN: input "input" [batch, 1, 8, 8] -> output "logits" [batch, 10]."""
+    import torch
+
+    return _export(
+        build_tiny_cnn(seed),
+        torch.randn(1, 1, 8, 8),
+        path,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+    )
+
+
+def export_tiny_mlp(
+    path: Path,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    seed: int = 0,
+    in_features: int = 64,
+    hidden: int = 256,
+    layers: int = 3,
+) -> Path:
+    """A MatMul-heavy MLP: input "input" [batch, in_features] -> output "logits" [batch, 10].
+
+    With the defaults it holds ~150k float32 parameters (three 256-wide layers), ~600 kB.
+    """
+    import torch
+
+    model = build_tiny_mlp(seed, in_features=in_features, hidden=hidden, layers=layers)
+    return _export(
+        model, torch.randn(1, in_features), path, opset=opset, dynamic_batch=dynamic_batch
+    )
+
+
+def _export(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    opset: int,
+    dynamic_batch: bool,
+) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated but ~50 ms instead of seconds for dynamo.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+        )
+    return path
+
+
+def torch_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def write_bad_model(path: Path, kind: BadKind, *, source: Path | None = None) -> Path:
+    """Write a file that is not a loadable ONNX model.
+
+    empty: 0 bytes; garbage: seeded random bytes; text: a text file; truncated: the first
+    half of `source` (a valid .onnx); pickle: a pickled dict (what a torch checkpoint is).
+    """
+    import pickle
+    import random
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(random.Random(0).randbytes(4096))
+    elif kind == "text":
+        path.write_text("This is not an ONNX model.\n" * 20, encoding="utf-8")
+    elif kind == "truncated":
+        if source is None:
+            raise ValueError("truncated needs source=<a valid .onnx file>")
+        data = Path(source).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"state_dict": {"weight": [1.0, 2.0]}}))
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return path
+
+
+def save_with_external_data(source: Path, path: Path) -> Path:
+    """Re-save `source` with its weights in an external file `<name>.data` beside `path`."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(source))
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
+    return path
+
+
+def write_conv_only_model(path: Path, *, opset: int = 17, seed: int = 0) -> Path:
+    """Conv -> Relu on [batch, 1, 8, 8]: nothing for MatMul/Gemm dynamic quantization to do."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["output"], name="relu"),
+        ],
+        "conv_only",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_custom_op_model(path: Path) -> Path:
+    """Valid ONNX that ONNX Runtime cannot load: one node of an unknown custom-domain op."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["input"], ["output"], name="frob", domain="com.example")],
+        "custom_op",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+    )
+    model.ir_version = 8
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,119 @@
+"""run_job, called directly: the tested core of the worker (no Celery involved)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+
+from conftest import storage_files
+from jobrunner.runner import run_job
+from jobs.models import Artifact, Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job(model_version, owner, fast_recipe):
+    return Job.objects.create(
+        team=model_version.project.team,
+        project=model_version.project,
+        model_version=model_version,
+        recipe=fast_recipe,
+        created_by=owner.user,
+    )
+
+
+def test_it_runs_a_job_to_success_and_stores_a_loadable_artifact(job, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from compress_engine import Report
+
+    run_job(str(job.uuid), task_id="t-1", worker="w@test")
+
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert job.progress == 1.0 and job.started_at and job.finished_at and job.worker == "w@test"
+    report = Report.model_validate(job.report)
+    assert report.original.size_bytes == job.model_version.size_bytes
+    assert report.fidelity.per_output[0].cosine_similarity > 0.99
+    artifact = Artifact.objects.get(job=job)
+    assert artifact.sha256 == report.artifacts[0].sha256
+    local = tmp_path / "model.onnx"
+    with artifact.file.open("rb") as stored:
+        local.write_bytes(stored.read())
+    assert local.stat().st_size == artifact.size_bytes
+    session = ort.InferenceSession(str(local), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.zeros((2, 1, 8, 8), dtype=np.float32)})
+    assert logits.shape == (2, 10)
+    # No temporary ".partial" files are left next to the artifact.
+    assert not [name for name in storage_files() if name.endswith(".partial")]
+
+
+def test_it_does_nothing_when_a_finished_job_is_delivered_again(job):
+    run_job(str(job.uuid))
+    job.refresh_from_db()
+    finished_at, artifacts = job.finished_at, Artifact.objects.count()
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.finished_at == finished_at
+    assert Artifact.objects.count() == artifacts
+
+
+def test_it_fails_with_the_engine_message_when_the_model_is_broken(job):
+    version = job.model_version
+    version.file.storage.delete(version.file.name)
+    version.file.storage.save(version.file.name, ContentFile(b"corrupted on disk"))
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error and "Internal error" not in job.error
+    assert not Artifact.objects.filter(job=job).exists()
+
+
+def test_it_stops_and_keeps_nothing_when_cancel_is_requested(job, monkeypatch):
+    real_record = Job.record_progress
+
+    def cancel_mid_run(self, stage, fraction):
+        real_record(self, stage, fraction)
+        if fraction > 0.3:
+            Job.objects.filter(pk=self.pk).update(cancel_requested=True)
+
+    monkeypatch.setattr(Job, "record_progress", cancel_mid_run)
+    before = storage_files()
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert not Artifact.objects.filter(job=job).exists()
+    assert storage_files() == before
+
+
+def test_it_removes_stored_artifacts_when_recording_them_fails(job, monkeypatch):
+    def refuse(self, report):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Job, "succeed", refuse)
+    before = storage_files()
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "failed" and "database went away" in job.error
+    assert storage_files() == before
+    assert not Artifact.objects.exists()
+
+
+def test_it_ignores_a_job_that_does_not_exist():
+    run_job("00000000-0000-0000-0000-000000000000")
+
+
+def test_it_removes_its_scratch_directory(job, tmp_path, settings):
+    settings.MODELPRESS_SCRATCH_DIR = str(tmp_path)
+    run_job(str(job.uuid))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,196 @@
+"""`modelpress` command line: inspect, compress, print the default recipe, list techniques."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from compress_engine.configs import Recipe, default_recipe
+from compress_engine.errors import EngineError
+from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
+from compress_engine.passes import list_passes
+from compress_engine.report import Report
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelpress", description="Compress ONNX models and report before/after figures."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="validate an ONNX file and describe it")
+    p.add_argument("model", type=Path, help="path to a .onnx file")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("compress", help="run a recipe on a model")
+    p.add_argument("model", type=Path, help="path to a .onnx file")
+    p.add_argument(
+        "--recipe", type=Path, help="recipe YAML/JSON file (default: dynamic int8 recipe)"
+    )
+    p.add_argument(
+        "--out", type=Path, help="output directory (default: <model>.compressed next to it)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("recipe", help="print the default recipe (YAML)")
+    p.add_argument("--schema", action="store_true", help="print the recipe JSON schema instead")
+    p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("passes", help="list the compression techniques")
+    p.set_defaults(func=_cmd_passes)
+    return parser
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    print(format_model_info(inspect_onnx(args.model)))
+    return 0
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from compress_engine.api import compress
+
+    if args.recipe is not None:
+        try:
+            text = args.recipe.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise EngineError(f"Cannot read the recipe file: {exc}") from None
+        recipe = Recipe.parse(text)
+    else:
+        recipe = default_recipe()
+    out = args.out or args.model.with_suffix(".compressed")
+    progress = None if args.quiet else _ProgressPrinter(sys.stderr)
+    report = compress(args.model, recipe, out_dir=out, progress=progress)
+    print(format_report(report))
+    files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
+    print(f"\nwritten to {out}/: {', '.join(files)}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    if args.schema:
+        import json
+
+        print(json.dumps(Recipe.model_json_schema(), indent=2))
+    else:
+        print(default_recipe().to_yaml(), end="")
+    return 0
+
+
+def _cmd_passes(_args: argparse.Namespace) -> int:
+    for info in list_passes():
+        needs = "needs data" if info.needs_data else "no data needed"
+        print(f"{info.name:<24} {info.title} ({needs}, {info.compute})")
+        print(f"{'':<24} {info.description}")
+    return 0
+
+
+class _ProgressPrinter:
+    """Prints a line per stage and per 10% step, not per callback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._last: tuple[str, int] | None = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        key = (stage, int(fraction * 10))
+        if key != self._last:
+            self._last = key
+            print(f"[{fraction:4.0%}] {stage}", file=self._stream, flush=True)
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def _shape(t: TensorInfo) -> str:
+    if not t.rank_known:
+        return "[?]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]"
+
+
+def format_model_info(info: ModelInfo) -> str:
+    lines = [
+        f"producer:   {info.producer or '(unknown)'}",
+        f"IR version: {info.ir_version}   opset: {info.opset}",
+        f"parameters: {info.parameters:,}   nodes: {info.nodes}   size: {_bytes(info.size_bytes)}",
+        "inputs:",
+        *(f"  {t.name}: {t.dtype} {_shape(t)}" for t in info.inputs),
+        "outputs:",
+        *(f"  {t.name}: {t.dtype} {_shape(t)}" for t in info.outputs),
+        "ops: " + ", ".join(f"{k} x{v}" for k, v in info.op_types.items()),
+    ]
+    return "\n".join(lines)
+
+
+def format_report(report: Report) -> str:
+    o, r, f = report.original, report.result, report.fidelity.summary
+    rows = [
+        ("", "original", "compressed", "ratio"),
+        ("size", _bytes(o.size_bytes), _bytes(r.size_bytes), _x(report.size_ratio)),
+        ("parameters", f"{o.parameters:,}", f"{r.parameters:,}", _x(report.param_ratio)),
+        (
+            f"latency p50 (batch {o.latency.batch_size})",
+            f"{o.latency.p50_ms:.3f} ms",
+            f"{r.latency.p50_ms:.3f} ms",
+            _x(report.latency_ratio),
+        ),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    table = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    fid = (
+        f"fidelity ({report.fidelity.samples} random samples, output {f.name!r}): "
+        f"cosine {_num(f.cosine_similarity, 6)}, max abs diff {_num(f.max_abs_diff)}"
+    )
+    if f.top1_agreement is not None:
+        fid += f", top-1 agreement {f.top1_agreement:.1%}"
+    lines = [*table, fid, f"device: {report.device}"]
+    if report.quantization is not None:
+        q = report.quantization
+        types = ", ".join(f"{k} x{v}" for k, v in q.op_types.items()) or "none"
+        lines.append(f"quantized nodes: {q.quantized_nodes} ({types}), weights {q.weight_type}")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _num(v: float | None, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Validate an uploaded ONNX file and describe it, using only the `onnx` package.
+
+Runs at upload time in the web app, so it imports no onnxruntime and never unpickles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from compress_engine.errors import EngineError, short_message
+from compress_engine.measure.params import (
+    count_parameters,
+    iter_graphs,
+    iter_nodes,
+    op_type_counts,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+# Oldest default-domain opset ONNX Runtime still runs.
+MIN_OPSET = 7
+
+
+class TensorInfo(BaseModel):
+    """One graph input or output."""
+
+    name: str = Field(description="Tensor name, used as the feed/fetch key.")
+    dtype: str = Field(description='Element type as a numpy name, e.g. "float32", "int64".')
+    shape: list[int | str | None] = Field(
+        description="Dimensions: int = fixed, str = symbolic (e.g. 'batch'), None = unknown."
+    )
+    rank_known: bool = Field(
+        default=True, description="False when the model does not declare the rank at all."
+    )
+
+
+class ModelInfo(BaseModel):
+    """What an ONNX model looks like from outside."""
+
+    ir_version: int = Field(description="ONNX IR version of the file.")
+    opset: int = Field(description="Opset of the default (ai.onnx) domain.")
+    opsets: dict[str, int] = Field(
+        default_factory=dict, description="Opset per domain ('' is ai.onnx)."
+    )
+    producer: str = Field(description="Tool that wrote the file, e.g. 'pytorch 2.14.1'.")
+    inputs: list[TensorInfo] = Field(description="Graph inputs that need a value.")
+    outputs: list[TensorInfo] = Field(description="Graph outputs.")
+    parameters: int = Field(description="Elements in initializers and Constant nodes.")
+    nodes: int = Field(description="Node count, subgraphs included.")
+    op_types: dict[str, int] = Field(description="Node count per op type.")
+    size_bytes: int = Field(default=0, description="File size in bytes.")
+
+
+def inspect_onnx(path: Path, max_bytes: int | None = None) -> ModelInfo:
+    """Validate an ONNX file and describe it; EngineError says what is wrong and what to do."""
+    import onnx
+
+    path = Path(path)
+    model = _load(path, max_bytes)
+    _check_external_data(model)
+    opsets = _check_versions(model)
+    try:
+        # On the path, not the proto: the C++ checker then handles files over 2 GB.
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise EngineError(f"The model failed ONNX validation: {short_message(exc)}") from None
+
+    graph = model.graph
+    initializer_names = {t.name for t in graph.initializer}
+    # IR < 4 lists initializers as inputs too; those need no feed.
+    inputs = [tensor_info(v) for v in graph.input if v.name not in initializer_names]
+    return ModelInfo(
+        ir_version=model.ir_version,
+        opset=opsets.get("", 0),
+        opsets=opsets,
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=inputs,
+        outputs=[tensor_info(v) for v in graph.output],
+        parameters=count_parameters(model),
+        nodes=sum(1 for _ in iter_nodes(graph)),
+        op_types=op_type_counts(model),
+        size_bytes=path.stat().st_size,
+    )
+
+
+def _load(path: Path, max_bytes: int | None) -> onnx.ModelProto:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise EngineError(f"Model file not found: {path.name}")
+    size = path.stat().st_size
+    if size == 0:
+        raise EngineError("The model file is empty. Upload the .onnx file again.")
+    if max_bytes is not None and size > max_bytes:
+        raise EngineError(
+            f"The model file is {size / 1e6:.1f} MB, larger than the limit of "
+            f"{max_bytes / 1e6:.1f} MB."
+        )
+    not_onnx = (
+        "The file is not a valid ONNX model: it could not be read as an ONNX protobuf "
+        f"({_guess_format(path)}). "
+        "Export the model with torch.onnx.export or tf2onnx and upload the .onnx file."
+    )
+    try:
+        # External data stays on disk: we only look at dims, and we refuse it anyway.
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise EngineError(f"{not_onnx} Parser said: {short_message(exc)}") from None
+    # Protobuf happily parses some non-ONNX bytes into an almost empty message.
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise EngineError(not_onnx)
+    if not model.graph.output:
+        raise EngineError("The ONNX model has no graph outputs, so there is nothing to compare.")
+    return model
+
+
+def _guess_format(path: Path) -> str:
+    """A hint at what the file is instead, from its first bytes (read, never unpickled)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK"):
+        return (
+            "it is a zip archive, e.g. a torch.save checkpoint; .zip uploads are not supported yet"
+        )
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it looks like a Python pickle, e.g. a PyTorch state dict; pickles are never loaded"
+    return "is it truncated, or a different format such as a PyTorch checkpoint?"
+
+
+def _check_external_data(model: onnx.ModelProto) -> None:
+    import onnx
+
+    external: list[str] = []
+    for g in iter_graphs(model.graph):
+        tensors = list(g.initializer) + [
+            a.t for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+        ]
+        external += [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise EngineError(
+            f"The model keeps {len(external)} weight tensor(s) in external data files "
+            f"(e.g. {external[0]!r}). Models with external data (a .zip with the .onnx and its "
+            "data files) are not supported yet. If the model is under 2 GB, save it as a single "
+            "file: onnx.save(onnx.load(path), 'model.onnx', save_as_external_data=False)."
+        )
+
+
+def _check_versions(model: onnx.ModelProto) -> dict[str, int]:
+    import onnx
+    import onnx.defs
+
+    if model.ir_version < 3:
+        raise EngineError(
+            f"The model uses ONNX IR version {model.ir_version}, too old to validate (minimum "
+            "3). Re-export it with a recent exporter."
+        )
+    if model.ir_version > onnx.IR_VERSION:
+        raise EngineError(
+            f"The model uses ONNX IR version {model.ir_version}, newer than this server "
+            f"supports ({onnx.IR_VERSION}). Re-export it with an older IR version."
+        )
+    opsets = {
+        ("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import
+    }
+    opset = opsets.get("")
+    if opset is None:
+        raise EngineError(
+            "The model declares no opset for the default ONNX domain, so its operators "
+            "cannot be resolved."
+        )
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise EngineError(
+            f"The model uses opset {opset}, newer than this server supports ({newest}). "
+            f"Re-export it with opset_version={newest} or lower."
+        )
+    if opset < MIN_OPSET:
+        raise EngineError(
+            f"The model uses opset {opset}, older than the oldest supported ({MIN_OPSET}). "
+            "Convert it with onnx.version_converter.convert_version(model, 17)."
+        )
+    return opsets
+
+
+def tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    """Name, numpy dtype name and shape of a graph input or output."""
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        # Sequences, maps, optionals: describe the kind; they cannot be fed random tensors.
+        return TensorInfo(name=value.name, dtype=kind or "unknown", shape=[], rank_known=False)
+    tt = value.type.tensor_type
+    if not tt.HasField("shape"):
+        return TensorInfo(
+            name=value.name, dtype=dtype_name(tt.elem_type), shape=[], rank_known=False
+        )
+    shape: list[int | str | None] = []
+    for dim in tt.shape.dim:
+        if dim.HasField("dim_value"):
+            shape.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            shape.append(dim.dim_param)
+        else:
+            shape.append(None)
+    return TensorInfo(name=value.name, dtype=dtype_name(tt.elem_type), shape=shape)
+
+
+def dtype_name(elem_type: int) -> str:
+    """numpy-style name of an ONNX element type ("float32"); ONNX's own for exotic ones."""
+    import onnx
+
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, ValueError, TypeError):
+        return onnx.TensorProto.DataType.Name(elem_type).lower()

@@ -1,0 +1,1 @@
+"""Measurements of ONNX models: size, parameters, latency, fidelity, and the inputs they use."""

@@ -1,0 +1,75 @@
+"""What every compression pass looks like (one class per technique, Olive-style)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+
+class PassInfo(BaseModel):
+    """Capability metadata, listable without importing torch or onnxruntime."""
+
+    name: str = Field(description="Registry name, e.g. 'quantize-dynamic-int8'.")
+    title: str = Field(description="Human name, e.g. 'Dynamic int8 quantization'.")
+    stage: str = Field(description="Progress label while it runs.")
+    description: str = Field(description="What it does and when to use it.")
+    step: str = Field(description="Recipe step kind it implements, e.g. 'quantize'.")
+    mode: str | None = Field(default=None, description="Step mode it implements, if any.")
+    needs_data: bool = Field(description="Needs a calibration or training dataset.")
+    needs_labels: bool = Field(description="Needs labels in that dataset.")
+    compute: Literal["light", "heavy"] = Field(description="'heavy' wants a GPU worker.")
+    input_format: Literal["onnx"] = Field(default="onnx", description="Model format consumed.")
+    output_format: Literal["onnx"] = Field(default="onnx", description="Model format produced.")
+
+
+@dataclass
+class PassContext:
+    """What a pass may use besides its config."""
+
+    work_dir: Path  # scratch space, deleted after the run
+    seed: int = 0
+    data: None = None  # datasets arrive with static quantization / distillation
+    progress: Callable[[float], None] = field(default=lambda _fraction: None)
+
+
+@dataclass
+class PassResult:
+    """A pass's output model and what it has to say about it."""
+
+    model_path: Path
+    suffix: str  # artifact name part: model.<suffix>.onnx
+    precision: str  # e.g. "int8-dynamic"
+    details: BaseModel | None = None  # typed, per technique; lands in the report
+    notes: list[str] = field(default_factory=list)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class Pass(ABC, Generic[ConfigT]):
+    """One technique. Subclasses set `info` and `config_type` and implement `run`.
+
+    Heavy frameworks (onnxruntime, torch) are imported inside `run`, never at module level.
+    """
+
+    info: ClassVar[PassInfo]
+    config_type: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @classmethod
+    def accepts(cls, config: BaseModel) -> bool:
+        """Whether this pass implements the given step config."""
+        if not isinstance(config, cls.config_type):
+            return False
+        return cls.info.mode is None or getattr(config, "mode", None) == cls.info.mode
+
+    @abstractmethod
+    def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
+        """Read `model_path`, write the transformed model to `out_path`."""

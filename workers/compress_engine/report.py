@@ -1,0 +1,151 @@
+"""The before/after report: what was done, what it produced, and how the two models compare.
+
+Stored as JSON on the job (model_dump(mode="json")) and read back through `Report`, so every
+field must survive a JSON round trip. Unknown keys are ignored on read, so reports written by
+a newer engine still load.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, computed_field
+
+from compress_engine._version import ENGINE_VERSION
+
+
+class Latency(BaseModel):
+    """Wall-clock inference time of one model on one device."""
+
+    p50_ms: float = Field(description="Median latency per run, milliseconds.")
+    p90_ms: float = Field(description="90th percentile latency, milliseconds.")
+    p99_ms: float = Field(description="99th percentile latency, milliseconds.")
+    mean_ms: float = Field(description="Mean latency, milliseconds.")
+    runs: int = Field(description="Timed runs.")
+    warmup: int = Field(description="Untimed runs before timing.")
+    batch_size: int = Field(description="Samples per run.")
+    throughput_per_s: float = Field(description="Samples per second at the median latency.")
+    provider: str = Field(description="ONNX Runtime execution provider.")
+    threads: int = Field(description="Intra-op threads.")
+
+
+class ModelMeasurement(BaseModel):
+    """Static and timed figures of one model file."""
+
+    size_bytes: int = Field(description="File size in bytes.")
+    parameters: int = Field(description="Elements in initializers and Constant nodes.")
+    nodes: int = Field(default=0, description="Graph nodes, subgraphs included.")
+    op_types: dict[str, int] = Field(default_factory=dict, description="Node count per op type.")
+    sha256: str = Field(default="", description="SHA-256 of the file.")
+    latency: Latency = Field(description="Inference latency.")
+
+
+class OutputFidelity(BaseModel):
+    """How closely one output of the compressed model follows the original.
+
+    A metric is None when it cannot be computed (e.g. the output contains NaN or Inf).
+    """
+
+    name: str = Field(description="Output name.")
+    max_abs_diff: float | None = Field(description="Largest absolute element difference.")
+    mean_abs_diff: float | None = Field(description="Mean absolute element difference.")
+    cosine_similarity: float | None = Field(
+        description="Cosine similarity of the flattened outputs (1.0 = same direction)."
+    )
+    top1_agreement: float | None = Field(
+        default=None,
+        description="Fraction of samples with the same argmax; only for [N, C] outputs, C > 1.",
+    )
+
+
+class Fidelity(BaseModel):
+    """Compressed vs original outputs on the same inputs."""
+
+    samples: int = Field(description="Samples compared.")
+    inputs: Literal["random", "dataset"] = Field(
+        default="random", description="Where the compared inputs came from."
+    )
+    summary: OutputFidelity = Field(description="The first output's figures.")
+    per_output: list[OutputFidelity] = Field(description="Figures for every output.")
+
+
+class ArtifactInfo(BaseModel):
+    """A file the run produced."""
+
+    name: str = Field(description="File name in the output directory.")
+    format: Literal["onnx"] = Field(description="File format.")
+    precision: str = Field(description='Numeric precision, e.g. "int8-dynamic".')
+    size_bytes: int = Field(description="File size in bytes.")
+    sha256: str = Field(description="SHA-256 of the file.")
+
+
+class StepTiming(BaseModel):
+    """Wall time of one stage of the run."""
+
+    name: str = Field(description="Stage name.")
+    wall_s: float = Field(description="Wall-clock seconds.")
+
+
+class QuantizationDetails(BaseModel):
+    """What the quantize step actually did."""
+
+    mode: str = Field(description="Quantization mode from the recipe.")
+    weight_type: str = Field(description='Stored weight type, "int8" or "uint8".')
+    per_channel: bool = Field(description="Per-channel weight scales.")
+    reduce_range: bool = Field(description="7-bit weights.")
+    op_types_requested: list[str] = Field(description="Op types the recipe asked for.")
+    quantized_nodes: int = Field(description="Nodes turned into integer kernels.")
+    op_types: dict[str, int] = Field(
+        description="Quantized node count per original op type (e.g. Gemm, MatMul)."
+    )
+    excluded: list[str] = Field(default_factory=list, description="Nodes kept in float.")
+    preprocessed: bool = Field(
+        description="Whether ONNX Runtime's pre-processing (shape inference, optimisation) ran."
+    )
+
+
+class Report(BaseModel):
+    """Everything a compression run measured and produced."""
+
+    schema_version: Literal[1] = Field(default=1, description="Report schema version.")
+    engine_version: str = Field(default=ENGINE_VERSION, description="compress_engine version.")
+    created_at: datetime = Field(
+        default_factory=lambda: datetime.now(UTC), description="When the run finished (UTC)."
+    )
+    recipe: dict[str, Any] = Field(description="The recipe that was run, as a mapping.")
+    original: ModelMeasurement = Field(description="The uploaded model.")
+    result: ModelMeasurement = Field(description="The compressed model.")
+    fidelity: Fidelity = Field(description="Compressed vs original outputs.")
+    artifacts: list[ArtifactInfo] = Field(description="Produced files.")
+    steps: list[StepTiming] = Field(description="Wall time per stage.")
+    quantization: QuantizationDetails | None = Field(
+        default=None, description="Details of the quantize step, if there was one."
+    )
+    input_shapes: dict[str, list[int]] = Field(description="Concrete input shapes measured with.")
+    device: str = Field(description="Hardware the measurements ran on.")
+    versions: dict[str, str] = Field(description="Library versions.")
+    notes: list[str] = Field(default_factory=list, description="Things the user should know.")
+
+    # Ratios are serialised too (handy for sorting in SQL) and ignored when read back.
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size_ratio(self) -> float | None:
+        """Result size / original size (0.25 = four times smaller)."""
+        return _ratio(self.result.size_bytes, self.original.size_bytes)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def latency_ratio(self) -> float | None:
+        """Result p50 / original p50 (below 1 = faster)."""
+        return _ratio(self.result.latency.p50_ms, self.original.latency.p50_ms)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def param_ratio(self) -> float | None:
+        """Result parameters / original parameters."""
+        return _ratio(self.result.parameters, self.original.parameters)
+
+
+def _ratio(new: float, old: float) -> float | None:
+    return new / old if old else None

@@ -1,0 +1,147 @@
+"""run_job: claim a job, run the engine in scratch space, store artifacts, record the outcome.
+
+The task is a thin wrapper around this function, so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from jobrunner.storage_io import fetch_to_scratch, save_atomically
+from jobs.models import Artifact, Job
+
+log = logging.getLogger(__name__)
+
+# The engine's own progress (0..1) is mapped into this slice of the job's progress bar;
+# fetching inputs comes before it and storing artifacts after it.
+_ENGINE_START, _ENGINE_END = 0.05, 0.95
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when the user asked to cancel."""
+
+
+class _JobHeartbeat:
+    """Touches job.heartbeat_at on a timer, so a long engine step with no progress callbacks
+    is not mistaken for a dead worker by the reaper."""
+
+    def __init__(self, job: Job, interval: float) -> None:
+        self._job_pk = job.pk
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+
+    def __enter__(self) -> _JobHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self._interval):
+                Job.objects.filter(pk=self._job_pk, status=Job.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:
+            log.exception("job heartbeat failed")
+        finally:
+            connection.close()
+
+
+def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
+    job = Job.objects.select_related("model_version", "team").filter(uuid=job_uuid).first()
+    if job is None:
+        log.warning("job %s does not exist; nothing to do", job_uuid)
+        return
+    if not job.claim(worker=worker or socket.gethostname(), task_id=task_id):
+        # Re-delivery of a job that already ran (or was cancelled): idempotent no-op.
+        log.info("job %s is %s, not queued; skipping", job.uuid, job.status)
+        return
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"job-{job.uuid}-", dir=settings.MODELPRESS_SCRATCH_DIR))
+    try:
+        with _JobHeartbeat(job, interval=settings.MODELPRESS_WORKER_HEARTBEAT_SECONDS):
+            _execute(job, scratch)
+    except JobCancelled:
+        job.mark_cancelled()
+        log.info("job %s cancelled", job.uuid)
+    except SoftTimeLimitExceeded:
+        job.fail("The job ran past its time limit and was stopped.")
+    except Exception as exc:
+        from compress_engine import EngineError
+
+        if isinstance(exc, EngineError):
+            job.fail(str(exc))
+        else:
+            log.exception("job %s crashed", job.uuid)
+            job.fail(f"Internal error ({type(exc).__name__}): {exc}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _execute(job: Job, scratch: Path) -> None:
+    from compress_engine import Recipe, compress
+
+    def progress(stage: str, fraction: float) -> None:
+        job.record_progress(stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
+        if job.is_cancel_requested():
+            raise JobCancelled()
+
+    job.record_progress("Fetching the model", 0.0)
+    version = job.model_version
+    model_path = fetch_to_scratch(version.file.storage, version.file.name, scratch / "model.onnx")
+    recipe = Recipe.parse(job.recipe)
+    out_dir = scratch / "out"
+    report = compress(model_path, recipe, out_dir=out_dir, progress=progress)
+    job.record_progress("Storing artifacts", _ENGINE_END)
+    if job.is_cancel_requested():
+        raise JobCancelled()
+    _store_results(job, report, out_dir)
+
+
+def _store_results(job: Job, report, out_dir: Path) -> None:
+    """Write every artifact, then record them and the report in one transaction.
+
+    If anything fails (or the job left `running` meanwhile), the stored files are removed,
+    so a job never points at a partial artifact set.
+    """
+    stored: list[str] = []
+    storage = Artifact._meta.get_field("file").storage
+    try:
+        artifacts = []
+        for info in report.artifacts:
+            artifact = Artifact(
+                job=job,
+                name=info.name,
+                format=info.format,
+                precision=info.precision,
+                size_bytes=info.size_bytes,
+                sha256=info.sha256,
+            )
+            target = artifact.file.field.generate_filename(artifact, info.name)
+            artifact.file.name = save_atomically(storage, target, out_dir / info.name)
+            stored.append(artifact.file.name)
+            artifacts.append(artifact)
+        with transaction.atomic():
+            Artifact.objects.bulk_create(artifacts)
+            if not job.succeed(report.model_dump(mode="json")):
+                raise RuntimeError(f"job left the running state ({job.status}) before finishing")
+    except BaseException:
+        for name in stored:
+            storage.delete(name)
+        raise
