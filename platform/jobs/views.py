@@ -5,30 +5,23 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from accounts.access import membership_for
+from accounts.access import require_write
 from jobs.access import get_artifact_for_user, get_job_for_user
 from jobs.presenters import chart_data, comparison_rows
 from jobs.services import JobRejected, cancel_job, create_job
 from registry.access import get_model_version_for_user
 
 
-def _require_write(request: HttpRequest, team) -> None:
-    membership = membership_for(request.user, team)
-    if membership is None or not membership.can_write:
-        raise PermissionDenied("Viewers cannot start or cancel jobs.")
-
-
 @login_required
 @require_POST
 def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
     version = get_model_version_for_user(request.user, version_uuid)
-    _require_write(request, version.project.team)
+    require_write(request.user, version.project.team)
     try:
         job = create_job(
             model_version=version, user=request.user, recipe=request.POST.get("recipe", "")
@@ -76,7 +69,7 @@ def job_status(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
 @require_POST
 def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     job = get_job_for_user(request.user, job_uuid)
-    _require_write(request, job.team)
+    require_write(request.user, job.team)
     if not cancel_job(job):
         messages.info(request, "The job had already finished.")
     return redirect("jobs-detail", job_uuid=job.uuid)

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
-class UploadRejected(Exception):
-    """An upload that fails validation; the message is shown on the form."""
+class RegistryRejected(Exception):
+    """A project or upload the registry refuses; the message is shown to the user."""
 
 
 def create_project(*, team: Team, user: User, name: str, description: str = "") -> Project:
@@ -33,7 +33,7 @@ def create_project(*, team: Team, user: User, name: str, description: str = "") 
                 team=team, name=name.strip(), description=description, created_by=user
             )
     except IntegrityError as exc:
-        raise UploadRejected(f"A project named {name!r} already exists in this team.") from exc
+        raise RegistryRejected(f"A project named {name!r} already exists in this team.") from exc
 
 
 def model_name_from_filename(filename: str) -> str:
@@ -60,9 +60,9 @@ def ingest_model_upload(
     from compress_engine import EngineError, inspect_onnx
 
     if upload.size > settings.MODELPRESS_MAX_UPLOAD_BYTES:
-        raise UploadRejected(too_large_message())
+        raise RegistryRejected(too_large_message())
     if not upload.name.lower().endswith(".onnx"):
-        raise UploadRejected(
+        raise RegistryRejected(
             "Only ONNX files (.onnx) can be uploaded for now. Export your model with "
             "torch.onnx.export (or tf2onnx) and upload the .onnx file."
         )
@@ -70,7 +70,7 @@ def ingest_model_upload(
     try:
         info = inspect_onnx(path, max_bytes=settings.MODELPRESS_MAX_UPLOAD_BYTES)
     except EngineError as exc:
-        raise UploadRejected(str(exc)) from exc
+        raise RegistryRejected(str(exc)) from exc
     digest = sha256_of(path)
     model_name = (name or "").strip()[:100] or model_name_from_filename(upload.name)
 

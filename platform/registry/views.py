@@ -4,29 +4,22 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.access import membership_for, teams_for
+from accounts.access import require_write, teams_for
 from accounts.services import personal_team
 from registry.access import get_model_version_for_user, get_project_for_user
 from registry.forms import ModelUploadForm, ProjectForm
 from registry.services import (
-    UploadRejected,
+    RegistryRejected,
     create_project,
     ingest_model_upload,
     too_large_message,
 )
-
-
-def _require_write(request: HttpRequest, team) -> None:
-    membership = membership_for(request.user, team)
-    if membership is None or not membership.can_write:
-        raise PermissionDenied("Viewers cannot change this project.")
 
 
 @login_required
@@ -36,7 +29,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
     team_uuid = request.POST.get("team")
     team = teams_for(request.user).filter(uuid=team_uuid).first() if team_uuid else None
     team = team or personal_team(request.user)
-    _require_write(request, team)
+    require_write(request.user, team)
     if form.is_valid():
         try:
             project = create_project(
@@ -45,7 +38,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
             )
-        except UploadRejected as exc:
+        except RegistryRejected as exc:
             messages.error(request, str(exc))
         else:
             return redirect("registry-project", project_uuid=project.uuid)
@@ -75,7 +68,7 @@ def project_detail(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
 def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     """Full-page form post or htmx post; errors re-render the form, success goes to the model."""
     project = get_project_for_user(request.user, project_uuid)
-    _require_write(request, project.team)
+    require_write(request.user, project.team)
     form = ModelUploadForm(request.POST, request.FILES)
     if getattr(request, "upload_too_large", False):
         form.add_error("file", too_large_message())
@@ -87,7 +80,7 @@ def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
                 upload=form.cleaned_data["file"],
                 name=form.cleaned_data["name"],
             )
-        except UploadRejected as exc:
+        except RegistryRejected as exc:
             form.add_error("file", str(exc))
         else:
             url = reverse("registry-model-version", kwargs={"version_uuid": version.uuid})
