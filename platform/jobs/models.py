@@ -16,7 +16,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Team
-from registry.models import ModelVersion, Project
+from registry.models import Dataset, ModelVersion, Project
 
 
 class InvalidTransition(Exception):
@@ -45,6 +45,14 @@ class Job(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="jobs")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="jobs")
+    dataset = models.ForeignKey(
+        Dataset,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        help_text="Calibration/evaluation samples, split by the recipe with a fixed seed.",
+    )
     recipe = models.JSONField(help_text="The engine recipe (compress_engine.Recipe) as JSON.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=200, blank=True)

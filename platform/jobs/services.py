@@ -10,7 +10,7 @@ from django.db import transaction
 
 from accounts.models import User
 from jobs.models import Job
-from registry.models import ModelVersion
+from registry.models import Dataset, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,15 @@ def parse_recipe(raw: Any) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
 
-def create_job(*, model_version: ModelVersion, user: User, recipe: Any) -> Job:
+def create_job(
+    *, model_version: ModelVersion, user: User, recipe: Any, dataset: Dataset | None = None
+) -> Job:
     """Create a queued job and enqueue it once the row is committed."""
     from jobrunner.tasks import run_compression_job
 
     recipe_json = parse_recipe(recipe)
+    if dataset is not None and dataset.project_id != model_version.project_id:
+        raise JobRejected("The dataset belongs to another project.")
     task_id = str(uuid.uuid4())
     with transaction.atomic():
         job = Job.objects.create(
@@ -46,6 +50,7 @@ def create_job(*, model_version: ModelVersion, user: User, recipe: Any) -> Job:
             project=model_version.project,
             model_version=model_version,
             recipe=recipe_json,
+            dataset=dataset,
             created_by=user,
             celery_task_id=task_id,
             stage="Waiting for a worker",

@@ -6,7 +6,7 @@ from uuid import UUID
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -22,9 +22,16 @@ from registry.access import get_model_version_for_user
 def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
     version = get_model_version_for_user(request.user, version_uuid)
     require_write(request.user, version.project.team)
+    dataset = None
+    if request.POST.get("dataset"):
+        # Scoped to the model's project: another project's (or team's) dataset is a 404.
+        dataset = get_object_or_404(version.project.datasets, uuid=request.POST["dataset"])
     try:
         job = create_job(
-            model_version=version, user=request.user, recipe=request.POST.get("recipe", "")
+            model_version=version,
+            user=request.user,
+            recipe=request.POST.get("recipe", ""),
+            dataset=dataset,
         )
     except JobRejected as exc:
         messages.error(request, f"The job was not started: {exc}")

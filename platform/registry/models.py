@@ -72,3 +72,37 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+
+def _dataset_upload_to(instance: Dataset, filename: str) -> str:
+    return f"datasets/{instance.project.team.uuid}/{instance.uuid}/data.npz"
+
+
+class Dataset(models.Model):
+    """An uploaded `.npz` of samples (arrays named after model inputs, or `x`; optional
+    integer labels `y` or `labels`), used for calibration, training and evaluation."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=100)
+    original_filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to=_dataset_upload_to, max_length=300)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    samples = models.PositiveIntegerField()
+    arrays = models.JSONField(default=dict, help_text="name -> {shape, dtype}")
+    label_array = models.CharField(max_length=20, blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.label_array)

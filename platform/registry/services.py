@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +16,8 @@ from django.db.models import Max
 from django.template.defaultfilters import filesizeformat
 
 from accounts.models import Team, User
-from registry.models import ModelVersion, Project
+from registry.models import Dataset, ModelVersion, Project
+from registry.npz import NpzRejected, summarize_npz
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +91,70 @@ def ingest_model_upload(
         op_types=info.op_types,
         uploaded_by=user,
     )
+
+    def assign_version() -> None:
+        # Lock the project row so two concurrent uploads get distinct version numbers.
+        Project.objects.select_for_update().get(pk=project.pk)
+        latest = project.model_versions.filter(name=model_name).aggregate(v=Max("version"))
+        version.version = (latest["v"] or 0) + 1
+
+    _save_row_with_file(version, path, "model.onnx", before_save=assign_version)
+    log.info("stored model version %s (%s bytes, sha256 %s)", version.uuid, upload.size, digest)
+    return version
+
+
+def ingest_dataset_upload(
+    *, project: Project, user: User, upload: UploadedFile, name: str = ""
+) -> Dataset:
+    """Validate an uploaded `.npz` (headers only, never unpickled) and store it."""
+    if upload.size > settings.MODELPRESS_MAX_UPLOAD_BYTES:
+        raise RegistryRejected(too_large_message())
+    if not upload.name.lower().endswith(".npz"):
+        raise RegistryRejected(
+            "Datasets are .npz files for now: numpy.savez(path, x=inputs, y=labels), with "
+            "arrays named after the model's inputs or `x`, and optional integer labels `y`."
+        )
+    path = Path(upload.temporary_file_path())
+    try:
+        summary = summarize_npz(path)
+    except NpzRejected as exc:
+        raise RegistryRejected(str(exc)) from exc
+    dataset = Dataset(
+        project=project,
+        name=(name or "").strip()[:100] or model_name_from_filename(upload.name),
+        original_filename=Path(upload.name).name[:255],
+        size_bytes=upload.size,
+        sha256=sha256_of(path),
+        samples=summary.samples,
+        arrays=summary.arrays,
+        label_array=summary.label_array,
+        uploaded_by=user,
+    )
+    _save_row_with_file(dataset, path, "data.npz")
+    log.info("stored dataset %s (%s samples)", dataset.uuid, dataset.samples)
+    return dataset
+
+
+def _save_row_with_file(
+    row: ModelVersion | Dataset,
+    source: Path,
+    filename: str,
+    before_save: Callable[[], None] | None = None,
+) -> None:
+    """Store the file and insert the row together: if either fails, neither is left behind."""
     stored_name: str | None = None
     try:
         with transaction.atomic():
-            # Lock the project row so two concurrent uploads get distinct version numbers.
-            Project.objects.select_for_update().get(pk=project.pk)
-            latest = project.model_versions.filter(name=model_name).aggregate(v=Max("version"))
-            version.version = (latest["v"] or 0) + 1
-            with path.open("rb") as handle:
-                version.file.save("model.onnx", File(handle), save=False)
-            stored_name = version.file.name
-            version.save()
+            if before_save is not None:
+                before_save()
+            with source.open("rb") as handle:
+                row.file.save(filename, File(handle), save=False)
+            stored_name = row.file.name
+            row.save()
     except BaseException:
         if stored_name:
-            version.file.storage.delete(stored_name)
+            row.file.storage.delete(stored_name)
         raise
-    log.info("stored model version %s (%s bytes, sha256 %s)", version.uuid, upload.size, digest)
-    return version
 
 
 def too_large_message() -> str:

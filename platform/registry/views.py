@@ -7,16 +7,17 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.access import require_write, teams_for
 from accounts.services import personal_team
 from registry.access import get_model_version_for_user, get_project_for_user
-from registry.forms import ModelUploadForm, ProjectForm
+from registry.forms import DatasetUploadForm, ModelUploadForm, ProjectForm
 from registry.services import (
     RegistryRejected,
     create_project,
+    ingest_dataset_upload,
     ingest_model_upload,
     too_large_message,
 )
@@ -47,34 +48,33 @@ def project_create(request: HttpRequest) -> HttpResponse:
     return redirect("web-dashboard")
 
 
-def _upload_form_context(project, form) -> dict:
-    return {"project": project, "form": form}
+def _project_context(project) -> dict:
+    return {
+        "project": project,
+        "upload_form": ModelUploadForm(),
+        "dataset_form": DatasetUploadForm(),
+        "versions": project.model_versions.select_related("uploaded_by"),
+        "datasets": project.datasets.select_related("uploaded_by"),
+    }
 
 
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     project = get_project_for_user(request.user, project_uuid)
-    versions = project.model_versions.select_related("uploaded_by")
-    return render(
-        request,
-        "registry/project.html",
-        {**_upload_form_context(project, ModelUploadForm()), "versions": versions},
-    )
+    return render(request, "registry/project.html", _project_context(project))
 
 
-@login_required
-@require_http_methods(["POST"])
-def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
-    """Full-page form post or htmx post; errors re-render the form, success goes to the model."""
-    project = get_project_for_user(request.user, project_uuid)
+def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpResponse:
+    """Full-page form post or htmx post: success redirects to the new object, errors
+    re-render the form with the reason (the whole page, or only the form for htmx)."""
     require_write(request.user, project.team)
-    form = ModelUploadForm(request.POST, request.FILES)
+    form = form_class(request.POST, request.FILES)
     if getattr(request, "upload_too_large", False):
         form.add_error("file", too_large_message())
     elif form.is_valid():
         try:
-            version = ingest_model_upload(
+            url = ingest(
                 project=project,
                 user=request.user,
                 upload=form.cleaned_data["file"],
@@ -83,16 +83,38 @@ def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
         except RegistryRejected as exc:
             form.add_error("file", str(exc))
         else:
-            url = reverse("registry-model-version", kwargs={"version_uuid": version.uuid})
-            if request.htmx:
-                return HttpResponseClientRedirect(url)
-            return redirect(url)
-    context = _upload_form_context(project, form)
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     if request.htmx:
         # htmx swaps only 2xx responses by default, so the re-rendered form comes back as 200.
-        return render(request, "registry/project.html#upload-form", context)
-    versions = project.model_versions.select_related("uploaded_by")
-    return render(request, "registry/project.html", {**context, "versions": versions}, status=422)
+        return render(
+            request, f"registry/project.html#{form_key}", {"project": project, form_key: form}
+        )
+    context = {**_project_context(project), form_key: form}
+    return render(request, "registry/project.html", context, status=422)
+
+
+@login_required
+@require_POST
+def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
+    project = get_project_for_user(request.user, project_uuid)
+
+    def ingest(**kwargs) -> str:
+        version = ingest_model_upload(**kwargs)
+        return reverse("registry-model-version", kwargs={"version_uuid": version.uuid})
+
+    return _handle_upload(request, project, ModelUploadForm, ingest, "upload_form")
+
+
+@login_required
+@require_POST
+def dataset_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
+    project = get_project_for_user(request.user, project_uuid)
+
+    def ingest(**kwargs) -> str:
+        ingest_dataset_upload(**kwargs)
+        return reverse("registry-project", kwargs={"project_uuid": project.uuid}) + "#datasets"
+
+    return _handle_upload(request, project, DatasetUploadForm, ingest, "dataset_form")
 
 
 @login_required
@@ -105,5 +127,10 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
     return render(
         request,
         "registry/model_version.html",
-        {"version": version, "jobs": jobs, "default_recipe": default_recipe().to_yaml()},
+        {
+            "version": version,
+            "jobs": jobs,
+            "datasets": version.project.datasets.all(),
+            "default_recipe": default_recipe().to_yaml(),
+        },
     )

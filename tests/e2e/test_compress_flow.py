@@ -44,12 +44,12 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     # A corrupt file first: the form explains, nothing is created.
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"definitely not a model")
-    page.set_input_files("input[type=file]", str(bad))
+    page.set_input_files("#upload-form input[type=file]", str(bad))
     page.click("text=Upload and check")
     expect(page.locator("#upload-form .field-error")).to_contain_text("ONNX")
     _shot(page, "01-upload-rejected")
 
-    page.set_input_files("input[type=file]", str(tiny_cnn_onnx))
+    page.set_input_files("#upload-form input[type=file]", str(tiny_cnn_onnx))
     page.click("text=Upload and check")
     expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
     expect(page.locator("text=logits").first).to_be_visible()

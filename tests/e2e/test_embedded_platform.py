@@ -84,7 +84,7 @@ def test_it_runs_the_whole_flow_on_embedded_defaults(page, tiny_cnn_onnx, tmp_pa
         page.click("button[type=submit]")
         page.fill("input[name=name]", "Embedded")
         page.click("text=Create project")
-        page.set_input_files("input[type=file]", str(tiny_cnn_onnx))
+        page.set_input_files("#upload-form input[type=file]", str(tiny_cnn_onnx))
         page.click("text=Upload and check")
         expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
         page.click("text=Start dynamic int8 job")

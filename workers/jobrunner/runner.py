@@ -64,7 +64,9 @@ class _JobHeartbeat:
 
 
 def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
-    job = Job.objects.select_related("model_version", "team").filter(uuid=job_uuid).first()
+    job = (
+        Job.objects.select_related("model_version", "team", "dataset").filter(uuid=job_uuid).first()
+    )
     if job is None:
         log.warning("job %s does not exist; nothing to do", job_uuid)
         return
@@ -105,9 +107,15 @@ def _execute(job: Job, scratch: Path) -> None:
     job.record_progress("Fetching the model", 0.0)
     version = job.model_version
     model_path = fetch_to_scratch(version.file.storage, version.file.name, scratch / "model.onnx")
+    data_path = None
+    if job.dataset is not None:
+        job.record_progress("Fetching the dataset", 0.02)
+        data_path = fetch_to_scratch(
+            job.dataset.file.storage, job.dataset.file.name, scratch / "data.npz"
+        )
     recipe = Recipe.parse(job.recipe)
     out_dir = scratch / "out"
-    report = compress(model_path, recipe, out_dir=out_dir, progress=progress)
+    report = compress(model_path, recipe, data=data_path, out_dir=out_dir, progress=progress)
     job.record_progress("Storing artifacts", _ENGINE_END)
     if job.is_cancel_requested():
         raise JobCancelled()
