@@ -55,3 +55,20 @@ def engine_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workers), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture(scope="session")
+def trained_cnn_path(models_dir: Path) -> Path:
+    """build_tiny_cnn trained on model_builders.pattern_dataset (~84% top-1 held out)."""
+    return model_builders.export_trained_cnn(models_dir / "trained_cnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def pattern_npz(models_dir: Path) -> Path:
+    """600 held-out labelled samples for trained_cnn_path: x [600, 1, 8, 8], y [600]."""
+    import numpy as np
+
+    x, y = model_builders.pattern_dataset(600, seed=7)
+    path = models_dir / "patterns.npz"
+    np.savez(path, x=x, y=y)
+    return path

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 import model_builders
-from compress_engine import Recipe, Report, default_recipe
+from compress_engine import Recipe, Report, cli, default_recipe
 from compress_engine.cli import main
+from compress_engine.presets import PRESETS
 
 
 def test_inspect_prints_inputs_outputs_and_parameters(
@@ -94,9 +95,11 @@ def test_recipe_prints_the_default_recipe(capsys: pytest.CaptureFixture[str]) ->
     assert "steps" in json.loads(capsys.readouterr().out)["properties"]
 
 
-def test_passes_lists_dynamic_int8(capsys: pytest.CaptureFixture[str]) -> None:
+def test_passes_lists_every_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["passes"]) == 0
-    assert "quantize-dynamic-int8" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("dynamic-int8", "static-int8", "fp16", "weight-int4"):
+        assert f"quantize-{name}" in out
 
 
 def test_python_dash_m_runs_the_cli(engine_env: dict[str, str]) -> None:
@@ -109,3 +112,83 @@ def test_python_dash_m_runs_the_cli(engine_env: dict[str, str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "dynamic-int8" in proc.stdout
+
+
+def test_recipes_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes"]) == 0
+
+    out = capsys.readouterr().out
+    for name in ("fast-int8", "static-int8", "fp16-gpu", "int4-weights"):
+        assert name in out
+    assert "needs data" in out
+
+
+@pytest.mark.parametrize("name", ["fast-int8", "static-int8", "fp16-gpu", "int4-weights"])
+def test_recipes_name_prints_valid_yaml(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes", name]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("# ")  # a comment line with the description
+    assert Recipe.parse(out) == PRESETS[name].recipe()
+
+
+def test_an_unknown_preset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes", "turbo"]) == 2
+    assert "Unknown preset 'turbo'; available: fast-int8" in capsys.readouterr().err
+
+
+def test_compress_with_a_preset_and_data(
+    trained_cnn_path: Path,
+    pattern_npz: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out_dir = tmp_path / "out"
+
+    code = main(
+        [
+            "compress",
+            str(trained_cnn_path),
+            "--preset",
+            "static-int8",
+            "--data",
+            str(pattern_npz),
+            "--out",
+            str(out_dir),
+        ]
+    )
+
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "accuracy (300 labelled samples): top-1" in captured.out
+    assert "evaluation-split samples" in captured.out
+    assert "Collecting tensor data" not in captured.out  # ONNX Runtime's prints are swallowed
+    report = Report.model_validate_json((out_dir / "report.json").read_text())
+    assert report.quantization is not None and report.quantization.mode == "static-int8"
+
+
+def test_static_without_data_exits_2(
+    cnn_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compress", str(cnn_path), "--preset", "static-int8", "-q"]) == 2
+    assert "needs calibration data" in capsys.readouterr().err
+
+
+def test_an_internal_error_exits_1_with_a_hint(
+    cnn_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(_path: Path) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "inspect_onnx", broken)
+
+    assert main(["inspect", str(cnn_path)]) == 1
+
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "internal error (RuntimeError): boom second line"
+    assert "--debug" in err and "Traceback" not in err
+
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["inspect", str(cnn_path), "--debug"])
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "inspect", str(cnn_path)])

@@ -323,10 +323,10 @@ def test_a_model_onnx_runtime_cannot_load_is_an_engine_error(
         compress(model, make_recipe(), out_dir=tmp_path / "out")
 
 
-def test_data_is_refused_until_datasets_land(
+def test_data_of_an_unknown_kind_is_refused(
     cnn_path: Path, make_recipe: Callable[..., Recipe], tmp_path: Path
 ) -> None:
-    with pytest.raises(EngineError, match="Datasets are not supported"):
+    with pytest.raises(EngineError, match=r"must be a \.npz path or a Dataset"):
         compress(cnn_path, make_recipe(), data=object(), out_dir=tmp_path)  # type: ignore[arg-type]
 
 

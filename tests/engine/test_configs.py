@@ -7,7 +7,13 @@ import yaml
 from pydantic import BaseModel
 
 from compress_engine import EngineError, Recipe, default_recipe
-from compress_engine.configs import EvaluateConfig, QuantizeConfig, QuantizeStep
+from compress_engine.configs import (
+    QUANTIZE_CONFIGS,
+    DynamicInt8Config,
+    EvaluateConfig,
+    QuantizeStep,
+    StaticInt8Config,
+)
 
 EXAMPLE = """
 version: 1
@@ -34,7 +40,7 @@ def test_default_recipe_is_dynamic_int8_with_defaults() -> None:
     recipe = default_recipe()
 
     assert recipe.version == 1
-    assert recipe.steps[0].quantize == QuantizeConfig()
+    assert recipe.steps[0].quantize == DynamicInt8Config()
     assert recipe.steps[0].quantize.mode == "dynamic-int8"
     assert "Conv" not in recipe.steps[0].quantize.op_types
     assert recipe.evaluate == EvaluateConfig()
@@ -65,7 +71,22 @@ def test_yaml_has_the_documented_shape() -> None:
     [
         ("steps: [{quantize: {mode: static-int4}}]", "steps.0.quantize.mode: Input should be"),
         ("steps: []", "- steps: List should have at least 1 item"),
-        ("steps: [{quantize: {colour: red}}]", "steps.0.quantize.colour: Extra inputs"),
+        (
+            "steps: [{quantize: {colour: red}}]",
+            "steps.0.quantize.colour: not a setting of mode dynamic-int8",
+        ),
+        (
+            "steps: [{quantize: {mode: fp16, calibration: entropy}}]",
+            "steps.0.quantize.calibration: not a setting of mode fp16 (its settings: mode, ",
+        ),
+        ("steps: [{quantize: {mode: static-int8, op_types: [Conv]}}]", "not a setting of mode"),
+        ("steps: [{quantize: {mode: static-int8, calibration: kl}}]", "quantize.calibration"),
+        ("steps: [{quantize: {mode: static-int8, samples: 0}}]", "quantize.samples"),
+        ("steps: [{quantize: {mode: weight-int4, block_size: 48}}]", "must be a power of two"),
+        ("steps: [{quantize: {mode: weight-int4, block_size: 8}}]", "quantize.block_size"),
+        ("steps: [{quantize: {mode: weight-int4, accuracy_level: 7}}]", "accuracy_level"),
+        ("steps: [{quantize: 3}]", "steps.0.quantize.mode: Input should be 'dynamic-int8'"),
+        ("steps: [{quantize: {}}]\nevaluate: {calibration_fraction: 1.5}", "calibration_frac"),
         ("steps: [{quantize: {}}]\nbogus: 1", "bogus: Extra inputs are not permitted"),
         ("steps: [{prune: {amount: 0.5}}]", "steps.0: unknown step 'prune'; available: quantize"),
         ("steps: [{quantize: {}, prune: {}}]", "steps.0: each step must be a mapping"),
@@ -92,7 +113,7 @@ def test_it_explains_invalid_recipes(text: str, expected: str) -> None:
 
 def test_it_lists_every_problem_at_once() -> None:
     with pytest.raises(EngineError) as err:
-        Recipe.parse("version: 3\nsteps: [{quantize: {mode: x, extra: 1}}]")
+        Recipe.parse("version: 3\nsteps: [{quantize: {mode: fp16, extra: 1, keep_io_types: x}}]")
 
     lines = str(err.value).splitlines()
     assert lines[0] == "Invalid recipe:"
@@ -108,7 +129,7 @@ def _fields_without_description(model: type[BaseModel]) -> list[str]:
     return [f"{model.__name__}.{n}" for n, f in model.model_fields.items() if not f.description]
 
 
-@pytest.mark.parametrize("model", [Recipe, QuantizeStep, QuantizeConfig, EvaluateConfig])
+@pytest.mark.parametrize("model", [Recipe, QuantizeStep, EvaluateConfig, *QUANTIZE_CONFIGS])
 def test_every_field_has_a_description(model: type[BaseModel]) -> None:
     # Descriptions double as form help text and CLI help.
     assert _fields_without_description(model) == []
@@ -119,3 +140,42 @@ def test_json_schema_is_available_for_forms() -> None:
 
     assert "steps" in schema["properties"]
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("static-int8", {"per_channel": True, "calibration": "percentile", "samples": 256}),
+        ("fp16", {"keep_io_types": True, "op_block_list": []}),
+        ("weight-int4", {"block_size": 32, "symmetric": True, "accuracy_level": None}),
+    ],
+)
+def test_each_mode_has_its_own_defaults_and_round_trips(mode: str, expected: dict) -> None:
+    recipe = Recipe.parse(f"steps: [{{quantize: {{mode: {mode}}}}}]")
+
+    config = recipe.steps[0].quantize
+    assert config.mode == mode
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert Recipe.from_yaml(recipe.to_yaml()) == recipe
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+def test_static_int8_settings_are_validated() -> None:
+    recipe = Recipe.parse(
+        "steps: [{quantize: {mode: static-int8, calibration: entropy, samples: 64,"
+        " exclude: [a, a], exclude_op_types: [Softmax]}}]"
+    )
+
+    config = recipe.steps[0].quantize
+    assert isinstance(config, StaticInt8Config)
+    assert config.exclude == ["a"]
+    assert config.exclude_op_types == ["Softmax"]
+
+
+def test_data_split_settings_live_in_evaluate() -> None:
+    recipe = Recipe.parse(
+        "steps: [{quantize: {}}]\nevaluate: {calibration_fraction: 0.3, max_evaluation_samples: 9}"
+    )
+
+    assert recipe.evaluate.calibration_fraction == 0.3
+    assert recipe.evaluate.max_evaluation_samples == 9

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from compress_engine import EngineError, default_recipe, list_passes
+from compress_engine import EngineError, Recipe, default_recipe, list_passes
 from compress_engine.passes import get_pass, pass_for_step
 from compress_engine.passes.quantize import DynamicInt8Quantize
 
@@ -19,6 +19,26 @@ def test_dynamic_int8_is_registered_with_its_capabilities() -> None:
     assert info.compute == "light"
     assert info.input_format == info.output_format == "onnx"
     assert info.title and info.description and info.stage
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "needs_data"),
+    [
+        ("quantize-static-int8", "static-int8", True),
+        ("quantize-fp16", "fp16", False),
+        ("quantize-weight-int4", "weight-int4", False),
+    ],
+)
+def test_every_mode_is_registered_with_its_capabilities(
+    name: str, mode: str, needs_data: bool
+) -> None:
+    (info,) = [p for p in list_passes() if p.name == name]
+
+    assert info.step == "quantize" and info.mode == mode
+    assert info.needs_data is needs_data and info.needs_labels is False
+    assert info.compute == "light"
+    recipe = Recipe.parse({"steps": [{"quantize": {"mode": mode}}]})
+    assert pass_for_step(recipe.steps[0]).info == info
 
 
 def test_the_recipe_step_resolves_to_its_pass() -> None:
@@ -47,4 +67,9 @@ def test_listing_passes_imports_no_heavy_framework(engine_env: dict[str, str]) -
     ).stdout
     infos, heavy = json.loads(out)
     assert heavy == []
-    assert [i["name"] for i in infos] == ["quantize-dynamic-int8"]
+    assert {i["name"] for i in infos} == {
+        "quantize-dynamic-int8",
+        "quantize-static-int8",
+        "quantize-fp16",
+        "quantize-weight-int4",
+    }

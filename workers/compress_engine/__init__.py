@@ -10,6 +10,7 @@ from __future__ import annotations
 from compress_engine._version import ENGINE_VERSION
 from compress_engine.api import compress
 from compress_engine.configs import Recipe, default_recipe
+from compress_engine.data import Dataset, load_dataset
 from compress_engine.errors import EngineError
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
 from compress_engine.passes import PassInfo, list_passes
@@ -19,6 +20,7 @@ __version__ = ENGINE_VERSION
 
 __all__ = [
     "ENGINE_VERSION",
+    "Dataset",
     "EngineError",
     "ModelInfo",
     "PassInfo",
@@ -29,4 +31,5 @@ __all__ = [
     "default_recipe",
     "inspect_onnx",
     "list_passes",
+    "load_dataset",
 ]

@@ -13,19 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compress_engine.configs import Recipe
+from compress_engine.configs import EvaluateConfig, Recipe
+from compress_engine.data import Dataset, as_dataset
 from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
+from compress_engine.measure.accuracy import AccuracyCounter
 from compress_engine.measure.fidelity import compare_outputs
-from compress_engine.measure.inputs import fidelity_batches, random_feed, resolve_shapes
+from compress_engine.measure.inputs import (
+    batch_dim_dynamic,
+    fidelity_batches,
+    random_feed,
+    resolve_shapes,
+)
 from compress_engine.measure.latency import measure_latency
 from compress_engine.measure.params import count_parameters, op_type_counts
-from compress_engine.measure.runtime import create_session
+from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
+    Accuracy,
     ArtifactInfo,
+    DataSummary,
     Fidelity,
     Latency,
     ModelMeasurement,
@@ -54,12 +63,42 @@ _WRITE = 0.95
 _MIN_COSINE = 0.99
 _MIN_TOP1 = 0.95
 _SLOWER = 1.05
+# Top-1 accuracy points lost above which the report warns.
+_MAX_DROP_POINTS = 1.0
+# Samples per run when feeding a dataset to a model with a dynamic batch dimension.
+DATA_BATCH = 32
+
+
+class _Data:
+    """A dataset bound to the model and split into calibration and evaluation samples."""
+
+    def __init__(self, dataset: Dataset, info: ModelInfo, ev: EvaluateConfig) -> None:
+        self.dataset = dataset.for_model(info.inputs)
+        self.calibration, evaluation = self.dataset.split(ev.calibration_fraction, seed=ev.seed)
+        self.evaluation = evaluation.take(slice(0, ev.max_evaluation_samples))
+        first = next((t for t in info.inputs if t.shape), None)
+        lead = first.shape[0] if first is not None and not batch_dim_dynamic(first) else None
+        # A fixed batch dim must be fed exactly; leftover samples are dropped.
+        self.batch_size = lead if isinstance(lead, int) else DATA_BATCH
+        self.drop_last = isinstance(lead, int)
+
+    def summary(self, seed: int) -> DataSummary:
+        return DataSummary(
+            samples=self.dataset.samples,
+            calibration_samples=self.calibration.samples,
+            evaluation_samples=self.evaluation.samples,
+            labels=self.dataset.labels is not None,
+            seed=seed,
+        )
+
+    def evaluation_batches(self) -> list[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        return list(self.evaluation.batches(self.batch_size, drop_last=self.drop_last))
 
 
 def compress(
     model: Path,
     recipe: Recipe | Mapping[str, Any] | str,
-    data: None = None,
+    data: Dataset | Path | str | None = None,
     out_dir: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> Report:
@@ -67,16 +106,23 @@ def compress(
 
     Writes `model.<suffix>.onnx`, `recipe.yaml` and, last, `report.json` (the marker of a
     finished run); out_dir defaults to `<model stem>.compressed/` next to the model.
+    `data` (a `.npz` path or a Dataset) is split into calibration samples (for passes that
+    need data) and evaluation samples (accuracy with labels, and fidelity).
     progress(stage, fraction) gets non-decreasing fractions ending at 1.0; anything it raises
     (e.g. a cancellation) propagates unchanged and leaves no files behind in out_dir.
     Raises EngineError for problems the user can fix.
     """
-    if data is not None:
-        raise EngineError(
-            "Datasets are not supported by this engine version yet; dynamic int8 needs none. "
-            "Run without a dataset."
-        )
     recipe = Recipe.parse(recipe)
+    if data is None:
+        for step in recipe.steps:
+            info = pass_for_step(step).info
+            if info.needs_data:
+                raise EngineError(
+                    f"{info.title} needs calibration data: give a dataset (.npz with arrays "
+                    "named after the model inputs, or `x`), or pick a mode that needs none, "
+                    "e.g. dynamic-int8."
+                )
+    dataset = None if data is None else as_dataset(data)
     model = Path(model)
     out_dir = Path(out_dir) if out_dir is not None else model.with_suffix(".compressed")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +131,7 @@ def compress(
     try:
         # Scratch inside out_dir: same filesystem (cheap renames), and big models fit.
         with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as tmp:
-            return _run(model, recipe, out_dir, Path(tmp), tracker, placed)
+            return _run(model, recipe, dataset, out_dir, Path(tmp), tracker, placed)
     except BaseException:
         # Nothing half-written may look like a finished run.
         for path in placed:
@@ -96,6 +142,7 @@ def compress(
 def _run(
     model: Path,
     recipe: Recipe,
+    dataset: Dataset | None,
     out_dir: Path,
     work: Path,
     tracker: _Progress,
@@ -112,6 +159,7 @@ def _run(
     with _timed(timings, "Measure original"):
         info = inspect_onnx(model)
         shapes = resolve_shapes(info.inputs, ev.batch_size, ev.input_shapes)
+        data = None if dataset is None else _Data(dataset, info, ev)
         batch = _batch_of(info, shapes)
         feed = random_feed(info.inputs, shapes, np.random.default_rng(ev.seed))
         original_session = _session(
@@ -149,7 +197,13 @@ def _run(
             res = technique.run(
                 current,
                 work / f"step{i}.onnx",
-                PassContext(work_dir=step_dir, seed=ev.seed, progress=tracker.sub),
+                PassContext(
+                    work_dir=step_dir,
+                    seed=ev.seed,
+                    data=None if data is None else data.calibration,
+                    batch_size=DATA_BATCH if data is None else data.batch_size,
+                    progress=tracker.sub,
+                ),
             )
         results.append((technique.info.title, res))
         notes.extend(res.notes)
@@ -162,7 +216,10 @@ def _run(
         result_session = _session(
             current, providers, threads, f"{last_title} produced a model ONNX Runtime cannot load"
         )
-        _run_once(result_session, feed, f"{last_title} produced a model ONNX Runtime cannot run")
+        result_feed = adapt_feed(result_session, feed)  # e.g. float16 inputs after fp16
+        _run_once(
+            result_session, result_feed, f"{last_title} produced a model ONNX Runtime cannot run"
+        )
         want = [o.name for o in original_session.get_outputs()]
         got = [o.name for o in result_session.get_outputs()]
         if want != got:
@@ -177,7 +234,7 @@ def _run(
             current,
             measure_latency(
                 result_session,
-                feed,
+                result_feed,
                 warmup=ev.warmup,
                 runs=ev.latency_runs,
                 batch_size=batch,
@@ -186,13 +243,8 @@ def _run(
             ),
         )
         tracker.stage("Measuring compressed model", _FIDELITY, _WRITE)
-        batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
-        fidelity = compare_outputs(
-            original_session,
-            result_session,
-            _feeds(info, batches, ev.seed),
-            total=len(batches),
-            progress=tracker.sub,
+        fidelity, accuracy = _compare(
+            original_session, result_session, info, shapes, ev, data, tracker.sub, notes
         )
 
     # --- report ------------------------------------------------------------------------
@@ -201,7 +253,7 @@ def _run(
     quant = next(
         (r.details for _, r in results if isinstance(r.details, QuantizationDetails)), None
     )
-    notes = _honest_notes(original, result, fidelity) + notes
+    notes = _honest_notes(original, result, fidelity, accuracy, data) + notes
     if batch != ev.batch_size:
         notes.append(
             f"The model fixes its batch dimension, so latency was measured at batch {batch}, "
@@ -223,6 +275,8 @@ def _run(
         ],
         steps=timings,
         quantization=quant,
+        accuracy=accuracy,
+        data=None if data is None else data.summary(ev.seed),
         input_shapes=shapes,
         device=describe_device(original.latency.provider),
         versions=_versions(),
@@ -311,6 +365,50 @@ def _feeds(
         yield random_feed(info.inputs, shapes, np.random.default_rng([seed, i]))
 
 
+def _compare(
+    original: onnxruntime.InferenceSession,
+    result: onnxruntime.InferenceSession,
+    info: ModelInfo,
+    shapes: Mapping[str, list[int]],
+    ev: EvaluateConfig,
+    data: _Data | None,
+    progress: Callable[[float], None],
+    notes: list[str],
+) -> tuple[Fidelity, Accuracy | None]:
+    """Fidelity (and, with labels, accuracy) on the evaluation split, else on random inputs."""
+    batches = [] if data is None else data.evaluation_batches()
+    if not batches:
+        random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
+        fidelity = compare_outputs(
+            original,
+            result,
+            _feeds(info, random_batches, ev.seed),
+            total=len(random_batches),
+            progress=progress,
+        )
+        return fidelity, None
+    labelled = all(labels is not None for _, labels in batches)
+    counter = AccuracyCounter(output=original.get_outputs()[0].name)
+
+    def score(index: int, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+        labels = batches[index][1]
+        if labelled and labels is not None:
+            counter.add(ref[0], got[0], labels)
+
+    fidelity = compare_outputs(
+        original,
+        result,
+        (feed for feed, _ in batches),
+        total=len(batches),
+        progress=progress,
+        on_outputs=score,
+    )
+    fidelity.inputs = "evaluation split"
+    if counter.skipped is not None:
+        notes.append(counter.skipped)
+    return fidelity, counter.summary()
+
+
 def _measurement(path: Path, latency: Latency) -> ModelMeasurement:
     import onnx
 
@@ -333,19 +431,41 @@ def _place(src: Path, dst: Path, placed: list[Path]) -> None:
 
 
 def _honest_notes(
-    original: ModelMeasurement, result: ModelMeasurement, fidelity: Fidelity
+    original: ModelMeasurement,
+    result: ModelMeasurement,
+    fidelity: Fidelity,
+    accuracy: Accuracy | None,
+    data: _Data | None,
 ) -> list[str]:
-    notes = [
-        f"Fidelity was measured on {fidelity.samples} random inputs (no dataset): it shows how "
-        "far the outputs moved, not accuracy on real data."
-    ]
+    notes = []
+    if fidelity.inputs == "random":
+        why = "no dataset" if data is None else "the evaluation split is empty"
+        notes.append(
+            f"Fidelity was measured on {fidelity.samples} random inputs ({why}): it shows how "
+            "far the outputs moved, not accuracy on real data."
+        )
+    elif data is not None:
+        measured = "Fidelity and accuracy were" if accuracy else "Fidelity was"
+        notes.append(
+            f"{measured} measured on the "
+            f"{fidelity.samples}-sample evaluation split of the dataset, disjoint from the "
+            f"{data.calibration.samples} calibration samples."
+        )
+        if accuracy is None and data.dataset.labels is None:
+            notes.append("The dataset has no labels (`y`), so accuracy was not measured.")
+    if accuracy is not None and accuracy.drop_points > _MAX_DROP_POINTS:
+        notes.append(
+            f"Top-1 accuracy dropped by {accuracy.drop_points:.2f} points "
+            f"({accuracy.original_top1:.2%} -> {accuracy.result_top1:.2%}). Try per-channel "
+            "weights, another calibration method, or keeping the first and last layers in float."
+        )
     o, r = original.latency, result.latency
     # 5% slack: single-digit-percent differences are timer noise on a shared machine.
     if r.p50_ms > o.p50_ms * _SLOWER:
         notes.append(
             f"The compressed model is slower than the original on this device (p50 "
             f"{r.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms). For small models the cost of quantizing "
-            "activations at run time can outweigh the faster integer kernels."
+            "activations (or converting types) at run time can outweigh the faster kernels."
         )
     if result.size_bytes >= original.size_bytes:
         notes.append(
@@ -361,7 +481,8 @@ def _honest_notes(
         top1 = "" if s.top1_agreement is None else f", top-1 agreement {s.top1_agreement:.1%}"
         notes.append(
             f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{top1}). Try "
-            "per_channel: true, or exclude the most sensitive layers (often the first and last)."
+            "per_channel: true (int8), a smaller block_size (int4), or exclude the most "
+            "sensitive layers (often the first and last)."
         )
     return notes
 

@@ -12,12 +12,15 @@ from compress_engine.configs import Recipe, default_recipe
 from compress_engine.errors import EngineError
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
 from compress_engine.passes import list_passes
+from compress_engine.presets import PRESETS, get_preset
 from compress_engine.report import Report
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 ok, 2 a problem the user can fix (EngineError), 1 an internal error."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -28,22 +31,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        message = " ".join(str(exc).split())[:300] or type(exc).__name__
+        print(
+            f"internal error ({type(exc).__name__}): {message}\n"
+            "This is a bug in ModelPress, not in your input; rerun with --debug for the "
+            "traceback and include it in a bug report.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelpress", description="Compress ONNX models and report before/after figures."
     )
+    debug_help = "show the traceback of an internal error instead of a one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # Also accepted after the command; SUPPRESS keeps a top-level --debug from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="validate an ONNX file and describe it")
+    p = sub.add_parser("inspect", parents=[common], help="validate an ONNX file and describe it")
     p.add_argument("model", type=Path, help="path to a .onnx file")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("compress", help="run a recipe on a model")
+    p = sub.add_parser("compress", parents=[common], help="run a recipe on a model")
     p.add_argument("model", type=Path, help="path to a .onnx file")
-    p.add_argument(
+    recipe = p.add_mutually_exclusive_group()
+    recipe.add_argument(
         "--recipe", type=Path, help="recipe YAML/JSON file (default: dynamic int8 recipe)"
+    )
+    recipe.add_argument(
+        "--preset", help="a named recipe instead of a file (see `modelpress recipes`)"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help=(
+            "dataset .npz: arrays named after the model inputs (or x), optional integer "
+            "labels y; split into calibration and evaluation samples"
+        ),
     )
     p.add_argument(
         "--out", type=Path, help="output directory (default: <model>.compressed next to it)"
@@ -51,11 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_compress)
 
-    p = sub.add_parser("recipe", help="print the default recipe (YAML)")
+    p = sub.add_parser("recipe", parents=[common], help="print the default recipe (YAML)")
     p.add_argument("--schema", action="store_true", help="print the recipe JSON schema instead")
     p.set_defaults(func=_cmd_recipe)
 
-    p = sub.add_parser("passes", help="list the compression techniques")
+    p = sub.add_parser(
+        "recipes", parents=[common], help="list the named recipes, or print one as YAML"
+    )
+    p.add_argument("name", nargs="?", help="preset name, e.g. static-int8")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = sub.add_parser("passes", parents=[common], help="list the compression techniques")
     p.set_defaults(func=_cmd_passes)
     return parser
 
@@ -74,11 +111,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise EngineError(f"Cannot read the recipe file: {exc}") from None
         recipe = Recipe.parse(text)
+    elif args.preset is not None:
+        recipe = get_preset(args.preset).recipe()
     else:
         recipe = default_recipe()
     out = args.out or args.model.with_suffix(".compressed")
     progress = None if args.quiet else _ProgressPrinter(sys.stderr)
-    report = compress(args.model, recipe, out_dir=out, progress=progress)
+    report = compress(args.model, recipe, data=args.data, out_dir=out, progress=progress)
     print(format_report(report))
     files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
     print(f"\nwritten to {out}/: {', '.join(files)}")
@@ -92,6 +131,23 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
         print(json.dumps(Recipe.model_json_schema(), indent=2))
     else:
         print(default_recipe().to_yaml(), end="")
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    if args.name:
+        preset = get_preset(args.name)
+        print(f"# {preset.title}: {preset.description}")
+        print(preset.recipe().to_yaml(), end="")
+        return 0
+    width = max(len(name) for name in PRESETS)
+    for preset in PRESETS.values():
+        needs = "needs data" if preset.needs_data else "no data needed"
+        print(f"{preset.name:<{width}}  {preset.title} ({needs})")
+        print(f"{'':<{width}}  {preset.description}")
+    print(
+        "\nPrint one as YAML: modelpress recipes NAME; run one: modelpress compress --preset NAME"
+    )
     return 0
 
 
@@ -161,13 +217,24 @@ def format_report(report: Report) -> str:
         )
         for row in rows
     ]
+    source = "random" if report.fidelity.inputs == "random" else "evaluation-split"
     fid = (
-        f"fidelity ({report.fidelity.samples} random samples, output {f.name!r}): "
+        f"fidelity ({report.fidelity.samples} {source} samples, output {f.name!r}): "
         f"cosine {_num(f.cosine_similarity, 6)}, max abs diff {_num(f.max_abs_diff)}"
     )
     if f.top1_agreement is not None:
         fid += f", top-1 agreement {f.top1_agreement:.1%}"
-    lines = [*table, fid, f"device: {report.device}"]
+    lines = [*table, fid]
+    if report.accuracy is not None:
+        a = report.accuracy
+        acc = (
+            f"accuracy ({a.samples} labelled samples): top-1 {a.original_top1:.2%} -> "
+            f"{a.result_top1:.2%} (drop {a.drop_points:.2f} points)"
+        )
+        if a.original_top5 is not None and a.result_top5 is not None:
+            acc += f", top-5 {a.original_top5:.2%} -> {a.result_top5:.2%}"
+        lines.append(acc)
+    lines.append(f"device: {report.device}")
     if report.quantization is not None:
         q = report.quantization
         types = ", ".join(f"{k} x{v}" for k, v in q.op_types.items()) or "none"

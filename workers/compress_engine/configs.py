@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -31,18 +33,25 @@ DynamicOpType = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM"]
 # accuracy gain of keeping convolutions float is usually worth more than their bytes.
 DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Attention", "LSTM"]
 
-# Extend with "static-int8", "fp16", "weight-int4" as their passes land.
-QuantizeMode = Literal["dynamic-int8"]
+QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4"]
+QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4")
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class QuantizeConfig(_Strict):
-    """Settings of a quantize step."""
+def _unique(items: list[str]) -> list[str]:
+    # Order-preserving de-duplication keeps round-trips stable.
+    return list(dict.fromkeys(items))
 
-    mode: QuantizeMode = Field(
+
+class DynamicInt8Config(_Strict):
+    """Settings of a dynamic int8 quantize step (no data needed)."""
+
+    mode: Literal["dynamic-int8"] = Field(
         default="dynamic-int8",
         description=(
             "Quantization scheme. dynamic-int8: weights stored as 8-bit integers, activations "
@@ -77,18 +86,203 @@ class QuantizeConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _dedupe(self) -> QuantizeConfig:
-        # Order-preserving de-duplication keeps round-trips stable.
-        self.op_types = list(dict.fromkeys(self.op_types))
-        self.exclude = list(dict.fromkeys(self.exclude))
+    def _dedupe(self) -> DynamicInt8Config:
+        self.op_types = _unique(self.op_types)  # type: ignore[assignment]
+        self.exclude = _unique(self.exclude)
         return self
+
+
+class StaticInt8Config(_Strict):
+    """Settings of a static int8 quantize step: activation ranges come from calibration data."""
+
+    mode: Literal["static-int8"] = Field(
+        description=(
+            "Quantization scheme. static-int8: weights and activations stored as 8-bit integers "
+            "(QDQ format), activation ranges measured on calibration data beforehand; needs a "
+            "dataset. Usually the fastest int8 on CPUs, also for convolutions."
+        ),
+    )
+    per_channel: bool = Field(
+        default=True,
+        description=(
+            "One weight scale per output channel instead of one per tensor. Keeps accuracy "
+            "much better on convolutions; models below opset 13 are upgraded for it."
+        ),
+    )
+    symmetric_weights: bool = Field(
+        default=True,
+        description="Symmetric int8 weights (zero point 0), what most int8 kernels expect.",
+    )
+    symmetric_activations: bool = Field(
+        default=False,
+        description=(
+            "Symmetric int8 activations instead of asymmetric uint8. Some NPUs and GPUs want "
+            "this; on CPUs asymmetric uint8 is usually at least as accurate."
+        ),
+    )
+    calibration: CalibrationMethod = Field(
+        default="percentile",
+        description=(
+            "How activation ranges are chosen from the calibration data. minmax: the full "
+            "observed range (sensitive to outliers); entropy: minimises the information lost "
+            "(KL divergence); percentile: clips the extreme tail (see `percentile`)."
+        ),
+    )
+    percentile: float = Field(
+        default=99.999,
+        gt=90.0,
+        le=100.0,
+        description=(
+            "For calibration: percentile, the percentile of activation values kept; values "
+            "beyond it (the extreme tail) are clipped."
+        ),
+    )
+    samples: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Calibration samples drawn from the dataset's calibration split.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Node names to keep in float, e.g. a sensitive first or last layer.",
+    )
+    exclude_op_types: list[str] = Field(
+        default_factory=list,
+        description="Operator types to keep in float everywhere, e.g. [Softmax, Add].",
+    )
+
+    @model_validator(mode="after")
+    def _dedupe(self) -> StaticInt8Config:
+        self.exclude = _unique(self.exclude)
+        self.exclude_op_types = _unique(self.exclude_op_types)
+        return self
+
+
+class Fp16Config(_Strict):
+    """Settings of a float16 conversion step."""
+
+    mode: Literal["fp16"] = Field(
+        description=(
+            "Quantization scheme. fp16: weights and arithmetic in 16-bit floats; half the size, "
+            "near-identical outputs. Meant for GPUs and NPUs; on CPUs it is usually slower."
+        ),
+    )
+    keep_io_types: bool = Field(
+        default=True,
+        description=(
+            "Keep the model's inputs and outputs float32 (casts are inserted inside), so "
+            "callers need no change. Off: inputs and outputs become float16."
+        ),
+    )
+    op_block_list: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra operator types to keep in float32, on top of the built-in list of ops that "
+            "are unsafe or unsupported in float16 (e.g. Resize, TopK, Range)."
+        ),
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Node names to keep in float32, e.g. a layer whose values overflow fp16.",
+    )
+
+    @model_validator(mode="after")
+    def _dedupe(self) -> Fp16Config:
+        self.op_block_list = _unique(self.op_block_list)
+        self.exclude = _unique(self.exclude)
+        return self
+
+
+class WeightInt4Config(_Strict):
+    """Settings of a weight-only int4 quantize step."""
+
+    mode: Literal["weight-int4"] = Field(
+        description=(
+            "Quantization scheme. weight-int4: MatMul (and plain Gemm) weights stored as 4-bit "
+            "integers in blocks, activations stay float; about 7x smaller weights, no data "
+            "needed. For large fully connected and transformer models."
+        ),
+    )
+    block_size: int = Field(
+        default=32,
+        ge=16,
+        le=4096,
+        description=(
+            "Weights per scale along the input dimension: a power of two, at least 16. Smaller "
+            "blocks are more accurate and slightly larger."
+        ),
+    )
+    symmetric: bool = Field(
+        default=True,
+        description="Symmetric int4 blocks (no zero points): smaller and faster, usually as good.",
+    )
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        default=None,
+        description=(
+            "Minimum precision of the activations inside the int4 MatMul on CPU: 0 unset, 1 "
+            "fp32, 2 fp16, 3 bf16, 4 int8 (fastest). Unset lets ONNX Runtime choose."
+        ),
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Node names to keep in float, e.g. the final classifier.",
+    )
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two (16, 32, 64, 128, ...)")
+        return value
+
+    @model_validator(mode="after")
+    def _dedupe(self) -> WeightInt4Config:
+        self.exclude = _unique(self.exclude)
+        return self
+
+
+_CONFIG_BY_MODE: dict[str, type[BaseModel]] = {
+    "dynamic-int8": DynamicInt8Config,
+    "static-int8": StaticInt8Config,
+    "fp16": Fp16Config,
+    "weight-int4": WeightInt4Config,
+}
+_INVALID_MODE = "invalid_quantize_mode"
+
+
+def _quantize_mode(value: Any) -> str | None:
+    # `mode` may be left out for dynamic-int8, the original and default scheme.
+    mode = (
+        value.get("mode", "dynamic-int8")
+        if isinstance(value, Mapping)
+        else getattr(value, "mode", None)
+    )
+    return mode if mode in _CONFIG_BY_MODE else None
+
+
+QuantizeConfig = Annotated[
+    Annotated[DynamicInt8Config, Tag("dynamic-int8")]
+    | Annotated[StaticInt8Config, Tag("static-int8")]
+    | Annotated[Fp16Config, Tag("fp16")]
+    | Annotated[WeightInt4Config, Tag("weight-int4")],
+    Discriminator(
+        _quantize_mode,
+        custom_error_type=_INVALID_MODE,
+        custom_error_message="Input should be " + ", ".join(f"'{m}'" for m in QUANTIZE_MODES),
+    ),
+]
+"""Settings of a quantize step: one model per `mode`, chosen by the `mode` key."""
+
+QUANTIZE_CONFIGS: tuple[type[BaseModel], ...] = tuple(_CONFIG_BY_MODE.values())
 
 
 class QuantizeStep(_Strict):
     """A `quantize:` step."""
 
     quantize: QuantizeConfig = Field(
-        default_factory=QuantizeConfig, description="Quantization settings."
+        default_factory=DynamicInt8Config,
+        description="Quantization settings; `mode` picks the scheme and its settings.",
     )
 
 
@@ -148,6 +342,22 @@ class EvaluateConfig(_Strict):
             "Concrete shape per input name, for inputs with dynamic dimensions other than the "
             "batch, e.g. {input_ids: [1, 128]}. Used verbatim."
         ),
+    )
+    calibration_fraction: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=0.95,
+        description=(
+            "With a dataset: the fraction of its samples (shuffled with `seed`) set aside for "
+            "calibration; the rest is the evaluation split on which accuracy and fidelity are "
+            "measured, so no sample is used for both."
+        ),
+    )
+    max_evaluation_samples: int = Field(
+        default=2_000,
+        ge=1,
+        le=1_000_000,
+        description="With a dataset: at most this many evaluation samples are scored.",
     )
 
 
@@ -237,19 +447,30 @@ class Recipe(_Strict):
 
 def default_recipe() -> Recipe:
     """The dynamic int8 recipe with default settings."""
-    return Recipe(steps=[QuantizeStep(quantize=QuantizeConfig())])
+    return Recipe(steps=[QuantizeStep(quantize=DynamicInt8Config())])
 
 
 def format_validation_error(exc: ValidationError, title: str) -> str:
     """Turn a pydantic error into one line per problem, each naming its field path."""
     lines = [f"{title}:"]
     for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = list(err["loc"])
+        # The quantize union puts the chosen mode into the path; users never wrote it.
+        mode = next((p for p in loc if p in _CONFIG_BY_MODE), None)
+        loc = [p for p in loc if p not in _CONFIG_BY_MODE]
         msg = err["msg"]
         # "Value error, unknown step" -> "unknown step": the prefix is pydantic noise.
         msg = msg.removeprefix("Value error, ")
+        shown_input = err.get("input")
+        if err["type"] == _INVALID_MODE:
+            loc.append("mode")
+            shown_input = shown_input.get("mode") if isinstance(shown_input, Mapping) else None
+        elif err["type"] == "extra_forbidden" and mode is not None:
+            allowed = ", ".join(_CONFIG_BY_MODE[mode].model_fields)
+            msg = f"not a setting of mode {mode} (its settings: {allowed})"
+        path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            shown = repr(err["input"])
+            shown = repr(shown_input)
             if len(shown) <= 60:
                 msg = f"{msg} (got {shown})"
         lines.append(f"- {path}: {msg}")

@@ -63,11 +63,44 @@ class Fidelity(BaseModel):
     """Compressed vs original outputs on the same inputs."""
 
     samples: int = Field(description="Samples compared.")
-    inputs: Literal["random", "dataset"] = Field(
-        default="random", description="Where the compared inputs came from."
+    inputs: Literal["random", "evaluation split", "dataset"] = Field(
+        default="random",
+        description=(
+            'Where the compared inputs came from: "random" (seeded, no dataset) or "evaluation '
+            'split" (the dataset samples not used for calibration).'
+        ),
     )
     summary: OutputFidelity = Field(description="The first output's figures.")
     per_output: list[OutputFidelity] = Field(description="Figures for every output.")
+
+
+class Accuracy(BaseModel):
+    """Top-k accuracy of both models against the dataset's labels, on the evaluation split."""
+
+    output: str = Field(description="Output scored (the first; [samples, classes]).")
+    samples: int = Field(description="Labelled evaluation samples scored.")
+    classes: int = Field(description="Classes in the scored output.")
+    original_top1: float = Field(description="Original model's top-1 accuracy, 0..1.")
+    result_top1: float = Field(description="Compressed model's top-1 accuracy, 0..1.")
+    original_top5: float | None = Field(
+        default=None, description="Original top-5 accuracy, 0..1; only with more than 5 classes."
+    )
+    result_top5: float | None = Field(
+        default=None, description="Compressed top-5 accuracy, 0..1; only with more than 5 classes."
+    )
+    drop_points: float = Field(
+        description="Top-1 accuracy lost, in percentage points (negative = gained)."
+    )
+
+
+class DataSummary(BaseModel):
+    """The dataset a run used and how it was split."""
+
+    samples: int = Field(description="Samples in the dataset.")
+    calibration_samples: int = Field(description="Samples in the calibration split.")
+    evaluation_samples: int = Field(description="Samples in the evaluation split that were used.")
+    labels: bool = Field(description="Whether the dataset has class labels.")
+    seed: int = Field(description="Seed of the shuffle before splitting.")
 
 
 class ArtifactInfo(BaseModel):
@@ -91,17 +124,41 @@ class QuantizationDetails(BaseModel):
     """What the quantize step actually did."""
 
     mode: str = Field(description="Quantization mode from the recipe.")
-    weight_type: str = Field(description='Stored weight type, "int8" or "uint8".')
-    per_channel: bool = Field(description="Per-channel weight scales.")
-    reduce_range: bool = Field(description="7-bit weights.")
-    op_types_requested: list[str] = Field(description="Op types the recipe asked for.")
-    quantized_nodes: int = Field(description="Nodes turned into integer kernels.")
+    weight_type: str = Field(
+        description='Stored weight type: "int8", "uint8", "int4", "uint4" or "float16".'
+    )
+    activation_type: str | None = Field(
+        default=None,
+        description='Activation type where activations are quantized too ("uint8", "int8").',
+    )
+    per_channel: bool = Field(default=False, description="Per-channel weight scales.")
+    reduce_range: bool = Field(default=False, description="7-bit weights.")
+    op_types_requested: list[str] = Field(
+        default_factory=list, description="Op types the recipe asked for."
+    )
+    quantized_nodes: int = Field(
+        description="Nodes turned into integer (or float16) kernels or wrapped in Q/DQ pairs."
+    )
     op_types: dict[str, int] = Field(
         description="Quantized node count per original op type (e.g. Gemm, MatMul)."
     )
     excluded: list[str] = Field(default_factory=list, description="Nodes kept in float.")
+    excluded_op_types: list[str] = Field(
+        default_factory=list, description="Op types kept in float everywhere."
+    )
     preprocessed: bool = Field(
         description="Whether ONNX Runtime's pre-processing (shape inference, optimisation) ran."
+    )
+    calibration: str | None = Field(
+        default=None, description="Calibration method (static int8): minmax/entropy/percentile."
+    )
+    calibration_samples: int | None = Field(
+        default=None, description="Samples the activation ranges were calibrated on."
+    )
+    block_size: int | None = Field(default=None, description="Weights per scale (int4).")
+    symmetric: bool | None = Field(default=None, description="Symmetric weights (no zero point).")
+    opset_upgraded_from: int | None = Field(
+        default=None, description="The model's opset before it was upgraded for this mode."
     )
 
 
@@ -121,6 +178,12 @@ class Report(BaseModel):
     steps: list[StepTiming] = Field(description="Wall time per stage.")
     quantization: QuantizationDetails | None = Field(
         default=None, description="Details of the quantize step, if there was one."
+    )
+    accuracy: Accuracy | None = Field(
+        default=None, description="Top-k accuracy on the evaluation split, with labels only."
+    )
+    data: DataSummary | None = Field(
+        default=None, description="The dataset used and its split, if one was given."
     )
     input_shapes: dict[str, list[int]] = Field(description="Concrete input shapes measured with.")
     device: str = Field(description="Hardware the measurements ran on.")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress_engine.errors import EngineError
+from compress_engine.measure.runtime import adapt_feed
 from compress_engine.report import Fidelity, OutputFidelity
 
 if TYPE_CHECKING:
@@ -96,11 +97,13 @@ def compare_outputs(
     *,
     total: int,
     progress: Callable[[float], None] | None = None,
+    on_outputs: Callable[[int, list[np.ndarray], list[np.ndarray]], None] | None = None,
 ) -> Fidelity:
     """Run both sessions on every feed and compare each output.
 
     `total` is the number of feeds (for progress); samples are counted from the leading dim
-    of the first input of each feed.
+    of the first input of each feed. on_outputs(index, reference outputs, candidate outputs)
+    sees every batch's outputs (e.g. to score accuracy in the same pass).
     """
     names = [o.name for o in reference.get_outputs()]
     accs = [_Acc(name=n) for n in names]
@@ -108,7 +111,9 @@ def compare_outputs(
     for i, feed in enumerate(feeds, start=1):
         feed = dict(feed)
         ref_out = reference.run(names, feed)
-        got_out = candidate.run(names, feed)
+        got_out = candidate.run(names, adapt_feed(candidate, feed))
+        if on_outputs is not None:
+            on_outputs(i - 1, [np.asarray(r) for r in ref_out], [np.asarray(g) for g in got_out])
         for acc, r, g in zip(accs, ref_out, got_out, strict=True):
             acc.add(np.asarray(r), np.asarray(g))
         first = next(iter(feed.values()), None)

@@ -6,7 +6,11 @@ until it runs.
 
 from __future__ import annotations
 
-from compress_engine.passes import quantize as _quantize  # noqa: F401  (registers)
+# Importing a pass module registers it.
+from compress_engine.passes import fp16 as _fp16  # noqa: F401
+from compress_engine.passes import quantize as _quantize  # noqa: F401
+from compress_engine.passes import static_quantize as _static  # noqa: F401
+from compress_engine.passes import weight_int4 as _int4  # noqa: F401
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import get_pass, list_passes, pass_for_step, register
 

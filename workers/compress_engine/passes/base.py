@@ -6,9 +6,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from compress_engine.data import Dataset
 
 
 class PassInfo(BaseModel):
@@ -33,7 +36,10 @@ class PassContext:
 
     work_dir: Path  # scratch space, deleted after the run
     seed: int = 0
-    data: None = None  # datasets arrive with static quantization / distillation
+    # The calibration split, checked against the model's inputs; None without a dataset.
+    data: Dataset | None = None
+    # Samples per run when feeding `data` (the model's fixed batch dim, if it has one).
+    batch_size: int = 1
     progress: Callable[[float], None] = field(default=lambda _fraction: None)
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress_engine.configs import QuantizeConfig
+from compress_engine.configs import DynamicInt8Config
 from compress_engine.errors import EngineError, short_message
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
@@ -39,7 +39,7 @@ _GEMM_MATMUL_SUFFIX = "_MatMul"
 
 
 @register
-class DynamicInt8Quantize(Pass[QuantizeConfig]):
+class DynamicInt8Quantize(Pass[DynamicInt8Config]):
     info = PassInfo(
         name="quantize-dynamic-int8",
         title="Dynamic int8 quantization",
@@ -55,13 +55,13 @@ class DynamicInt8Quantize(Pass[QuantizeConfig]):
         needs_labels=False,
         compute="light",
     )
-    config_type = QuantizeConfig
+    config_type = DynamicInt8Config
 
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        cfg: QuantizeConfig = self.config
+        cfg: DynamicInt8Config = self.config
         notes: list[str] = []
         _check_exclude(onnx.load(str(model_path), load_external_data=False), cfg.exclude)
 
@@ -197,7 +197,7 @@ def _name_unnamed_nodes(model: onnx.ModelProto) -> None:
             taken.add(name)
 
 
-def _targets(model: onnx.ModelProto, cfg: QuantizeConfig) -> tuple[set[str], set[str], int]:
+def _targets(model: onnx.ModelProto, cfg: DynamicInt8Config) -> tuple[set[str], set[str], int]:
     """Node names to quantize (post Gemm rewrite), rewritten Gemm MatMul names, skipped Gemms."""
     wanted = set(cfg.op_types)
     excluded = set(cfg.exclude)

@@ -1,0 +1,244 @@
+"""Datasets: samples (and optional class labels) for calibration, accuracy and fidelity.
+
+A dataset is a NumPy `.npz` archive: one array per model input, named after the input (or a
+single array `x` for a one-input model), samples along the first axis, plus optional integer
+class ids in `y` or `labels`. Archives are read with `allow_pickle=False`, so object arrays
+are refused instead of unpickled.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress_engine.errors import EngineError
+from compress_engine.inspect import TensorInfo
+
+LABEL_NAMES = ("y", "labels")
+MAX_ARRAYS = 64
+# Uncompressed bytes of all arrays together; the whole dataset is held in memory.
+MAX_DATASET_BYTES = 4 * 1024**3
+
+_SAVE_HINT = "Save it with numpy.savez(path, x=inputs, y=labels)."
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples along axis 0 of every input array; labels (if any) are int64 class ids."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise EngineError("A dataset needs at least one input array.")
+        counts = {n: (a.shape[0] if a.ndim else None) for n, a in self.inputs.items()}
+        if self.labels is not None:
+            counts[LABEL_NAMES[0]] = self.labels.shape[0] if self.labels.ndim else None
+        if None in counts.values():
+            scalars = [n for n, c in counts.items() if c is None]
+            raise EngineError(
+                f"Dataset arrays need a sample dimension first; {scalars} are scalars."
+            )
+        if len(set(counts.values())) != 1:
+            raise EngineError(
+                f"Every dataset array needs the same number of samples; got {counts}."
+            )
+
+    @property
+    def samples(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def take(self, index: np.ndarray | slice) -> Dataset:
+        """The samples at `index` (an index array or a slice), in that order."""
+        labels = None if self.labels is None else self.labels[index]
+        return Dataset({n: a[index] for n, a in self.inputs.items()}, labels)
+
+    def split(self, calibration: float, *, seed: int) -> tuple[Dataset, Dataset]:
+        """(calibration, evaluation) splits of a fixed-seed shuffle; disjoint, together all.
+
+        `calibration` is the fraction of samples for the first split; with at least two
+        samples and 0 < calibration < 1 both splits get at least one.
+        """
+        if not 0.0 <= calibration <= 1.0:
+            raise ValueError("calibration must be a fraction in [0, 1]")
+        n = self.samples
+        order = np.random.default_rng(seed).permutation(n)
+        cut = round(n * calibration)
+        if n >= 2 and 0.0 < calibration < 1.0:
+            cut = min(max(cut, 1), n - 1)
+        return self.take(order[:cut]), self.take(order[cut:])
+
+    def batches(
+        self, batch_size: int, *, drop_last: bool = False
+    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """(feed, labels) per batch of `batch_size` samples, in order."""
+        for start in range(0, self.samples, batch_size):
+            stop = start + batch_size
+            if drop_last and stop > self.samples:
+                return
+            part = self.take(slice(start, stop))
+            yield part.inputs, part.labels
+
+    def for_model(self, inputs: Sequence[TensorInfo]) -> Dataset:
+        """This dataset checked against (and cast to) the model's inputs.
+
+        A single array `x` feeds a one-input model. Fixed dims must match, float64 is cast to
+        the float type the model wants, and ints to the int type it wants.
+        """
+        names = [t.name for t in inputs]
+        arrays = dict(self.inputs)
+        if list(arrays) == ["x"] and len(names) == 1 and names != ["x"]:
+            arrays = {names[0]: arrays["x"]}
+        if set(arrays) != set(names):
+            raise EngineError(
+                f"The dataset has arrays {sorted(arrays)} but the model's inputs are {names}. "
+                "Name each array after a model input (or use a single array `x` for a "
+                "one-input model)."
+            )
+        return Dataset({t.name: _fit(t, arrays[t.name]) for t in inputs}, self.labels)
+
+
+def load_dataset(path: Path | str, inputs: Sequence[TensorInfo] | None = None) -> Dataset:
+    """Read a `.npz` dataset; with `inputs`, also check it against the model's inputs.
+
+    Raises EngineError for anything the user can fix (wrong format, names, shapes, dtypes).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        raise EngineError(
+            "Image-folder datasets (.zip) are not supported yet; convert the images to a .npz "
+            f"(arrays named after the model inputs or `x`, labels in `y`). {_SAVE_HINT}"
+        )
+    if not path.is_file():
+        raise EngineError(f"The dataset file {path.name!r} does not exist.")
+    arrays = _read_npz(path)
+    labels_name = next((n for n in LABEL_NAMES if n in arrays), None)
+    extra_labels = [n for n in LABEL_NAMES if n in arrays and n != labels_name]
+    if extra_labels:
+        raise EngineError("The dataset holds both `y` and `labels`; keep one label array.")
+    labels = None if labels_name is None else _labels(labels_name, arrays.pop(labels_name))
+    if not arrays:
+        raise EngineError(
+            f"The dataset holds labels but no inputs; name the input array `x`. {_SAVE_HINT}"
+        )
+    dataset = Dataset(arrays, labels)
+    if dataset.samples == 0:
+        raise EngineError("The dataset has no samples.")
+    return dataset if inputs is None else dataset.for_model(inputs)
+
+
+def as_dataset(data: Dataset | Path | str | Mapping[str, np.ndarray]) -> Dataset:
+    """A Dataset from a Dataset, a `.npz` path, or a mapping of arrays (labels under y/labels)."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, Path | str):
+        return load_dataset(data)
+    if isinstance(data, Mapping):
+        arrays = {n: np.asarray(a) for n, a in data.items()}
+        labels_name = next((n for n in LABEL_NAMES if n in arrays), None)
+        labels = None if labels_name is None else _labels(labels_name, arrays.pop(labels_name))
+        return Dataset(arrays, labels)
+    raise EngineError(f"A dataset must be a .npz path or a Dataset, not {type(data).__name__}.")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError):
+        raise EngineError(f"The dataset is not a NumPy .npz archive. {_SAVE_HINT}") from None
+    if not members:
+        raise EngineError("The dataset .npz holds no arrays.")
+    if len(members) > MAX_ARRAYS:
+        raise EngineError(f"The dataset .npz holds more than {MAX_ARRAYS} arrays.")
+    bad = [m.filename for m in members if not m.filename.endswith(".npy")]
+    if bad:
+        raise EngineError(f"The dataset .npz holds {bad[0]!r}, which is not a .npy array.")
+    total = sum(m.file_size for m in members)
+    if total > MAX_DATASET_BYTES:
+        raise EngineError(
+            f"The dataset holds {total / 1024**3:.1f} GiB of arrays; the limit is "
+            f"{MAX_DATASET_BYTES / 1024**3:.0f} GiB. Use a subset for calibration and evaluation."
+        )
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for name in npz.files:
+                arrays[name] = npz[name]
+    except ValueError as exc:
+        # allow_pickle=False: object arrays raise instead of being unpickled.
+        if "pickle" in str(exc).lower():
+            raise EngineError(
+                "The dataset holds Python objects; only numeric arrays are accepted (they would "
+                "need unpickling, which ModelPress never does)."
+            ) from None
+        raise EngineError(f"The dataset .npz cannot be read: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise EngineError(f"The dataset .npz cannot be read: {exc}") from None
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "biuf":
+            raise EngineError(
+                f"Dataset array {name!r} has dtype {arr.dtype}; only numbers and booleans."
+            )
+    return arrays
+
+
+def _labels(name: str, arr: np.ndarray) -> np.ndarray:
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise EngineError(
+            f"Labels {name!r} must be a 1-D integer array of class ids, got {arr.dtype} with "
+            f"shape {list(arr.shape)}."
+        )
+    if arr.size and int(arr.min()) < 0:
+        raise EngineError(f"Labels {name!r} must be class ids >= 0; found {int(arr.min())}.")
+    return arr.astype(np.int64, copy=False)
+
+
+def _fit(t: TensorInfo, arr: np.ndarray) -> np.ndarray:
+    """Check one array against a model input and cast it to the input's dtype."""
+    want = np.dtype(t.dtype)
+    got = arr.dtype
+    if got != want:
+        same_kind = (got.kind == want.kind == "f") or (got.kind in "iu" and want.kind in "iu")
+        if not same_kind or (want.kind in "iu" and not _ints_fit(arr, want)):
+            raise EngineError(
+                f"Dataset array for input {t.name!r} has dtype {got}, but the model wants "
+                f"{want}. Save it as {want}."
+            )
+        arr = arr.astype(want)
+    if t.rank_known:
+        if arr.ndim != len(t.shape):
+            raise EngineError(
+                f"Dataset array for input {t.name!r} has shape {list(arr.shape)} ({arr.ndim} "
+                f"dims), but the input has {len(t.shape)} dims ({_fmt(t.shape)}); the first "
+                "dim is the sample axis."
+            )
+        for i, (dim, size) in enumerate(zip(t.shape, arr.shape, strict=True)):
+            if i == 0:
+                continue  # samples; batching adapts to a fixed batch dim
+            if isinstance(dim, int) and dim > 0 and dim != size:
+                raise EngineError(
+                    f"Dataset array for input {t.name!r} has shape {list(arr.shape)}, but the "
+                    f"model fixes dim {i} at {dim} ({_fmt(t.shape)})."
+                )
+    return np.ascontiguousarray(arr)
+
+
+def _ints_fit(arr: np.ndarray, want: np.dtype) -> bool:
+    if arr.size == 0:
+        return True
+    info = np.iinfo(want)
+    return info.min <= int(arr.min()) and int(arr.max()) <= info.max
+
+
+def _fmt(shape: Sequence[int | str | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
