@@ -84,20 +84,66 @@ def tiny_mlp_onnx(tmp_path_factory) -> Path:
     return export_tiny_mlp(tmp_path_factory.mktemp("models") / "tiny_mlp.onnx")
 
 
+@pytest.fixture(scope="session")
+def trained_cnn_onnx(tmp_path_factory) -> Path:
+    from model_builders import export_trained_cnn
+
+    return export_trained_cnn(tmp_path_factory.mktemp("models") / "trained_cnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def pattern_npz(tmp_path_factory) -> Path:
+    """Labelled samples the trained CNN was not trained on (x [N, 1, 8, 8], y [N])."""
+    import numpy as np
+
+    from model_builders import pattern_dataset
+
+    x, y = pattern_dataset(400, seed=7)
+    path = tmp_path_factory.mktemp("data") / "patterns.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _temporary_upload(path: Path):
+    from django.core.files.uploadedfile import TemporaryUploadedFile
+
+    upload = TemporaryUploadedFile(path.name, "application/octet-stream", 0, None)
+    upload.write(path.read_bytes())
+    upload.size = path.stat().st_size
+    upload.flush()
+    return upload
+
+
 @pytest.fixture
 def model_version(project, owner, tiny_cnn_onnx):
     """A model version ingested through the real upload service."""
-    from django.core.files.uploadedfile import TemporaryUploadedFile
-
     from registry.services import ingest_model_upload
 
-    upload = TemporaryUploadedFile("tiny_cnn.onnx", "application/octet-stream", 0, None)
-    upload.write(tiny_cnn_onnx.read_bytes())
-    upload.size = tiny_cnn_onnx.stat().st_size
-    upload.flush()
+    upload = _temporary_upload(tiny_cnn_onnx)
     version = ingest_model_upload(project=project, user=owner.user, upload=upload)
     upload.close()
     return version
+
+
+@pytest.fixture
+def trained_model_version(project, owner, trained_cnn_onnx):
+    from registry.services import ingest_model_upload
+
+    upload = _temporary_upload(trained_cnn_onnx)
+    version = ingest_model_upload(project=project, user=owner.user, upload=upload)
+    upload.close()
+    return version
+
+
+@pytest.fixture
+def dataset(project, owner, pattern_npz):
+    """A labelled .npz dataset ingested through the real upload service."""
+    from registry.services import ingest_dataset_upload
+
+    upload = _temporary_upload(pattern_npz)
+    dataset = ingest_dataset_upload(project=project, user=owner.user, upload=upload)
+    upload.close()
+    return dataset
 
 
 @pytest.fixture

@@ -34,6 +34,15 @@ def parse_recipe(raw: Any) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
 
+def techniques_needing_data(recipe_json: dict[str, Any]) -> list[str]:
+    """Titles of the recipe's steps that cannot run without calibration/training samples."""
+    from compress_engine import Recipe
+    from compress_engine.passes import pass_for_step
+
+    recipe = Recipe.parse(recipe_json)
+    return [p.info.title for p in map(pass_for_step, recipe.steps) if p.info.needs_data]
+
+
 def create_job(
     *, model_version: ModelVersion, user: User, recipe: Any, dataset: Dataset | None = None
 ) -> Job:
@@ -43,6 +52,11 @@ def create_job(
     recipe_json = parse_recipe(recipe)
     if dataset is not None and dataset.project_id != model_version.project_id:
         raise JobRejected("The dataset belongs to another project.")
+    if dataset is None and (needing := techniques_needing_data(recipe_json)):
+        raise JobRejected(
+            f"{', '.join(needing)} needs calibration samples: choose a dataset (upload a .npz "
+            "on the project page)."
+        )
     task_id = str(uuid.uuid4())
     with transaction.atomic():
         job = Job.objects.create(

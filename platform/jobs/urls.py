@@ -6,6 +6,7 @@ from jobs import views
 
 urlpatterns = [
     path("start/<uuid:version_uuid>/", views.job_create, name="jobs-create"),
+    path("recipe-preset/", views.recipe_preset, name="jobs-recipe-preset"),
     path("<uuid:job_uuid>/", views.job_detail, name="jobs-detail"),
     path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
     path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),

@@ -39,6 +39,22 @@ def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
     return redirect("jobs-detail", job_uuid=job.uuid)
 
 
+@login_required
+@require_GET
+def recipe_preset(request: HttpRequest) -> HttpResponse:
+    """The recipe editor filled with a preset's YAML (htmx swaps it into the job form)."""
+    from compress_engine.presets import PRESETS
+
+    preset = PRESETS.get(request.GET.get("preset", ""))
+    if preset is None:
+        return HttpResponse("Unknown preset.", status=404, content_type="text/plain")
+    return render(
+        request,
+        "registry/model_version.html#recipe-editor",
+        {"recipe_yaml": preset.recipe().to_yaml(), "preset": preset},
+    )
+
+
 def _job_context(job) -> dict:
     from compress_engine import Report
 

@@ -117,10 +117,13 @@ def dataset_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     return _handle_upload(request, project, DatasetUploadForm, ingest, "dataset_form")
 
 
+DEFAULT_PRESET = "fast-int8"
+
+
 @login_required
 @require_GET
 def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
-    from compress_engine.configs import default_recipe
+    from compress_engine.presets import PRESETS
 
     version = get_model_version_for_user(request.user, version_uuid)
     jobs = version.jobs.all()[:50]
@@ -131,6 +134,8 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
             "version": version,
             "jobs": jobs,
             "datasets": version.project.datasets.all(),
-            "default_recipe": default_recipe().to_yaml(),
+            "presets": PRESETS.values(),
+            "preset": PRESETS[DEFAULT_PRESET],
+            "recipe_yaml": PRESETS[DEFAULT_PRESET].recipe().to_yaml(),
         },
     )

@@ -55,7 +55,7 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     expect(page.locator("text=logits").first).to_be_visible()
     _shot(page, "02-model")
 
-    page.click("text=Start dynamic int8 job")
+    page.click("text=Start job")
     expect(page.get_by_role("heading", name="Compression job")).to_be_visible()
     # Marker survives only if the status updates by htmx swaps, not full page reloads.
     page.evaluate("window.__noReload = true")

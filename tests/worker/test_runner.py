@@ -117,3 +117,40 @@ def test_it_removes_its_scratch_directory(job, tmp_path, settings):
     settings.MODELPRESS_SCRATCH_DIR = str(tmp_path)
     run_job(str(job.uuid))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_it_runs_static_int8_with_a_dataset_and_shows_accuracy(
+    trained_model_version, dataset, owner, client
+):
+    from django.urls import reverse
+
+    from compress_engine import Report
+
+    job = Job.objects.create(
+        team=trained_model_version.project.team,
+        project=trained_model_version.project,
+        model_version=trained_model_version,
+        dataset=dataset,
+        recipe={
+            "version": 1,
+            "steps": [{"quantize": {"mode": "static-int8", "samples": 64}}],
+            "evaluate": {"latency_runs": 5, "warmup": 1},
+        },
+        created_by=owner.user,
+    )
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    report = Report.model_validate(job.report)
+    assert report.data.samples == dataset.samples and report.data.labels
+    assert report.fidelity.inputs == "evaluation split"
+    assert report.accuracy.samples == report.data.evaluation_samples
+    # A trained CNN keeps its accuracy within a couple of points under static int8.
+    assert abs(report.accuracy.drop_points) < 3.0
+    assert report.quantization.mode == "static-int8" and report.quantization.calibration
+
+    client.force_login(owner.user)
+    page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
+    assert 'data-testid="accuracy"' in page and "evaluation split" in page
