@@ -112,7 +112,9 @@ def dataset_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
 
     def ingest(**kwargs) -> str:
         ingest_dataset_upload(**kwargs)
-        return reverse("registry-project", kwargs={"project_uuid": project.uuid}) + "#datasets"
+        # No "#datasets" fragment: to the page already open, a fragment-only change would
+        # scroll instead of reloading, and the new dataset would not appear.
+        return reverse("registry-project", kwargs={"project_uuid": project.uuid})
 
     return _handle_upload(request, project, DatasetUploadForm, ingest, "dataset_form")
 

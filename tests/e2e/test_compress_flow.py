@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,36 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": np.random.rand(3, 1, 8, 8).astype(np.float32)})
     assert logits.shape == (3, 10)
+
+
+def test_it_runs_static_int8_with_an_uploaded_dataset(
+    live_server, worker, page, tiny_cnn_onnx, pattern_npz
+):
+    from playwright.sync_api import expect
+
+    create_user_with_personal_team(
+        username="ada", email="ada@example.com", password="a-long-unusual-passphrase"
+    )
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "a-long-unusual-passphrase")
+    page.click("button[type=submit]")
+    page.fill("input[name=name]", "Calibrated")
+    page.click("text=Create project")
+
+    page.set_input_files("#dataset-form input[type=file]", str(pattern_npz))
+    page.click("text=Upload dataset")
+    expect(page.get_by_test_id("datasets")).to_contain_text("[400, 1, 8, 8]")
+    page.set_input_files("#upload-form input[type=file]", str(tiny_cnn_onnx))
+    page.click("text=Upload and check")
+    expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
+
+    # Choosing a preset swaps the recipe editor in place (htmx), keeping it editable.
+    page.select_option("select[name=preset]", "static-int8")
+    expect(page.locator("#job-recipe")).to_have_value(re.compile("mode: static-int8"))
+    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
+    page.click("text=Start job")
+    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
+    expect(page.get_by_test_id("accuracy")).to_contain_text("Top-1")
+    expect(page.locator("#results")).to_contain_text("calibrated with percentile")
+    _shot(page, "04-static-results")
