@@ -51,6 +51,11 @@ browser:
 test: install-dev assets browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Not part of `make test` or CI: builds its reference models, then times them (minutes).
+bench: install
+	$(PIP) install -e ".[bench]" 2> >(grep -v "is ignored" >&2)
+	$(PY) -m benchmarks --suite quick
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

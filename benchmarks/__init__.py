@@ -1,0 +1,1 @@
+"""Reproducible benchmark suites for ModelPress (see benchmarks/README.md)."""

@@ -1,0 +1,112 @@
+"""Measurements shared by every variant, so all rows are measured the same way.
+
+Latency is interleaved: the original and the variant run alternately in one loop, so drift
+of a shared machine (frequency scaling, noisy neighbours) hits both alike and cancels in
+the ratio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+
+def session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    """A CPU session configured exactly as the engine configures its own."""
+    from compress_engine.measure.runtime import create_session
+
+    return create_session(path, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def interleaved_latency(
+    original: onnxruntime.InferenceSession,
+    variant: onnxruntime.InferenceSession,
+    feed: Mapping[str, np.ndarray],
+    *,
+    warmup: int,
+    runs: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run milliseconds of (original, variant), timed alternately on the same feed.
+
+    The order flips every round so neither model always runs on a cache the other warmed.
+    """
+    feed = dict(feed)
+    for _ in range(warmup):
+        original.run(None, feed)
+        variant.run(None, feed)
+    times = np.empty((2, runs), dtype=np.float64)
+    pair = (original, variant)
+    for i in range(runs):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for k in order:
+            start = time.perf_counter()
+            pair[k].run(None, feed)
+            times[k, i] = time.perf_counter() - start
+    return times[0] * 1e3, times[1] * 1e3
+
+
+def p50(ms: np.ndarray) -> float:
+    return float(np.median(ms))
+
+
+def outputs(
+    sess: onnxruntime.InferenceSession, inputs: Mapping[str, np.ndarray], batch: int
+) -> np.ndarray:
+    """The first output over all samples, run `batch` samples at a time."""
+    n = len(next(iter(inputs.values())))
+    chunks = []
+    for start in range(0, n, batch):
+        feed = {k: v[start : start + batch] for k, v in inputs.items()}
+        chunks.append(sess.run(None, feed)[0])
+    return np.concatenate(chunks).reshape(n, -1).astype(np.float64)
+
+
+def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N, D] arrays (1.0 for two all-zero rows)."""
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    dot = (a * b).sum(axis=1)
+    denom = na * nb
+    both_zero = (na == 0) & (nb == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cos)
+
+
+def nearest_neighbours(emb: np.ndarray) -> np.ndarray:
+    """Index of each row's nearest other row by cosine similarity."""
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
+
+
+def fidelity(
+    reference: np.ndarray, candidate: np.ndarray, kind: str, labels: np.ndarray | None
+) -> dict[str, Any]:
+    """Accuracy and agreement figures of `candidate` outputs against the `reference` ones."""
+    finite = bool(np.isfinite(candidate).all())
+    cos = cosine_per_sample(reference, candidate) if finite else None
+    out: dict[str, Any] = {
+        "accuracy": None,
+        "fidelity_cosine": None if cos is None else float(cos.mean()),
+        "fidelity_cosine_min": None if cos is None else float(cos.min()),
+        "top1_agreement": None,
+        "nn_agreement": None,
+    }
+    if kind == "classifier":
+        top1 = candidate.argmax(axis=1)
+        out["top1_agreement"] = float((top1 == reference.argmax(axis=1)).mean())
+        if labels is not None:
+            out["accuracy"] = round(100.0 * float((top1 == labels).mean()), 3)
+    elif finite:
+        same = nearest_neighbours(candidate) == nearest_neighbours(reference)
+        out["nn_agreement"] = float(same.mean())
+    return out

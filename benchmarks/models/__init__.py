@@ -1,0 +1,58 @@
+"""Reference models the benchmark builds itself: no weights or datasets are downloaded.
+
+Each builder writes an ONNX file plus a calibration `.npz` into a work folder and returns a
+`BenchModel`: everything the harness needs to produce, time and compare variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+# How a model's outputs are judged: classifiers by argmax (and accuracy when labelled),
+# embedders by cosine and nearest-neighbour agreement.
+Kind = Literal["classifier", "embedding"]
+
+
+@dataclass
+class BenchModel:
+    """A built reference model and the data it is measured on."""
+
+    name: str
+    onnx_path: Path
+    kind: Kind
+    # Evaluation inputs, name -> array with the samples along axis 0.
+    eval_inputs: dict[str, np.ndarray]
+    # Calibration data as written to calib_path (arrays named after inputs, or `x`/`y`).
+    calib_inputs: dict[str, np.ndarray]
+    calib_path: Path
+    large_batch: int
+    labels: np.ndarray | None = None
+    wall_s: float = 0.0
+    # Free-form facts recorded in the JSON meta (split sizes, epochs, sequence length...).
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.eval_inputs.values())))
+
+    def batch(self, start: int, size: int) -> dict[str, np.ndarray]:
+        return {k: v[start : start + size] for k, v in self.eval_inputs.items()}
+
+
+Builder = Callable[[Path], BenchModel]
+
+
+def builders() -> dict[str, Builder]:
+    """Model name -> builder; the builders import torch and friends lazily."""
+    from benchmarks.models import digits, minilm, mobilenet
+
+    return {
+        "digits-cnn": digits.build,
+        "minilm-l6": minilm.build,
+        "mobilenet-tiny": mobilenet.build,
+    }

@@ -1,0 +1,181 @@
+"""The variants compared per model: the original, what a user would script with ONNX Runtime,
+and ModelPress recipes.
+
+Adding an engine row is adding a recipe to ENGINE_VARIANTS. Recipes the installed engine
+rejects (a mode that has not landed yet) are listed as pending in the results' meta instead
+of being run or faked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.models import BenchModel
+
+# compress() measures the model itself; these keep its own timing short because every
+# figure in the benchmark is re-measured by the harness, identically for all variants.
+ENGINE_EVALUATE = {"latency_runs": 3, "warmup": 1, "fidelity_samples": 4}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row per model: how the artifact is produced from the original ONNX file."""
+
+    name: str
+    produce: Callable[[BenchModel, Path], Path] | None  # None: the original itself
+    models: tuple[str, ...] | None = None  # None: every model
+    # Why a model is left out, by model name (recorded in meta, never silently dropped).
+    skip: dict[str, str] = field(default_factory=dict)
+
+    def applies_to(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+@dataclass(frozen=True)
+class EngineVariant:
+    """A ModelPress recipe run through `compress_engine.compress`."""
+
+    name: str
+    steps: list[dict[str, Any]]
+    needs_data: bool = False  # pass the model's calibration .npz as `data=`
+    models: tuple[str, ...] | None = None
+    evaluate: dict[str, Any] = field(default_factory=dict)
+
+    def recipe(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "steps": self.steps,
+            "evaluate": {**ENGINE_EVALUATE, **self.evaluate},
+        }
+
+
+ENGINE_VARIANTS: list[EngineVariant] = [
+    EngineVariant("dynamic-int8", [{"quantize": {"mode": "dynamic-int8"}}]),
+    EngineVariant(
+        "static-int8",
+        [{"quantize": {"mode": "static-int8"}}],
+        needs_data=True,
+        models=("digits-cnn", "mobilenet-tiny"),
+    ),
+    EngineVariant("fp16", [{"quantize": {"mode": "fp16"}}]),
+    EngineVariant("weight-int4", [{"quantize": {"mode": "weight-int4"}}]),
+    # auto measures candidates itself to choose one: give it the engine's default timing
+    # (ENGINE_EVALUATE's short runs would make its choice a coin toss).
+    EngineVariant(
+        "auto",
+        [{"quantize": {"mode": "auto"}}],
+        needs_data=True,
+        evaluate={"latency_runs": 50, "warmup": 5},
+    ),
+    EngineVariant(
+        "accuracy-aware",
+        [{"quantize": {"mode": "static-int8", "accuracy_aware": True}}],
+        needs_data=True,
+        models=("digits-cnn",),
+        evaluate={"max_accuracy_drop": 0.3},
+    ),
+]
+
+
+# --- ONNX Runtime baselines ---------------------------------------------------------------
+
+
+def ort_default_dynamic(model: BenchModel, out: Path) -> Path:
+    from onnxruntime.quantization import quantize_dynamic
+
+    path = out / "model.ort-dynamic.onnx"
+    quantize_dynamic(str(model.onnx_path), str(path))
+    return path
+
+
+def ort_default_static(model: BenchModel, out: Path) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    class Reader(CalibrationDataReader):
+        """The model's calibration samples, in batches of its large batch size."""
+
+        def __init__(self) -> None:
+            self._batches = _batches(model.calib_inputs, model.large_batch)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    path = out / "model.ort-static.onnx"
+    quantize_static(str(model.onnx_path), str(path), Reader())
+    return path
+
+
+def _batches(inputs: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, size):
+        yield {k: v[start : start + size] for k, v in inputs.items()}
+
+
+BASELINES: list[Variant] = [
+    Variant("original", None),
+    Variant("ort-default-dynamic", ort_default_dynamic),
+    Variant("ort-default-static", ort_default_static),
+]
+
+
+# --- engine variants ----------------------------------------------------------------------
+
+
+def engine_data_support() -> str | None:
+    """None when compress() accepts a dataset, else why not (the reason pending rows give)."""
+    from compress_engine import compress
+
+    annotation = inspect.signature(compress).parameters.get("data")
+    if annotation is None:
+        return "compress() has no data parameter"
+    # `data: None = None` (under postponed annotations: the string "None") takes no dataset.
+    if annotation.annotation in (None, "None"):
+        return "compress() does not accept a dataset (data=) yet"
+    return None
+
+
+def engine_variant(ev: EngineVariant) -> tuple[Variant | None, str | None]:
+    """(runnable variant, None) or (None, reason it is pending)."""
+    try:
+        from compress_engine.configs import Recipe
+        from compress_engine.errors import EngineError
+        from compress_engine.passes import pass_for_step
+
+        try:
+            recipe = Recipe.parse(ev.recipe())
+            # A mode the schema knows but no registered pass implements yet.
+            for step in recipe.steps:
+                pass_for_step(step)
+        except EngineError as exc:
+            return None, f"engine rejects the recipe: {' '.join(str(exc).split())}"
+        if ev.needs_data:
+            reason = engine_data_support()
+            if reason:
+                return None, reason
+    except Exception as exc:  # an engine mid-edit must not take the suite down
+        return None, f"engine unavailable: {type(exc).__name__}: {exc}"
+
+    def produce(model: BenchModel, out: Path) -> Path:
+        from compress_engine import compress
+
+        result_dir = out / "engine"
+        data = model.calib_path if ev.needs_data else None
+        kwargs = {"data": data} if data is not None else {}
+        report = compress(model.onnx_path, ev.recipe(), out_dir=result_dir, **kwargs)
+        onnx_artifacts = [a for a in report.artifacts if a.format == "onnx"]
+        return result_dir / onnx_artifacts[0].name
+
+    return Variant(ev.name, produce, models=ev.models), None
+
+
+def timed(fn: Callable[[], Path]) -> tuple[Path, float]:
+    start = time.perf_counter()
+    path = fn()
+    return path, time.perf_counter() - start
