@@ -176,8 +176,8 @@ def test_progress_is_monotonic_covers_every_stage_and_ends_at_one(cnn_run: Run) 
     assert cnn_run.calls[-1] == ("Done", 1.0)
     stages = list(dict.fromkeys(s for s, _ in cnn_run.calls))
     assert stages == STAGES
-    # The latency loop reports as it goes (31 runs -> several updates).
-    assert sum(s == "Measuring original model" for s, _ in cnn_run.calls) >= 4
+    # The interleaved latency loop reports as it goes (31 rounds -> several updates).
+    assert sum(s == "Measuring compressed model" for s, _ in cnn_run.calls) >= 4
 
 
 class Cancelled(Exception):

@@ -72,4 +72,5 @@ def test_listing_passes_imports_no_heavy_framework(engine_env: dict[str, str]) -
         "quantize-static-int8",
         "quantize-fp16",
         "quantize-weight-int4",
+        "quantize-auto",
     }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compress_engine.configs import EvaluateConfig, Recipe
+from compress_engine.configs import TUNABLE_CONFIGS, AutoConfig, EvaluateConfig, Recipe
 from compress_engine.data import Dataset, as_dataset
 from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
@@ -26,14 +26,17 @@ from compress_engine.measure.inputs import (
     random_feed,
     resolve_shapes,
 )
-from compress_engine.measure.latency import measure_latency
+from compress_engine.measure.latency import measure_interleaved
+from compress_engine.measure.macs import count_macs
 from compress_engine.measure.params import count_parameters, op_type_counts
 from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.measure.size import file_size, sha256_file
+from compress_engine.measure.sparsity import count_nonzero_parameters
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
     Accuracy,
     ArtifactInfo,
+    AutoSummary,
     DataSummary,
     Fidelity,
     Latency,
@@ -42,6 +45,7 @@ from compress_engine.report import (
     Report,
     StepTiming,
 )
+from compress_engine.tuning import Budget, Builder, Scorer, auto_quantize, resolve_budget, tune
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -151,7 +155,7 @@ def _run(
     ev = recipe.evaluate
     timings: list[StepTiming] = []
     notes: list[str] = []
-    threads = physical_cores()
+    threads = ev.threads or physical_cores()
     providers = [CPU_PROVIDER]  # GPU measurement comes with the GPU worker queue
 
     # --- original ----------------------------------------------------------------------
@@ -160,8 +164,17 @@ def _run(
         info = inspect_onnx(model)
         shapes = resolve_shapes(info.inputs, ev.batch_size, ev.input_shapes)
         data = None if dataset is None else _Data(dataset, info, ev)
+        budget = resolve_budget(ev, labels=data is not None and data.dataset.labels is not None)
         batch = _batch_of(info, shapes)
-        feed = random_feed(info.inputs, shapes, np.random.default_rng(ev.seed))
+        dynamic_batch = any(batch_dim_dynamic(t) for t in info.inputs if shapes[t.name])
+        batch_sizes = list(dict.fromkeys([batch, *ev.batch_sizes])) if dynamic_batch else [batch]
+        feeds = {
+            b: random_feed(
+                info.inputs, _shapes_at(info, shapes, b), np.random.default_rng([ev.seed, 0, b])
+            )
+            for b in batch_sizes
+        }
+        feed = feeds[batch_sizes[0]]
         original_session = _session(
             model, providers, threads, "ONNX Runtime cannot load the original model"
         )
@@ -171,40 +184,97 @@ def _run(
             "ONNX Runtime cannot run the original model on random inputs of shapes "
             f"{shapes} (set evaluate.input_shapes if these do not fit)",
         )
-        original = _measurement(
-            model,
-            measure_latency(
-                original_session,
-                feed,
-                warmup=ev.warmup,
-                runs=ev.latency_runs,
-                batch_size=batch,
-                threads=threads,
-                progress=tracker.sub,
-            ),
-        )
+        for b in batch_sizes[1:]:
+            # Extra batch sizes are a bonus: a graph that bakes in its batch size (a Reshape
+            # to [1, ...]) is timed at the first one only.
+            try:
+                original_session.run(None, feeds[b])
+            except Exception as exc:
+                notes.append(
+                    f"The original model does not run at batch {b} ({short_message(exc)}), so "
+                    "latency was not timed at that batch size."
+                )
+                del feeds[b]
+        batch_sizes = list(feeds)
+        tracker.sub(0.5)
+        macs_shapes = _shapes_at(info, shapes, 1) if dynamic_batch else dict(shapes)
+        original_static = _static_figures(model, macs_shapes)
+        scorer = _scorer(original_session, info, shapes, ev, data, providers, threads)
 
     # --- passes ------------------------------------------------------------------------
     current = model
     results: list[tuple[str, PassResult]] = []
+    sensitivity = search = auto = None
     span = (_VALIDATE - _PASSES) / len(recipe.steps)
     for i, step in enumerate(recipe.steps):
         technique = pass_for_step(step)
-        tracker.stage(technique.info.stage, _PASSES + i * span, _PASSES + (i + 1) * span)
+        lo, hi = _PASSES + i * span, _PASSES + (i + 1) * span
+        tracker.stage(technique.info.stage, lo, hi)
         step_dir = work / f"step{i}"
         step_dir.mkdir()
+        cfg = getattr(step, "quantize", None)
+        tuning = isinstance(cfg, TUNABLE_CONFIGS) and (cfg.sensitivity or cfg.accuracy_aware)
+        calibration = None if data is None else data.calibration
+        data_batch = DATA_BATCH if data is None else data.batch_size
+
+        def sub_stage(label: str, a: float, b: float, lo: float = lo, hi: float = hi) -> Any:
+            tracker.stage(label, lo + (hi - lo) * a, lo + (hi - lo) * b)
+            return tracker.sub
+
         with _timed(timings, technique.info.title):
-            res = technique.run(
-                current,
-                work / f"step{i}.onnx",
-                PassContext(
-                    work_dir=step_dir,
-                    seed=ev.seed,
-                    data=None if data is None else data.calibration,
-                    batch_size=DATA_BATCH if data is None else data.batch_size,
-                    progress=tracker.sub,
-                ),
-            )
+            if isinstance(cfg, AutoConfig):
+                outcome = auto_quantize(
+                    cfg,
+                    current,
+                    step_dir,
+                    ev=ev,
+                    macs_by_op_type=original_static["macs_by_op_type"],
+                    data=calibration,
+                    batch_size=data_batch,
+                    original=original_session,
+                    feed=feed,
+                    latency_batch=batch_sizes[0],
+                    budget=budget,
+                    scorer=scorer,
+                    providers=providers,
+                    threads=threads,
+                    progress=sub_stage,
+                )
+                res, auto = outcome.result, outcome.summary
+                res.notes = outcome.notes
+            else:
+                run_hi = 0.4 if tuning else 1.0
+                tracker.stage(technique.info.stage, lo, lo + (hi - lo) * run_hi)
+                res = technique.run(
+                    current,
+                    work / f"step{i}.onnx",
+                    PassContext(
+                        work_dir=step_dir,
+                        seed=ev.seed,
+                        data=calibration,
+                        batch_size=data_batch,
+                        progress=tracker.sub,
+                    ),
+                )
+                if tuning:
+                    builder = Builder(
+                        config=cfg,  # type: ignore[arg-type]
+                        model_in=current,
+                        work=step_dir / "tuning",
+                        seed=ev.seed,
+                        data=calibration,
+                        batch_size=data_batch,
+                    )
+                    tuned = tune(
+                        res,
+                        builder,
+                        budget=budget,
+                        scorer=scorer,
+                        progress=lambda label, a, b: sub_stage(label, 0.4 + 0.6 * a, 0.4 + 0.6 * b),
+                    )
+                    sensitivity, search = tuned.sensitivity, tuned.search
+                    res = tuned.result
+                    res.notes = [*tuned.notes, *res.notes]
         results.append((technique.info.title, res))
         notes.extend(res.notes)
         current = res.model_path
@@ -216,10 +286,13 @@ def _run(
         result_session = _session(
             current, providers, threads, f"{last_title} produced a model ONNX Runtime cannot load"
         )
-        result_feed = adapt_feed(result_session, feed)  # e.g. float16 inputs after fp16
-        _run_once(
-            result_session, result_feed, f"{last_title} produced a model ONNX Runtime cannot run"
-        )
+        result_feeds = {b: adapt_feed(result_session, f) for b, f in feeds.items()}
+        for b in batch_sizes:
+            _run_once(
+                result_session,
+                result_feeds[b],
+                f"{last_title} produced a model ONNX Runtime cannot run",
+            )
         want = [o.name for o in original_session.get_outputs()]
         got = [o.name for o in result_session.get_outputs()]
         if want != got:
@@ -230,18 +303,27 @@ def _run(
     # --- measure result ----------------------------------------------------------------
     tracker.stage("Measuring compressed model", _MEASURE_RESULT, _FIDELITY)
     with _timed(timings, "Measure result"):
-        result = _measurement(
-            current,
-            measure_latency(
-                result_session,
-                result_feed,
+        original_by_batch: dict[str, Latency] = {}
+        result_by_batch: dict[str, Latency] = {}
+        for j, b in enumerate(batch_sizes):
+            share = (_FIDELITY - _MEASURE_RESULT) / len(batch_sizes)
+            tracker.stage(
+                "Measuring compressed model",
+                _MEASURE_RESULT + j * share,
+                _MEASURE_RESULT + (j + 1) * share,
+            )
+            # Interleaved: drift of the machine during timing affects both models alike.
+            o_lat, r_lat = measure_interleaved(
+                [(original_session, feeds[b]), (result_session, result_feeds[b])],
                 warmup=ev.warmup,
                 runs=ev.latency_runs,
-                batch_size=batch,
+                batch_size=b,
                 threads=threads,
                 progress=tracker.sub,
-            ),
-        )
+            )
+            original_by_batch[str(b)], result_by_batch[str(b)] = o_lat, r_lat
+        original = _measurement(model, original_static, original_by_batch)
+        result = _measurement(current, _static_figures(current, macs_shapes), result_by_batch)
         tracker.stage("Measuring compressed model", _FIDELITY, _WRITE)
         fidelity, accuracy = _compare(
             original_session, result_session, info, shapes, ev, data, tracker.sub, notes
@@ -253,11 +335,16 @@ def _run(
     quant = next(
         (r.details for _, r in results if isinstance(r.details, QuantizationDetails)), None
     )
-    notes = _honest_notes(original, result, fidelity, accuracy, data) + notes
+    notes = _honest_notes(original, result, fidelity, accuracy, data, budget, auto) + notes
     if batch != ev.batch_size:
         notes.append(
             f"The model fixes its batch dimension, so latency was measured at batch {batch}, "
             f"not the requested {ev.batch_size}."
+        )
+    elif not dynamic_batch and set(ev.batch_sizes) - {batch}:
+        notes.append(
+            f"The model fixes its batch dimension, so latency was measured at batch {batch} "
+            "only, not at the further evaluate.batch_sizes."
         )
     report = Report(
         recipe=recipe.to_dict(),
@@ -281,6 +368,14 @@ def _run(
         device=describe_device(original.latency.provider),
         versions=_versions(),
         notes=notes,
+        latency_ratio_by_batch={
+            b: o.p50_ms / result_by_batch[b].p50_ms
+            for b, o in original_by_batch.items()
+            if result_by_batch[b].p50_ms > 0
+        },
+        sensitivity=sensitivity,
+        search=search,
+        auto=auto,
     )
     (work / RECIPE_NAME).write_text(recipe.to_yaml(), encoding="utf-8")
     (work / REPORT_NAME).write_text(report.model_dump_json(indent=2), encoding="utf-8")
@@ -409,19 +504,69 @@ def _compare(
     return fidelity, counter.summary()
 
 
-def _measurement(path: Path, latency: Latency) -> ModelMeasurement:
+def _static_figures(path: Path, macs_shapes: Mapping[str, list[int]]) -> dict[str, Any]:
+    """Figures of the file itself: size, parameters, non-zero parameters, MACs, op types."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
     counts = op_type_counts(proto)
+    macs = count_macs(proto, macs_shapes)
+    try:
+        nonzero: int | None = count_nonzero_parameters(proto, base_dir=path.parent)
+    except Exception:  # unreadable external data: the figure is left out, not the run
+        nonzero = None
+    return {
+        "size_bytes": file_size(path),
+        "parameters": count_parameters(proto),
+        "nonzero_parameters": nonzero,
+        "nodes": sum(counts.values()),
+        "op_types": counts,
+        "sha256": sha256_file(path),
+        "macs": macs.total,
+        "macs_by_op_type": macs.by_op_type,
+        "macs_uncounted_op_types": macs.uncounted_op_types,
+    }
+
+
+def _measurement(
+    path: Path, figures: Mapping[str, Any], by_batch: dict[str, Latency]
+) -> ModelMeasurement:
     return ModelMeasurement(
-        size_bytes=file_size(path),
-        parameters=count_parameters(proto),
-        nodes=sum(counts.values()),
-        op_types=counts,
-        sha256=sha256_file(path),
-        latency=latency,
+        **figures, latency=next(iter(by_batch.values())), latency_by_batch=by_batch
     )
+
+
+def _shapes_at(
+    info: ModelInfo, shapes: Mapping[str, list[int]], batch: int
+) -> dict[str, list[int]]:
+    """`shapes` with every dynamic leading (batch) dim set to `batch`."""
+    out = {}
+    for t in info.inputs:
+        s = list(shapes[t.name])
+        if s and batch_dim_dynamic(t):
+            s[0] = batch
+        out[t.name] = s
+    return out
+
+
+def _scorer(
+    original: onnxruntime.InferenceSession,
+    info: ModelInfo,
+    shapes: Mapping[str, list[int]],
+    ev: EvaluateConfig,
+    data: _Data | None,
+    providers: list[str],
+    threads: int,
+) -> Scorer:
+    """Scores candidates on the batches the report's fidelity uses (evaluation split or the
+    seeded random inputs), so a trial's metric and the final report agree."""
+    batches: list[tuple[dict[str, np.ndarray], np.ndarray | None]] = (
+        [] if data is None else data.evaluation_batches()
+    )
+    if not batches:
+        random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
+        batches = [(f, None) for f in _feeds(info, random_batches, ev.seed)]
+    return Scorer(original, batches, providers=providers, threads=threads)
 
 
 def _place(src: Path, dst: Path, placed: list[Path]) -> None:
@@ -436,6 +581,8 @@ def _honest_notes(
     fidelity: Fidelity,
     accuracy: Accuracy | None,
     data: _Data | None,
+    budget: Budget | None = None,
+    auto: AutoSummary | None = None,
 ) -> list[str]:
     notes = []
     if fidelity.inputs == "random":
@@ -459,15 +606,36 @@ def _honest_notes(
             f"({accuracy.original_top1:.2%} -> {accuracy.result_top1:.2%}). Try per-channel "
             "weights, another calibration method, or keeping the first and last layers in float."
         )
-    o, r = original.latency, result.latency
     # 5% slack: single-digit-percent differences are timer noise on a shared machine.
-    if r.p50_ms > o.p50_ms * _SLOWER:
+    slower = [
+        (b, o, result.latency_by_batch[b])
+        for b, o in original.latency_by_batch.items()
+        if b in result.latency_by_batch and result.latency_by_batch[b].p50_ms > o.p50_ms * _SLOWER
+    ]
+    kept_original = auto is not None and auto.pick is None
+    if kept_original:
         notes.append(
-            f"The compressed model is slower than the original on this device (p50 "
-            f"{r.p50_ms:.3f} ms vs {o.p50_ms:.3f} ms). For small models the cost of quantizing "
+            "The result is the original model, unchanged: any difference between the two "
+            "latency figures is measurement noise on this machine."
+        )
+    elif slower:
+        detail = "; ".join(
+            f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms" for b, o, r in slower
+        )
+        notes.append(
+            f"The compressed model is slower than the original on this device ({detail}; timed "
+            "interleaved on the same inputs). For small models the cost of quantizing "
             "activations (or converting types) at run time can outweigh the faster kernels."
         )
-    if result.size_bytes >= original.size_bytes:
+    if budget is not None:
+        if budget.metric == "accuracy_drop" and accuracy is not None:
+            value: float | None = accuracy.drop_points
+        else:
+            value = fidelity.summary.cosine_similarity
+            budget = Budget("cosine", budget.limit) if budget.metric == "cosine" else None
+        if budget is not None and value is not None and not budget.meets(value):
+            notes.append(f"The result misses the budget: {budget.show(value)}.")
+    if result.size_bytes >= original.size_bytes and not kept_original:
         notes.append(
             f"The compressed model is not smaller than the original ({result.size_bytes:,} vs "
             f"{original.size_bytes:,} bytes)."

@@ -209,6 +209,27 @@ def format_report(report: Report) -> str:
             _x(report.latency_ratio),
         ),
     ]
+    for b, lat in list(o.latency_by_batch.items())[1:]:
+        got = r.latency_by_batch.get(b)
+        if got is not None:
+            ratio = got.p50_ms / lat.p50_ms if lat.p50_ms else None
+            rows.append(
+                (
+                    f"latency p50 (batch {b})",
+                    f"{lat.p50_ms:.3f} ms",
+                    f"{got.p50_ms:.3f} ms",
+                    _x(ratio),
+                )
+            )
+    if o.macs is not None and r.macs is not None:
+        rows.append(
+            (
+                "MACs (batch 1)",
+                f"{o.macs:,}",
+                f"{r.macs:,}",
+                _x(r.macs / o.macs if o.macs else None),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     table = [
         "  ".join(
@@ -239,6 +260,16 @@ def format_report(report: Report) -> str:
         q = report.quantization
         types = ", ".join(f"{k} x{v}" for k, v in q.op_types.items()) or "none"
         lines.append(f"quantized nodes: {q.quantized_nodes} ({types}), weights {q.weight_type}")
+    if report.search is not None:
+        sr = report.search
+        lines.append(
+            f"accuracy-aware: {len(sr.trials)} trial(s), kept trial {sr.chosen} "
+            f"({sr.metric} {sr.trials[sr.chosen].metric:.5g}, budget {sr.budget:g}, "
+            f"{'met' if sr.met else 'missed'}); in float: "
+            f"{', '.join(sr.trials[sr.chosen].kept_in_float) or 'none'}"
+        )
+    if report.auto is not None:
+        lines.append(f"auto: {report.auto.pick or 'kept the original'}: {report.auto.reason}")
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 

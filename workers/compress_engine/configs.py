@@ -33,8 +33,8 @@ DynamicOpType = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM"]
 # accuracy gain of keeping convolutions float is usually worth more than their bytes.
 DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Attention", "LSTM"]
 
-QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4"]
-QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4")
+QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4", "auto"]
+QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4", "auto")
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -78,6 +78,32 @@ class DynamicInt8Config(_Strict):
         description=(
             "Operator types to quantize. MatMul and Gemm cover fully connected and transformer "
             "layers; Conv is opt-in (stored with uint8 weights so ONNX Runtime can run it)."
+        ),
+    )
+    sensitivity: bool = Field(
+        default=False,
+        description=(
+            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
+            "the relative error of the first output against float32 is recorded in the report "
+            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
+        ),
+    )
+    accuracy_aware: bool = Field(
+        default=False,
+        description=(
+            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
+            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
+            "in float, one more per trial, until the budget is met. Every trial is measured "
+            "and recorded; if none meets the budget the best one is kept and the report says so."
+        ),
+    )
+    max_trials: int = Field(
+        default=6,
+        ge=1,
+        le=64,
+        description=(
+            "accuracy_aware: at most this many trials, the fully quantized one included "
+            "(trial k keeps the k most sensitive layers in float)."
         ),
     )
     exclude: list[str] = Field(
@@ -142,6 +168,32 @@ class StaticInt8Config(_Strict):
         ge=1,
         le=100_000,
         description="Calibration samples drawn from the dataset's calibration split.",
+    )
+    sensitivity: bool = Field(
+        default=False,
+        description=(
+            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
+            "the relative error of the first output against float32 is recorded in the report "
+            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
+        ),
+    )
+    accuracy_aware: bool = Field(
+        default=False,
+        description=(
+            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
+            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
+            "in float, one more per trial, until the budget is met. Every trial is measured "
+            "and recorded; if none meets the budget the best one is kept and the report says so."
+        ),
+    )
+    max_trials: int = Field(
+        default=6,
+        ge=1,
+        le=64,
+        description=(
+            "accuracy_aware: at most this many trials, the fully quantized one included "
+            "(trial k keeps the k most sensitive layers in float)."
+        ),
     )
     exclude: list[str] = Field(
         default_factory=list,
@@ -242,11 +294,36 @@ class WeightInt4Config(_Strict):
         return self
 
 
+class AutoConfig(_Strict):
+    """Settings of an automatic quantize step: the engine picks the mode by measuring."""
+
+    mode: Literal["auto"] = Field(
+        description=(
+            "Quantization scheme. auto: tries the int8 modes that suit the model (by where its "
+            "multiply-accumulates are: convolutions or matrix products; static int8 only with "
+            "a dataset), measures each against the original on this machine, and keeps the "
+            "best one within the budget in evaluate; if none is better, the original is kept "
+            "unchanged and the report says why."
+        ),
+    )
+    objective: Literal["latency", "size"] = Field(
+        default="latency",
+        description=(
+            "What `better` means: latency (median at the first batch size, at least 5% faster) "
+            "or size (file at least 5% smaller)."
+        ),
+    )
+
+
+TUNABLE_CONFIGS = (DynamicInt8Config, StaticInt8Config)
+
+
 _CONFIG_BY_MODE: dict[str, type[BaseModel]] = {
     "dynamic-int8": DynamicInt8Config,
     "static-int8": StaticInt8Config,
     "fp16": Fp16Config,
     "weight-int4": WeightInt4Config,
+    "auto": AutoConfig,
 }
 _INVALID_MODE = "invalid_quantize_mode"
 
@@ -265,7 +342,8 @@ QuantizeConfig = Annotated[
     Annotated[DynamicInt8Config, Tag("dynamic-int8")]
     | Annotated[StaticInt8Config, Tag("static-int8")]
     | Annotated[Fp16Config, Tag("fp16")]
-    | Annotated[WeightInt4Config, Tag("weight-int4")],
+    | Annotated[WeightInt4Config, Tag("weight-int4")]
+    | Annotated[AutoConfig, Tag("auto")],
     Discriminator(
         _quantize_mode,
         custom_error_type=_INVALID_MODE,
@@ -359,6 +437,53 @@ class EvaluateConfig(_Strict):
         le=1_000_000,
         description="With a dataset: at most this many evaluation samples are scored.",
     )
+    batch_sizes: list[PositiveDim] = Field(
+        default_factory=lambda: [8],
+        max_length=8,
+        description=(
+            "Further batch sizes at which latency is timed, after `batch_size` (which comes "
+            "first and is the one shown as `latency`). Only for models whose batch dimension "
+            "is dynamic; [] times `batch_size` only."
+        ),
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "Intra-op threads of ONNX Runtime while timing and comparing; unset uses the "
+            "machine's physical cores."
+        ),
+    )
+    max_accuracy_drop: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=100.0,
+        description=(
+            "Budget: top-1 accuracy points the compressed model may lose on the evaluation "
+            "split (needs a dataset with labels). Checked by accuracy-aware quantization and "
+            "auto, and flagged in the report when missed."
+        ),
+    )
+    min_fidelity: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Budget without labels: lowest cosine similarity of the first output to the "
+            "original's, on the evaluation split (or random inputs without a dataset), e.g. "
+            "0.999. Used when max_accuracy_drop is unset or the dataset has no labels."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _dedupe(self) -> EvaluateConfig:
+        self.batch_sizes = _unique(self.batch_sizes)  # type: ignore[arg-type]
+        return self
+
+    @property
+    def has_budget(self) -> bool:
+        return self.max_accuracy_drop is not None or self.min_fidelity is not None
 
 
 class Recipe(_Strict):
@@ -382,6 +507,18 @@ class Recipe(_Strict):
         if sum(isinstance(s, QuantizeStep) for s in steps) > 1:
             raise ValueError("only one quantize step is allowed")
         return steps
+
+    @model_validator(mode="after")
+    def _budget_for_accuracy_aware(self) -> Recipe:
+        for step in self.steps:
+            cfg = getattr(step, "quantize", None)
+            if getattr(cfg, "accuracy_aware", False) and not self.evaluate.has_budget:
+                raise ValueError(
+                    "quantize.accuracy_aware needs a budget: set evaluate.max_accuracy_drop "
+                    "(top-1 points, needs a dataset with labels) or evaluate.min_fidelity "
+                    "(cosine similarity to the original's outputs, e.g. 0.999)"
+                )
+        return self
 
     @field_validator("export")
     @classmethod

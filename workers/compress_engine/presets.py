@@ -20,9 +20,13 @@ class Preset:
     description: str
     needs_data: bool
     steps: tuple[dict[str, Any], ...]
+    evaluate: tuple[tuple[str, Any], ...] = ()
 
     def recipe(self) -> Recipe:
-        return Recipe.parse({"version": 1, "steps": [dict(s) for s in self.steps]})
+        source: dict[str, Any] = {"version": 1, "steps": [dict(s) for s in self.steps]}
+        if self.evaluate:
+            source["evaluate"] = dict(self.evaluate)
+        return Recipe.parse(source)
 
 
 PRESETS: dict[str, Preset] = {
@@ -62,6 +66,42 @@ PRESETS: dict[str, Preset] = {
                     }
                 },
             ),
+        ),
+        Preset(
+            name="accuracy-aware-int8",
+            title="Static int8 that holds accuracy",
+            description=(
+                "Static int8 as above; if the result loses more than 0.3 top-1 points (with "
+                "labels; without them, if the output cosine falls below 0.999), the most "
+                "sensitive layers stay in float, one more per trial, up to 6 trials. Every "
+                "trial is in the report. Needs a dataset."
+            ),
+            needs_data=True,
+            steps=(
+                {
+                    "quantize": {
+                        "mode": "static-int8",
+                        "per_channel": True,
+                        "calibration": "percentile",
+                        "samples": 256,
+                        "accuracy_aware": True,
+                        "max_trials": 6,
+                    }
+                },
+            ),
+            evaluate=(("max_accuracy_drop", 0.3), ("min_fidelity", 0.999)),
+        ),
+        Preset(
+            name="auto",
+            title="Automatic int8 (measured)",
+            description=(
+                "Tries the int8 modes that suit the model (static int8 for convolution models "
+                "when you give data, dynamic int8 otherwise), times each against the original "
+                "on the worker and keeps the fastest that is at least 5% faster; otherwise "
+                "keeps the original and says why."
+            ),
+            needs_data=False,
+            steps=({"quantize": {"mode": "auto", "objective": "latency"}},),
         ),
         Preset(
             name="fp16-gpu",

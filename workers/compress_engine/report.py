@@ -24,10 +24,17 @@ class Latency(BaseModel):
     mean_ms: float = Field(description="Mean latency, milliseconds.")
     runs: int = Field(description="Timed runs.")
     warmup: int = Field(description="Untimed runs before timing.")
-    batch_size: int = Field(description="Samples per run.")
+    batch_size: int = Field(description="Samples per run (the batch size timed).")
     throughput_per_s: float = Field(description="Samples per second at the median latency.")
     provider: str = Field(description="ONNX Runtime execution provider.")
     threads: int = Field(description="Intra-op threads.")
+    interleaved: bool = Field(
+        default=False,
+        description=(
+            "Timed in alternation with the other model(s) on the same inputs, so machine drift "
+            "affects both alike."
+        ),
+    )
 
 
 class ModelMeasurement(BaseModel):
@@ -38,7 +45,33 @@ class ModelMeasurement(BaseModel):
     nodes: int = Field(default=0, description="Graph nodes, subgraphs included.")
     op_types: dict[str, int] = Field(default_factory=dict, description="Node count per op type.")
     sha256: str = Field(default="", description="SHA-256 of the file.")
-    latency: Latency = Field(description="Inference latency.")
+    latency: Latency = Field(description="Inference latency at the first measured batch size.")
+    latency_by_batch: dict[str, Latency] = Field(
+        default_factory=dict,
+        description='Inference latency per batch size, keyed by the batch size as text ("1").',
+    )
+    macs: int | None = Field(
+        default=None,
+        description=(
+            "Multiply-accumulates of one inference at the measured input shapes with batch 1 "
+            "(a fixed batch dim keeps its size); convolutions and matrix products only, see "
+            "macs_uncounted_op_types. None if shapes could not be inferred."
+        ),
+    )
+    macs_by_op_type: dict[str, int] = Field(
+        default_factory=dict, description="MACs per op type (same shapes as `macs`)."
+    )
+    macs_uncounted_op_types: dict[str, int] = Field(
+        default_factory=dict,
+        description="Node count per op type whose arithmetic `macs` does not include.",
+    )
+    nonzero_parameters: int | None = Field(
+        default=None,
+        description=(
+            "Non-zero elements of all initializers (stored values: a quantized zero counts as "
+            "zero); None if the weights could not be read."
+        ),
+    )
 
 
 class OutputFidelity(BaseModel):
@@ -162,6 +195,69 @@ class QuantizationDetails(BaseModel):
     )
 
 
+class LayerSensitivityInfo(BaseModel):
+    """How far the model's output moves when only this layer is quantized."""
+
+    node: str = Field(description="Node name in the original model.")
+    op_type: str = Field(description="Its op type.")
+    relative_error: float = Field(
+        description="||y_q - y|| / ||y|| of the first output vs float32, all samples together."
+    )
+
+
+class SearchTrial(BaseModel):
+    """One trial of the accuracy-aware search."""
+
+    index: int = Field(description="Trial number; trial k keeps the k most sensitive in float.")
+    kept_in_float: list[str] = Field(description="Nodes kept in float in this trial.")
+    metric: float = Field(description="The budget metric measured on this trial's model.")
+    meets_budget: bool = Field(description="Whether the metric is within the budget.")
+    size_bytes: int = Field(description="This trial's model file size.")
+
+
+class SearchSummary(BaseModel):
+    """Accuracy-aware quantization: the budget, every trial, and the one kept."""
+
+    metric: Literal["accuracy_drop", "cosine"] = Field(
+        description=(
+            "accuracy_drop: top-1 points lost on the evaluation split (lower is better); "
+            "cosine: cosine similarity of the first output to the original's (higher is better)."
+        )
+    )
+    budget: float = Field(description="The limit the metric had to meet.")
+    met: bool = Field(description="Whether the kept trial meets the budget.")
+    trials: list[SearchTrial] = Field(description="Every trial, in order.")
+    chosen: int = Field(description="Index of the trial whose model is the artifact.")
+    samples: int = Field(description="Samples each trial was scored on.")
+
+
+class AutoCandidate(BaseModel):
+    """One variant `auto` built and measured."""
+
+    mode: str = Field(description="Quantization mode.")
+    size_bytes: int = Field(description="File size in bytes.")
+    p50_ms: float = Field(description="Median latency at the first batch size, interleaved.")
+    meets_budget: bool = Field(description="Within the budget (True when none was given).")
+    metric: float | None = Field(
+        default=None, description="Budget metric (see search.metric); None without a budget."
+    )
+
+
+class AutoSummary(BaseModel):
+    """What `auto` tried and why it handed back what it did."""
+
+    objective: Literal["latency", "size"] = Field(description="What `better` meant.")
+    original_size_bytes: int = Field(description="The original's file size.")
+    original_p50_ms: float = Field(description="The original's median latency, same timing.")
+    budget_metric: Literal["accuracy_drop", "cosine"] | None = Field(
+        default=None, description="The budget metric, if a budget was given."
+    )
+    budget: float | None = Field(default=None, description="The budget limit, if given.")
+    candidates: list[AutoCandidate] = Field(description="Every variant built, in order tried.")
+    pick: str | None = Field(description="The chosen mode; None = the original is kept.")
+    reason: str = Field(description="Why, in numbers.")
+
+
 class Report(BaseModel):
     """Everything a compression run measured and produced."""
 
@@ -189,6 +285,22 @@ class Report(BaseModel):
     device: str = Field(description="Hardware the measurements ran on.")
     versions: dict[str, str] = Field(description="Library versions.")
     notes: list[str] = Field(default_factory=list, description="Things the user should know.")
+    latency_ratio_by_batch: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Original p50 / result p50 per batch size (keyed as text); above 1 = the result is "
+            "faster. Note the inverse direction of `latency_ratio`."
+        ),
+    )
+    sensitivity: list[LayerSensitivityInfo] | None = Field(
+        default=None, description="Per-layer sensitivity, most sensitive first, where computed."
+    )
+    search: SearchSummary | None = Field(
+        default=None, description="Accuracy-aware quantization trials, where it ran."
+    )
+    auto: AutoSummary | None = Field(
+        default=None, description="What quantize mode auto tried and picked, where it ran."
+    )
 
     # Ratios are serialised too (handy for sorting in SQL) and ignored when read back.
     @computed_field  # type: ignore[prop-decorator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress_engine.measure.params import iter_graphs
@@ -10,8 +11,11 @@ if TYPE_CHECKING:
     import onnx
 
 
-def count_nonzero_parameters(model: onnx.ModelProto) -> int:
-    """Non-zero elements of all initializers (tensor data must be loaded).
+def count_nonzero_parameters(model: onnx.ModelProto, base_dir: str | Path = "") -> int:
+    """Non-zero elements of all initializers.
+
+    Weights stored as external data are read from `base_dir` (the model file's folder), one
+    tensor at a time, so the model may be loaded with load_external_data=False.
 
     Integer tensors count raw values: a quantized weight whose stored value is 0 counts as
     zero, which matches the float zero only for symmetric quantization (zero point 0).
@@ -22,5 +26,5 @@ def count_nonzero_parameters(model: onnx.ModelProto) -> int:
     total = 0
     for graph in iter_graphs(model.graph):
         for tensor in graph.initializer:
-            total += int(np.count_nonzero(numpy_helper.to_array(tensor)))
+            total += int(np.count_nonzero(numpy_helper.to_array(tensor, str(base_dir))))
     return total

@@ -41,6 +41,9 @@ class PassContext:
     # Samples per run when feeding `data` (the model's fixed batch dim, if it has one).
     batch_size: int = 1
     progress: Callable[[float], None] = field(default=lambda _fraction: None)
+    # Static int8: a JSON file of calibrated activation ranges, written on first use and read
+    # instead of calibrating again (same graph and settings, e.g. the trials of a search).
+    calibration_cache: Path | None = None
 
 
 @dataclass

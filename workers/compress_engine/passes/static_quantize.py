@@ -9,7 +9,9 @@ DequantizeLinear -> op -> QuantizeLinear group into an integer kernel such as QL
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import inspect
 import io
 import logging
 from collections import Counter
@@ -111,6 +113,9 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
             "percentile": CalibrationMethod.Percentile,
         }[cfg.calibration]
         activation = QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8
+        cache: dict[str, Any] = {}
+        if ctx.calibration_cache is not None and calibration_cache_supported():
+            cache["calibration_cache_path"] = str(ctx.calibration_cache)
         try:
             # The calibrators print progress to stdout, which would garble CLI output.
             with contextlib.redirect_stdout(io.StringIO()), _calibrator_fixes(cfg.calibration):
@@ -129,6 +134,7 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
                         "WeightSymmetric": cfg.symmetric_weights,
                         "CalibPercentile": cfg.percentile,
                     },
+                    **cache,
                 )
         except Exception as exc:  # the quantizer raises bare Exceptions/asserts
             raise EngineError(
@@ -170,6 +176,14 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
             details=details,
             notes=notes,
         )
+
+
+@functools.cache
+def calibration_cache_supported() -> bool:
+    """Whether this ONNX Runtime's quantize_static can save and reuse calibrated ranges."""
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 class _OneFeed:
