@@ -276,6 +276,35 @@ def test_failed_preprocessing_falls_back_to_the_raw_model(
     assert any("pre-processing" in n and "exploded" in n for n in report.notes)
 
 
+def test_incomplete_symbolic_inference_retries_without_it_and_leaves_no_debug_dump(
+    mlp_path: Path,
+    make_recipe: Callable[..., Recipe],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    real = shape_inference.quant_pre_process
+
+    def symbolic_fails(*args: object, skip_symbolic_shape: bool = False, **kwargs: object):
+        if not skip_symbolic_shape:
+            # What ONNX Runtime does when symbolic inference is incomplete: dump, then raise.
+            Path("sym_shape_infer_temp.onnx").write_bytes(b"debug copy")
+            raise Exception("Incomplete symbolic shape inference")
+        return real(*args, skip_symbolic_shape=skip_symbolic_shape, **kwargs)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", symbolic_fails)
+    caller_dir = tmp_path / "caller"
+    caller_dir.mkdir()
+    monkeypatch.chdir(caller_dir)
+
+    report = compress(mlp_path, make_recipe(), out_dir=tmp_path / "out")
+
+    assert report.quantization is not None and report.quantization.preprocessed is True
+    assert any("ONNX shape inference only" in n for n in report.notes)
+    assert list(caller_dir.iterdir()) == []
+
+
 def test_a_result_onnx_runtime_cannot_load_is_an_engine_error(
     mlp_path: Path,
     make_recipe: Callable[..., Recipe],
@@ -364,3 +393,40 @@ def test_a_fixed_batch_model_is_measured_at_its_own_batch(
     assert report.original.latency.batch_size == 1
     assert report.fidelity.samples == 3
     assert any("fixes its batch dimension" in n for n in report.notes)
+
+
+def test_embedding_tables_are_stored_int8_by_default(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((2000, 64)).astype(np.float32)  # 512 kB: most of the model
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+            helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["out"], name="head"),
+        ],
+        "embedder",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8])],
+        initializer=[
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    path = tmp_path / "embedder.onnx"
+    onnx.save(model, path)
+
+    report = compress(
+        path,
+        {"version": 1, "steps": [{"quantize": {"mode": "dynamic-int8"}}]},
+        out_dir=tmp_path / "out",
+    )
+
+    assert report.quantization is not None
+    assert report.quantization.op_types == {"Gather": 1, "MatMul": 1}
+    assert report.size_ratio is not None and report.size_ratio < 0.3
+    assert report.fidelity.summary.cosine_similarity > 0.999

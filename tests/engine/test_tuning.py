@@ -34,7 +34,8 @@ def _compress(model: Path, recipe: dict[str, Any], out: Path, data: Any = None) 
 @pytest.fixture(scope="module")
 def outlier_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three MatMul layers; mm2 has one outlier weight, so per-tensor int8 rounds its other
-    weights coarsely: the most sensitive layer by construction."""
+    weights coarsely: the most sensitive layer by construction. Tests using it quantize
+    per-tensor (per_channel: false): a per-channel scale isolates the outlier's column."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((32, 64)).astype(np.float32) * 0.2
     w2 = rng.standard_normal((64, 64)).astype(np.float32) * 0.2
@@ -154,7 +155,11 @@ def test_interleaving_alternates_the_order_every_round() -> None:
 def test_sensitivity_ranks_the_outlier_layer_first(outlier_mlp: Path, tmp_path: Path) -> None:
     report = _compress(
         outlier_mlp,
-        {"steps": [{"quantize": {"mode": "dynamic-int8", "sensitivity": True}}]},
+        {
+            "steps": [
+                {"quantize": {"mode": "dynamic-int8", "sensitivity": True, "per_channel": False}}
+            ]
+        },
         tmp_path,
     )
 
@@ -173,7 +178,9 @@ def test_accuracy_aware_keeps_the_sensitive_layer_in_float_to_meet_the_budget(
     report = _compress(
         outlier_mlp,
         {
-            "steps": [{"quantize": {"mode": "dynamic-int8", "accuracy_aware": True}}],
+            "steps": [
+                {"quantize": {"mode": "dynamic-int8", "accuracy_aware": True, "per_channel": False}}
+            ],
             "evaluate": {"min_fidelity": 0.9995},
         },
         tmp_path,
@@ -263,14 +270,28 @@ def test_accuracy_aware_with_labels_uses_the_accuracy_drop(
 
 def test_accuracy_aware_needs_a_budget() -> None:
     with pytest.raises(EngineError, match="accuracy_aware needs a budget"):
-        Recipe.parse({"steps": [{"quantize": {"mode": "dynamic-int8", "accuracy_aware": True}}]})
+        Recipe.parse(
+            {
+                "steps": [
+                    {
+                        "quantize": {
+                            "mode": "dynamic-int8",
+                            "accuracy_aware": True,
+                            "per_channel": False,
+                        }
+                    }
+                ]
+            }
+        )
 
 
 @pytest.mark.parametrize("labels", [False, True])
 def test_max_accuracy_drop_needs_labels(cnn_path: Path, tmp_path: Path, labels: bool) -> None:
     x, _ = model_builders.pattern_dataset(32, seed=1)
     recipe = {
-        "steps": [{"quantize": {"mode": "dynamic-int8", "accuracy_aware": True}}],
+        "steps": [
+            {"quantize": {"mode": "dynamic-int8", "accuracy_aware": True, "per_channel": False}}
+        ],
         "evaluate": {"max_accuracy_drop": 0.5},
     }
     data = None if labels else Dataset({"x": x})  # labels=True: no dataset at all
@@ -282,7 +303,10 @@ def test_max_accuracy_drop_needs_labels(cnn_path: Path, tmp_path: Path, labels: 
 def test_a_missed_budget_is_flagged_without_a_search(outlier_mlp: Path, tmp_path: Path) -> None:
     report = _compress(
         outlier_mlp,
-        {"steps": [{"quantize": {"mode": "dynamic-int8"}}], "evaluate": {"min_fidelity": 0.9995}},
+        {
+            "steps": [{"quantize": {"mode": "dynamic-int8", "per_channel": False}}],
+            "evaluate": {"min_fidelity": 0.9995},
+        },
         tmp_path,
     )
     assert report.search is None
@@ -475,7 +499,11 @@ def test_sensitivity_ranks_a_bounded_number_of_layers(
     monkeypatch.setattr(tuning, "MAX_RANKED_LAYERS", 2)
     report = _compress(
         outlier_mlp,
-        {"steps": [{"quantize": {"mode": "dynamic-int8", "sensitivity": True}}]},
+        {
+            "steps": [
+                {"quantize": {"mode": "dynamic-int8", "sensitivity": True, "per_channel": False}}
+            ]
+        },
         tmp_path,
     )
 

