@@ -42,16 +42,15 @@ def comparison_rows(report: Any) -> list[ComparisonRow]:
             _direction(result.parameters, original.parameters),
         ),
     ]
-    for label, attr in (("Latency p50", "p50_ms"), ("Latency p90", "p90_ms")):
-        before = getattr(original.latency, attr)
-        after = getattr(result.latency, attr)
+    rows += _latency_rows(original, result)
+    if original.macs and result.macs:
         rows.append(
             ComparisonRow(
-                label,
-                f"{before:.3f} ms",
-                f"{after:.3f} ms",
-                _ratio_text(before, after),
-                _direction(after, before),
+                "MACs (batch 1)",
+                f"{original.macs:,}",
+                f"{result.macs:,}",
+                _ratio_text(original.macs, result.macs),
+                _direction(result.macs, original.macs),
             )
         )
     return rows
@@ -60,6 +59,29 @@ def comparison_rows(report: Any) -> list[ComparisonRow]:
 # Changes smaller than this (e.g. a few quantization scales added to the parameter count,
 # or timer noise) are shown as neutral rather than better or worse.
 NEUTRAL_BAND = 0.01
+
+
+def _latency_rows(original: Any, result: Any) -> list[ComparisonRow]:
+    """p50 per measured batch size (p90 too at the first), original and result interleaved."""
+    by_batch = original.latency_by_batch or {str(original.latency.batch_size): original.latency}
+    rows = []
+    for index, (batch, before) in enumerate(by_batch.items()):
+        after = result.latency_by_batch.get(batch, result.latency if index == 0 else None)
+        if after is None:
+            continue
+        stats = (("p50", "p50_ms"), ("p90", "p90_ms")) if index == 0 else (("p50", "p50_ms"),)
+        for label, attr in stats:
+            b, a = getattr(before, attr), getattr(after, attr)
+            rows.append(
+                ComparisonRow(
+                    f"Latency {label}, batch {batch}",
+                    f"{b:.3f} ms",
+                    f"{a:.3f} ms",
+                    _ratio_text(b, a),
+                    _direction(a, b),
+                )
+            )
+    return rows
 
 
 def _direction(after: float, before: float) -> bool | None:

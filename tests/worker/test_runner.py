@@ -154,3 +154,79 @@ def test_it_runs_static_int8_with_a_dataset_and_shows_accuracy(
     client.force_login(owner.user)
     page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
     assert 'data-testid="accuracy"' in page and "evaluation split" in page
+
+
+def _run_recipe(version, dataset, owner, recipe):
+    job = Job.objects.create(
+        team=version.project.team,
+        project=version.project,
+        model_version=version,
+        dataset=dataset,
+        recipe=recipe,
+        created_by=owner.user,
+    )
+    run_job(str(job.uuid))
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    return job
+
+
+def test_it_shows_the_accuracy_aware_trials_and_sensitivity(
+    trained_model_version, dataset, owner, client
+):
+    from django.urls import reverse
+
+    job = _run_recipe(
+        trained_model_version,
+        dataset,
+        owner,
+        {
+            "version": 1,
+            "steps": [
+                {
+                    "quantize": {
+                        "mode": "static-int8",
+                        "samples": 64,
+                        "sensitivity": True,
+                        "accuracy_aware": True,
+                        "max_trials": 3,
+                    }
+                }
+            ],
+            # Stricter than int8 reaches on this model, so the search has to run trials.
+            "evaluate": {"latency_runs": 5, "warmup": 1, "min_fidelity": 0.9999999},
+        },
+    )
+    search = job.report["search"]
+    assert search["metric"] == "cosine" and search["budget"] == 0.9999999
+    assert len(search["trials"]) >= 2 and job.report["sensitivity"]
+
+    client.force_login(owner.user)
+    page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
+    assert 'data-testid="trials"' in page and 'data-testid="sensitivity"' in page
+    assert "Latency p50, batch 1" in page and "MACs (batch 1)" in page
+
+
+def test_it_shows_what_auto_decided(trained_model_version, dataset, owner, client):
+    from django.urls import reverse
+
+    job = _run_recipe(
+        trained_model_version,
+        dataset,
+        owner,
+        {
+            "version": 1,
+            "steps": [{"quantize": {"mode": "auto"}}],
+            "evaluate": {"latency_runs": 5, "warmup": 1},
+        },
+    )
+    auto = job.report["auto"]
+    assert auto["candidates"][0]["mode"] == "static-int8"  # a conv model, with data
+
+    client.force_login(owner.user)
+    page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
+    decision = page.split('data-testid="auto-decision">', 1)[1].split("</p>", 1)[0]
+    if auto["pick"] is None:
+        assert "Keep the original" in decision
+    else:
+        assert f"Picked <strong>{auto['pick']}</strong>" in decision
