@@ -24,6 +24,29 @@ def test_inspect_prints_inputs_outputs_and_parameters(
     assert "logits: float32 [batch, 10]" in out
     assert "opset: 17" in out
     assert "67,498" in out
+    # Conv 78,336 + Gemm 66,176 at batch 1 (computed by hand in test_tuning).
+    assert "MACs:       144,512 at {'input': [1, 1, 8, 8]}; not counted: Relu x3" in out
+
+
+def test_a_terminal_gets_one_progress_bar_labelled_with_the_stage() -> None:
+    import io
+
+    from compress_engine.cli import _progress_display, _ProgressBar, _ProgressPrinter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = _progress_display(screen)
+    assert isinstance(bar, _ProgressBar)
+    bar("Measuring original model", 0.3)
+    bar("Quantizing", 1.0)
+    bar.close()
+    frames = [f for f in screen.getvalue().split("\r") if f.strip()]
+    assert frames[-1].startswith("Quantizing") and "100%" in frames[-1]
+    assert any(f.startswith("Measuring original model") and " 30%" in f for f in frames)
+    assert isinstance(_progress_display(io.StringIO()), _ProgressPrinter)  # logs: plain lines
 
 
 def test_compress_writes_results_and_prints_a_table(

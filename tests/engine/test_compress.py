@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,7 +299,9 @@ def test_incomplete_symbolic_inference_retries_without_it_and_leaves_no_debug_du
     caller_dir.mkdir()
     monkeypatch.chdir(caller_dir)
 
-    report = compress(mlp_path, make_recipe(), out_dir=tmp_path / "out")
+    # A relative model path, as a CLI user gives it, must survive the change of directory.
+    relative = Path(os.path.relpath(mlp_path, caller_dir))
+    report = compress(relative, make_recipe(), out_dir=tmp_path / "out")
 
     assert report.quantization is not None and report.quantization.preprocessed is True
     assert any("ONNX shape inference only" in n for n in report.notes)

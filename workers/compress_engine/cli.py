@@ -98,7 +98,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    print(format_model_info(inspect_onnx(args.model)))
+    import onnx
+
+    from compress_engine.measure.inputs import resolve_shapes
+    from compress_engine.measure.macs import count_macs
+
+    info = inspect_onnx(args.model)
+    print(format_model_info(info))
+    shapes = resolve_shapes(info.inputs, 1)
+    macs = count_macs(onnx.load(str(args.model), load_external_data=False), shapes)
+    if macs.total is None:
+        print("MACs:       unknown (shapes could not be inferred)")
+    else:
+        uncounted = ", ".join(f"{op} x{n}" for op, n in macs.uncounted_op_types.items())
+        print(
+            f"MACs:       {macs.total:,} at {shapes}"
+            + (f"; not counted: {uncounted}" if uncounted else "")
+        )
     return 0
 
 
@@ -116,8 +132,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     else:
         recipe = default_recipe()
     out = args.out or args.model.with_suffix(".compressed")
-    progress = None if args.quiet else _ProgressPrinter(sys.stderr)
-    report = compress(args.model, recipe, data=args.data, out_dir=out, progress=progress)
+    progress = None if args.quiet else _progress_display(sys.stderr)
+    try:
+        report = compress(args.model, recipe, data=args.data, out_dir=out, progress=progress)
+    finally:
+        if isinstance(progress, _ProgressBar):
+            progress.close()
     print(format_report(report))
     files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
     print(f"\nwritten to {out}/: {', '.join(files)}")
@@ -157,6 +177,35 @@ def _cmd_passes(_args: argparse.Namespace) -> int:
         print(f"{info.name:<24} {info.title} ({needs}, {info.compute})")
         print(f"{'':<24} {info.description}")
     return 0
+
+
+def _progress_display(stream: TextIO) -> _ProgressBar | _ProgressPrinter:
+    # A live bar on a terminal; plain lines in logs and pipes, where redraws are noise.
+    return _ProgressBar(stream) if stream.isatty() else _ProgressPrinter(stream)
+
+
+class _ProgressBar:
+    """One bar for the whole run; its label is the current stage."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=100,
+            file=stream,
+            bar_format="{desc:<30} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+        )
+        self._stage = ""
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage != self._stage:
+            self._stage = stage
+            self._bar.set_description_str(stage, refresh=False)
+        self._bar.n = round(fraction * 100, 1)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 class _ProgressPrinter:

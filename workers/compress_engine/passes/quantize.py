@@ -160,6 +160,8 @@ def _preprocess(
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # Absolute paths: pre-processing runs with work_dir as the current directory.
+    model_path, work_dir = model_path.resolve(), work_dir.resolve()
     out = work_dir / "preprocessed.onnx"
     attempts = ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True})
     failure: Exception | None = None
