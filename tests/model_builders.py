@@ -247,3 +247,41 @@ def export_trained_cnn(
             loss.backward()
             optimizer.step()
     return _export(model.eval(), torch.randn(1, 1, 8, 8), path, opset=opset, dynamic_batch=True)
+
+
+def export_outlier_mlp(path: Path) -> Path:
+    """Three MatMul layers (mm1, mm2, mm3; input "x" [batch, 32] -> "y" [batch, 10]).
+
+    mm2 has one outlier weight, so per-tensor int8 rounds its other weights coarsely: the most
+    sensitive layer by construction. Quantize it per-tensor in tests that rely on this: a
+    per-channel scale isolates the outlier's column.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((32, 64)).astype(np.float32) * 0.2
+    w2 = rng.standard_normal((64, 64)).astype(np.float32) * 0.2
+    w2[0, 0] = 40.0
+    w3 = rng.standard_normal((64, 10)).astype(np.float32) * 0.2
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="mm1"),
+        helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
+        helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="mm2"),
+        helper.make_node("Relu", ["h2"], ["a2"], name="relu2"),
+        helper.make_node("MatMul", ["a2", "w3"], ["y"], name="mm3"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[
+            numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))
+        ],
+    )
+    # onnx 1.23 defaults to IR version 14, newer than ONNX Runtime 1.31 loads (13).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.save(model, path)
+    return path

@@ -5,46 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from compress_engine.search import fallback_search, rank_single_layer_error
 from compress_engine.search.sensitivity import relative_error
+from model_builders import export_outlier_mlp
 
 NODES = ["mm1", "mm2", "mm3"]
 
 
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory) -> Path:
-    """Three MatMul layers; mm2 has one outlier weight, so int8 with a per-tensor scale
-    rounds its other weights coarsely: it is the most sensitive layer by construction."""
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((32, 64)).astype(np.float32) * 0.2
-    w2 = rng.standard_normal((64, 64)).astype(np.float32) * 0.2
-    w2[0, 0] = 40.0
-    w3 = rng.standard_normal((64, 10)).astype(np.float32) * 0.2
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="mm1"),
-        helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
-        helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="mm2"),
-        helper.make_node("Relu", ["h2"], ["a2"], name="relu2"),
-        helper.make_node("MatMul", ["a2", "w3"], ["y"], name="mm3"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        initializer=[
-            numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))
-        ],
-    )
-    path = tmp_path_factory.mktemp("search") / "mlp.onnx"
-    # onnx 1.23 defaults to IR version 14, newer than ONNX Runtime 1.31 loads (13).
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    onnx.save(model, path)
-    return path
+    """mm2 is the most sensitive layer by construction (an outlier weight)."""
+    return export_outlier_mlp(tmp_path_factory.mktemp("search") / "mlp.onnx")
 
 
 @pytest.fixture(scope="module")

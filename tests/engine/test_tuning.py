@@ -18,6 +18,7 @@ from compress_engine.cli import format_report
 from compress_engine.data import Dataset
 from compress_engine.measure.latency import measure_interleaved
 from compress_engine.presets import PRESETS
+from model_builders import export_outlier_mlp
 
 # The test CNN (build_tiny_cnn) at batch 1, by hand: output elements x (C_in * kH * kW).
 CONV1 = 8 * 8 * 8 * (1 * 3 * 3)
@@ -33,34 +34,8 @@ def _compress(model: Path, recipe: dict[str, Any], out: Path, data: Any = None) 
 
 @pytest.fixture(scope="module")
 def outlier_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three MatMul layers; mm2 has one outlier weight, so per-tensor int8 rounds its other
-    weights coarsely: the most sensitive layer by construction. Tests using it quantize
-    per-tensor (per_channel: false): a per-channel scale isolates the outlier's column."""
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((32, 64)).astype(np.float32) * 0.2
-    w2 = rng.standard_normal((64, 64)).astype(np.float32) * 0.2
-    w2[0, 0] = 40.0
-    w3 = rng.standard_normal((64, 10)).astype(np.float32) * 0.2
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="mm1"),
-        helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
-        helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="mm2"),
-        helper.make_node("Relu", ["h2"], ["a2"], name="relu2"),
-        helper.make_node("MatMul", ["a2", "w3"], ["y"], name="mm3"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        initializer=[
-            numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))
-        ],
-    )
-    path = tmp_path_factory.mktemp("tuning") / "outlier_mlp.onnx"
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    onnx.save(model, path)
-    return path
+    """mm2 is the most sensitive layer by construction; quantize it per-tensor."""
+    return export_outlier_mlp(tmp_path_factory.mktemp("tuning") / "outlier_mlp.onnx")
 
 
 # --- MACs and non-zero parameters ------------------------------------------------------

@@ -48,6 +48,42 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+# Settings shared by the int8 modes that can search (declared once, used in each config so
+# every mode keeps its own field order).
+Sensitivity = Annotated[
+    bool,
+    Field(
+        description=(
+            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
+            "the relative error of the first output against float32 is recorded in the report "
+            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
+        )
+    ),
+]
+AccuracyAware = Annotated[
+    bool,
+    Field(
+        description=(
+            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
+            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
+            "in float, one more per trial, until the budget is met. Every trial is measured "
+            "and recorded; if none meets the budget the best one is kept and the report says so."
+        )
+    ),
+]
+MaxTrials = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=64,
+        description=(
+            "accuracy_aware: at most this many trials, the fully quantized one included "
+            "(trial k keeps the k most sensitive layers in float)."
+        ),
+    ),
+]
+
+
 class DynamicInt8Config(_Strict):
     """Settings of a dynamic int8 quantize step (no data needed)."""
 
@@ -83,32 +119,9 @@ class DynamicInt8Config(_Strict):
             "ONNX Runtime can run it)."
         ),
     )
-    sensitivity: bool = Field(
-        default=False,
-        description=(
-            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
-            "the relative error of the first output against float32 is recorded in the report "
-            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
-        ),
-    )
-    accuracy_aware: bool = Field(
-        default=False,
-        description=(
-            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
-            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
-            "in float, one more per trial, until the budget is met. Every trial is measured "
-            "and recorded; if none meets the budget the best one is kept and the report says so."
-        ),
-    )
-    max_trials: int = Field(
-        default=6,
-        ge=1,
-        le=64,
-        description=(
-            "accuracy_aware: at most this many trials, the fully quantized one included "
-            "(trial k keeps the k most sensitive layers in float)."
-        ),
-    )
+    sensitivity: Sensitivity = False
+    accuracy_aware: AccuracyAware = False
+    max_trials: MaxTrials = 6
     exclude: list[str] = Field(
         default_factory=list,
         description="Node names to keep in float, e.g. a sensitive first or last layer.",
@@ -172,32 +185,9 @@ class StaticInt8Config(_Strict):
         le=100_000,
         description="Calibration samples drawn from the dataset's calibration split.",
     )
-    sensitivity: bool = Field(
-        default=False,
-        description=(
-            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
-            "the relative error of the first output against float32 is recorded in the report "
-            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
-        ),
-    )
-    accuracy_aware: bool = Field(
-        default=False,
-        description=(
-            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
-            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
-            "in float, one more per trial, until the budget is met. Every trial is measured "
-            "and recorded; if none meets the budget the best one is kept and the report says so."
-        ),
-    )
-    max_trials: int = Field(
-        default=6,
-        ge=1,
-        le=64,
-        description=(
-            "accuracy_aware: at most this many trials, the fully quantized one included "
-            "(trial k keeps the k most sensitive layers in float)."
-        ),
-    )
+    sensitivity: Sensitivity = False
+    accuracy_aware: AccuracyAware = False
+    max_trials: MaxTrials = 6
     exclude: list[str] = Field(
         default_factory=list,
         description="Node names to keep in float, e.g. a sensitive first or last layer.",
