@@ -215,3 +215,17 @@ def test_an_internal_error_exits_1_with_a_hint(
         main(["inspect", str(cnn_path), "--debug"])
     with pytest.raises(RuntimeError, match="boom"):
         main(["--debug", "inspect", str(cnn_path)])
+
+
+def test_bench_hands_its_arguments_to_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    received: list[list[str]] = []
+    suite = types.ModuleType("benchmarks.run")
+    suite.main = lambda argv: received.append(argv) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "benchmarks.run", suite)
+
+    assert main(["bench", "--models", "digits-cnn", "--suite", "quick"]) == 0
+    assert main(["--debug", "bench"]) == 0
+    assert received == [["--models", "digits-cnn", "--suite", "quick"], []]

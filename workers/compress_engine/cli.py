@@ -22,7 +22,13 @@ EXIT_USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 ok, 2 a problem the user can fix (EngineError), 1 an internal error."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Everything after `bench` belongs to the suite's own parser (argparse would claim it).
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, a in enumerate(arguments) if not a.startswith("-")), None)
+    split = command + 1 if command is not None and arguments[command] == "bench" else None
+    args = parser.parse_args(arguments if split is None else arguments[:split])
+    if split is not None:
+        args.bench_args = arguments[split:]
     try:
         return int(args.func(args))
     except EngineError as exc:
@@ -94,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("passes", parents=[common], help="list the compression techniques")
     p.set_defaults(func=_cmd_passes)
+
+    p = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="run the benchmark suite (from a source checkout; same as `make bench`)",
+        description="Arguments are passed to the suite: --suite quick|full, --models a,b, "
+        "--out PATH, --threads N.",
+    )
+    p.set_defaults(func=_cmd_bench, bench_args=[])
     return parser
 
 
@@ -169,6 +184,22 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
         "\nPrint one as YAML: modelpress recipes NAME; run one: modelpress compress --preset NAME"
     )
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    # The suite lives in the repository's benchmarks/ folder, next to workers/, and needs the
+    # `bench` extra; it is not part of the installed engine.
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "benchmarks" / "run.py").exists() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        from benchmarks.run import main as run_suite
+    except ImportError as exc:
+        raise EngineError(
+            f"The benchmark suite needs a source checkout and the bench extra "
+            f"(pip install -e '.[bench]', or `make bench`): {exc}"
+        ) from None
+    return run_suite(args.bench_args)
 
 
 def _cmd_passes(_args: argparse.Namespace) -> int:
