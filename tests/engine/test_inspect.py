@@ -97,7 +97,7 @@ def test_it_refuses_an_ir_version_newer_than_supported(tmp_path: Path) -> None:
     model.ir_version = onnx.IR_VERSION + 1
     onnx.save(model, str(tmp_path / "m.onnx"))
 
-    with pytest.raises(EngineError, match=r"IR version .* newer than this server supports"):
+    with pytest.raises(EngineError, match=r"IR version .* newer than ONNX Runtime on this server"):
         inspect_onnx(tmp_path / "m.onnx")
 
 
@@ -176,3 +176,40 @@ def test_importing_the_engine_loads_no_heavy_framework(engine_env: dict[str, str
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=engine_env
     ).stdout
     assert out.strip() == "[]"
+
+
+def _matmul_model(ir_version: int) -> onnx.ModelProto:
+    import numpy as np
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir_version
+    )
+
+
+def test_the_ir_limit_is_what_the_installed_onnx_runtime_loads(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from compress_engine.inspect import MAX_RUNTIME_IR_VERSION
+
+    newest, too_new = tmp_path / "newest.onnx", tmp_path / "too_new.onnx"
+    onnx.save(_matmul_model(MAX_RUNTIME_IR_VERSION), newest)
+    onnx.save(_matmul_model(MAX_RUNTIME_IR_VERSION + 1), too_new)
+    ort.InferenceSession(str(newest), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="IR version"):
+        ort.InferenceSession(str(too_new), providers=["CPUExecutionProvider"])
+
+
+def test_a_model_newer_than_onnx_runtime_loads_is_refused_at_inspection(tmp_path: Path) -> None:
+    from compress_engine.inspect import MAX_RUNTIME_IR_VERSION
+
+    path = tmp_path / "too_new.onnx"
+    onnx.save(_matmul_model(MAX_RUNTIME_IR_VERSION + 1), path)
+    with pytest.raises(EngineError, match=r"IR version 14, newer than ONNX Runtime"):
+        inspect_onnx(path)

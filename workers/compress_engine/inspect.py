@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Oldest default-domain opset ONNX Runtime still runs.
 MIN_OPSET = 7
+# The newest IR version the pinned ONNX Runtime (1.31) loads; onnx itself writes newer ones
+# (1.23's helper.make_model defaults to 14). A test checks this against the installed ORT.
+MAX_RUNTIME_IR_VERSION = 13
 
 
 class TensorInfo(BaseModel):
@@ -159,10 +162,12 @@ def _check_versions(model: onnx.ModelProto) -> dict[str, int]:
             f"The model uses ONNX IR version {model.ir_version}, too old to validate (minimum "
             "3). Re-export it with a recent exporter."
         )
-    if model.ir_version > onnx.IR_VERSION:
+    newest_ir = min(onnx.IR_VERSION, MAX_RUNTIME_IR_VERSION)
+    if model.ir_version > newest_ir:
         raise EngineError(
-            f"The model uses ONNX IR version {model.ir_version}, newer than this server "
-            f"supports ({onnx.IR_VERSION}). Re-export it with an older IR version."
+            f"The model uses ONNX IR version {model.ir_version}, newer than ONNX Runtime on "
+            f"this server loads ({newest_ir}). Save it with an older IR version, e.g. "
+            f"model.ir_version = 10; onnx.save(model, path)."
         )
     opsets = {
         ("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import

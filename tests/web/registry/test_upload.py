@@ -116,3 +116,25 @@ def test_it_forbids_viewers_to_upload(client, viewer, project, tiny_cnn_onnx):
     response = _upload(client, project, "tiny_cnn.onnx", tiny_cnn_onnx.read_bytes())
     assert response.status_code == 403
     assert not ModelVersion.objects.exists()
+
+
+def test_it_refuses_a_model_onnx_runtime_cannot_load_at_upload(client, owner, project):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=[numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")],
+    )
+    # onnx 1.23's default IR version (14) is newer than ONNX Runtime 1.31 loads.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=14)
+    client.force_login(owner.user)
+
+    response = _upload(client, project, "new_ir.onnx", model.SerializeToString())
+
+    assert response.status_code == 422
+    assert "newer than ONNX Runtime on this server loads" in response.content.decode()
+    assert not ModelVersion.objects.exists()
