@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipe", parents=[common], help="print the default recipe (YAML)")
     p.add_argument("--schema", action="store_true", help="print the recipe JSON schema instead")
+    p.add_argument("--reference", action="store_true", help="print the recipe reference (Markdown)")
     p.set_defaults(func=_cmd_recipe)
 
     p = sub.add_parser(
@@ -160,7 +161,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    if args.schema:
+    if args.reference:
+        from compress_engine.reference import recipe_reference_markdown
+
+        print(recipe_reference_markdown(), end="")
+    elif args.schema:
         import json
 
         print(json.dumps(Recipe.model_json_schema(), indent=2))
