@@ -91,7 +91,7 @@ def test_it_refuses_files_that_are_not_npz(tmp_path: Path, kind: str) -> None:
     elif kind == "zip":
         path = tmp_path / "images.zip"
         path.write_bytes(b"PK")
-        expected = "not supported yet"
+        expected = "read against the model.s input shape"
     elif kind == "not-npy":
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("x.txt", "hello")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compress_engine.configs import TUNABLE_CONFIGS, AutoConfig, EvaluateConfig, Recipe
-from compress_engine.data import Dataset, as_dataset
+from compress_engine.data import Dataset, as_dataset, load_dataset
 from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
@@ -93,6 +93,8 @@ class _Data:
             evaluation_samples=self.evaluation.samples,
             labels=self.dataset.labels is not None,
             seed=seed,
+            classes=list(self.dataset.classes),
+            preprocessing=self.dataset.description,
         )
 
     def evaluation_batches(self) -> list[tuple[dict[str, np.ndarray], np.ndarray | None]]:
@@ -126,8 +128,8 @@ def compress(
                     "named after the model inputs, or `x`), or pick a mode that needs none, "
                     "e.g. dynamic-int8."
                 )
-    dataset = None if data is None else as_dataset(data)
     model = Path(model)
+    dataset = None if data is None else _load_data(data, model, recipe.evaluate)
     out_dir = Path(out_dir) if out_dir is not None else model.with_suffix(".compressed")
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = _Progress(progress)
@@ -141,6 +143,14 @@ def compress(
         for path in placed:
             path.unlink(missing_ok=True)
         raise
+
+
+def _load_data(data: Any, model: Path, ev: EvaluateConfig) -> Dataset:
+    if isinstance(data, str | Path) and Path(data).suffix.lower() == ".zip":
+        # Image folders are decoded to the model's input size, channels and layout.
+        inputs = inspect_onnx(model).inputs
+        return load_dataset(data, inputs, image_mean=ev.image_mean, image_std=ev.image_std)
+    return as_dataset(data)
 
 
 def _run(

@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         help=(
-            "dataset .npz: arrays named after the model inputs (or x), optional integer "
-            "labels y; split into calibration and evaluation samples"
+            "dataset: a .npz (arrays named after the model inputs, or x; optional integer "
+            "labels y) or a .zip of images in one folder per class (resized to the model's "
+            "input; see evaluate.image_mean/image_std); split into calibration and evaluation"
         ),
     )
     p.add_argument(

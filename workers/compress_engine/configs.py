@@ -407,6 +407,24 @@ class EvaluateConfig(_Strict):
     seed: int = Field(
         default=0, ge=0, description="Seed of the random inputs, for reproducible reports."
     )
+    image_mean: list[float] = Field(
+        default_factory=lambda: [0.0],
+        min_length=1,
+        max_length=3,
+        description=(
+            "Image-folder datasets (.zip): per-channel mean subtracted after pixels are scaled "
+            "to [0, 1] (one value, or one per channel; ImageNet models: [0.485, 0.456, 0.406])."
+        ),
+    )
+    image_std: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        max_length=3,
+        description=(
+            "Image-folder datasets (.zip): per-channel standard deviation divided by after the "
+            "mean is subtracted (ImageNet models: [0.229, 0.224, 0.225])."
+        ),
+    )
     input_shapes: dict[str, list[PositiveDim]] = Field(
         default_factory=dict,
         description=(

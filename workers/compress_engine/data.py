@@ -32,6 +32,8 @@ class Dataset:
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    classes: tuple[str, ...] = ()  # class names by label id, where the source names them
+    description: str = ""  # how the samples were made (e.g. image preprocessing)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -56,7 +58,8 @@ class Dataset:
     def take(self, index: np.ndarray | slice) -> Dataset:
         """The samples at `index` (an index array or a slice), in that order."""
         labels = None if self.labels is None else self.labels[index]
-        return Dataset({n: a[index] for n, a in self.inputs.items()}, labels)
+        inputs = {n: a[index] for n, a in self.inputs.items()}
+        return Dataset(inputs, labels, self.classes, self.description)
 
     def split(self, calibration: float, *, seed: int) -> tuple[Dataset, Dataset]:
         """(calibration, evaluation) splits of a fixed-seed shuffle; disjoint, together all.
@@ -100,23 +103,36 @@ class Dataset:
                 "Name each array after a model input (or use a single array `x` for a "
                 "one-input model)."
             )
-        return Dataset({t.name: _fit(t, arrays[t.name]) for t in inputs}, self.labels)
+        fitted = {t.name: _fit(t, arrays[t.name]) for t in inputs}
+        return Dataset(fitted, self.labels, self.classes, self.description)
 
 
-def load_dataset(path: Path | str, inputs: Sequence[TensorInfo] | None = None) -> Dataset:
-    """Read a `.npz` dataset; with `inputs`, also check it against the model's inputs.
+def load_dataset(
+    path: Path | str,
+    inputs: Sequence[TensorInfo] | None = None,
+    *,
+    image_mean: Sequence[float] = (0.0,),
+    image_std: Sequence[float] = (1.0,),
+) -> Dataset:
+    """Read a `.npz` dataset, or a `.zip` of class folders of images (which needs `inputs`:
+    the model's input shape decides size, channels and layout); with `inputs` the result is
+    checked against the model's inputs.
 
     Raises EngineError for anything the user can fix (wrong format, names, shapes, dtypes).
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".zip":
-        raise EngineError(
-            "Image-folder datasets (.zip) are not supported yet; convert the images to a .npz "
-            f"(arrays named after the model inputs or `x`, labels in `y`). {_SAVE_HINT}"
-        )
     if not path.is_file():
         raise EngineError(f"The dataset file {path.name!r} does not exist.")
+    if path.suffix.lower() == ".zip":
+        if inputs is None:
+            raise EngineError(
+                "An image-folder dataset (.zip) is read against the model's input shape; "
+                "give it to compress() together with the model."
+            )
+        from compress_engine.images import load_image_folder
+
+        images = load_image_folder(path, inputs, mean=image_mean, std=image_std)
+        return images.for_model(inputs)
     arrays = _read_npz(path)
     labels_name = next((n for n in LABEL_NAMES if n in arrays), None)
     extra_labels = [n for n in LABEL_NAMES if n in arrays and n != labels_name]

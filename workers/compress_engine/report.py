@@ -134,6 +134,12 @@ class DataSummary(BaseModel):
     evaluation_samples: int = Field(description="Samples in the evaluation split that were used.")
     labels: bool = Field(description="Whether the dataset has class labels.")
     seed: int = Field(description="Seed of the shuffle before splitting.")
+    classes: list[str] = Field(
+        default_factory=list, description="Class names by label id (image folders)."
+    )
+    preprocessing: str = Field(
+        default="", description="How the samples were made from the files (image folders)."
+    )
 
 
 class ArtifactInfo(BaseModel):
