@@ -433,3 +433,39 @@ def test_embedding_tables_are_stored_int8_by_default(tmp_path: Path) -> None:
     assert report.quantization.op_types == {"Gather": 1, "MatMul": 1}
     assert report.size_ratio is not None and report.size_ratio < 0.3
     assert report.fidelity.summary.cosine_similarity > 0.999
+
+
+def test_fidelity_advice_leaves_out_what_the_run_already_did() -> None:
+    from compress_engine.api import _fidelity_advice
+    from compress_engine.report import QuantizationDetails
+
+    def details(mode: str, per_channel: bool) -> QuantizationDetails:
+        return QuantizationDetails(
+            mode=mode,
+            weight_type="int8",
+            per_channel=per_channel,
+            quantized_nodes=1,
+            op_types={"MatMul": 1},
+            preprocessed=True,
+        )
+
+    assert "per_channel" not in _fidelity_advice(details("dynamic-int8", True))
+    assert "per_channel: true" in _fidelity_advice(details("static-int8", False))
+    fp16 = _fidelity_advice(details("fp16", False))
+    assert "accuracy_aware" not in fp16 and "per_channel" not in fp16 and "exclude" in fp16
+
+
+def test_top1_agreement_counts_only_for_class_scores() -> None:
+    from compress_engine.api import _top1_if_class_scores
+    from compress_engine.report import OutputFidelity
+
+    summary = OutputFidelity(
+        name="embedding",
+        max_abs_diff=0.1,
+        mean_abs_diff=0.01,
+        cosine_similarity=0.996,
+        top1_agreement=0.8,
+    )
+    unlabelled_dataset = object()  # any bound dataset; only its presence matters here
+    assert _top1_if_class_scores(summary, None, None) == 0.8  # random inputs: a classifier?
+    assert _top1_if_class_scores(summary, None, unlabelled_dataset) is None  # embeddings

@@ -41,6 +41,7 @@ from compress_engine.report import (
     Fidelity,
     Latency,
     ModelMeasurement,
+    OutputFidelity,
     QuantizationDetails,
     Report,
     StepTiming,
@@ -345,7 +346,7 @@ def _run(
     quant = next(
         (r.details for _, r in results if isinstance(r.details, QuantizationDetails)), None
     )
-    notes = _honest_notes(original, result, fidelity, accuracy, data, budget, auto) + notes
+    notes = _honest_notes(original, result, fidelity, accuracy, data, budget, auto, quant) + notes
     if batch != ev.batch_size:
         notes.append(
             f"The model fixes its batch dimension, so latency was measured at batch {batch}, "
@@ -585,6 +586,32 @@ def _place(src: Path, dst: Path, placed: list[Path]) -> None:
     placed.append(dst)
 
 
+def _fidelity_advice(quant: QuantizationDetails | None) -> str:
+    """What to try next, leaving out what the run already did."""
+    int8 = quant is not None and quant.mode in ("dynamic-int8", "static-int8")
+    tips = []
+    if int8 and not quant.per_channel:
+        tips.append("per_channel: true")
+    if quant is not None and quant.mode == "weight-int4":
+        tips.append("a smaller block_size")
+    if int8:
+        tips.append(
+            "accuracy_aware: true with a budget in evaluate (keeps the most sensitive layers "
+            "in float)"
+        )
+    tips.append("exclude the most sensitive layers by name (often the first and last)")
+    return ", or ".join(tips)
+
+
+def _top1_if_class_scores(
+    summary: OutputFidelity, accuracy: Accuracy | None, data: _Data | None
+) -> float | None:
+    """Top-1 agreement, where it means something: class scores (labels given, or a model
+    run without a dataset). A dataset without labels usually feeds an embedding model, where
+    the argmax of a vector is arbitrary."""
+    return summary.top1_agreement if (accuracy is not None or data is None) else None
+
+
 def _honest_notes(
     original: ModelMeasurement,
     result: ModelMeasurement,
@@ -593,6 +620,7 @@ def _honest_notes(
     data: _Data | None,
     budget: Budget | None = None,
     auto: AutoSummary | None = None,
+    quant: QuantizationDetails | None = None,
 ) -> list[str]:
     notes = []
     if fidelity.inputs == "random":
@@ -651,16 +679,14 @@ def _honest_notes(
             f"{original.size_bytes:,} bytes)."
         )
     s = fidelity.summary
+    top1 = _top1_if_class_scores(s, accuracy, data)
     if s.cosine_similarity is None:
         notes.append(f"Output {s.name!r} contains NaN or Inf, so its differences are not shown.")
-    elif s.cosine_similarity < _MIN_COSINE or (
-        s.top1_agreement is not None and s.top1_agreement < _MIN_TOP1
-    ):
-        top1 = "" if s.top1_agreement is None else f", top-1 agreement {s.top1_agreement:.1%}"
+    elif s.cosine_similarity < _MIN_COSINE or (top1 is not None and top1 < _MIN_TOP1):
+        shown = "" if top1 is None else f", top-1 agreement {top1:.1%}"
         notes.append(
-            f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{top1}). Try "
-            "per_channel: true (int8), a smaller block_size (int4), or exclude the most "
-            "sensitive layers (often the first and last)."
+            f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{shown}). Try "
+            f"{_fidelity_advice(quant)}."
         )
     return notes
 
