@@ -114,25 +114,28 @@ def _temporary_upload(path: Path):
     return upload
 
 
+def _ingest(ingest, project, owner, path: Path):
+    """Run a real upload service on a file, as if it had just been uploaded."""
+    upload = _temporary_upload(path)
+    try:
+        return ingest(project=project, user=owner.user, upload=upload)
+    finally:
+        upload.close()
+
+
 @pytest.fixture
 def model_version(project, owner, tiny_cnn_onnx):
     """A model version ingested through the real upload service."""
     from registry.services import ingest_model_upload
 
-    upload = _temporary_upload(tiny_cnn_onnx)
-    version = ingest_model_upload(project=project, user=owner.user, upload=upload)
-    upload.close()
-    return version
+    return _ingest(ingest_model_upload, project, owner, tiny_cnn_onnx)
 
 
 @pytest.fixture
 def trained_model_version(project, owner, trained_cnn_onnx):
     from registry.services import ingest_model_upload
 
-    upload = _temporary_upload(trained_cnn_onnx)
-    version = ingest_model_upload(project=project, user=owner.user, upload=upload)
-    upload.close()
-    return version
+    return _ingest(ingest_model_upload, project, owner, trained_cnn_onnx)
 
 
 @pytest.fixture
@@ -140,10 +143,7 @@ def dataset(project, owner, pattern_npz):
     """A labelled .npz dataset ingested through the real upload service."""
     from registry.services import ingest_dataset_upload
 
-    upload = _temporary_upload(pattern_npz)
-    dataset = ingest_dataset_upload(project=project, user=owner.user, upload=upload)
-    upload.close()
-    return dataset
+    return _ingest(ingest_dataset_upload, project, owner, pattern_npz)
 
 
 @pytest.fixture

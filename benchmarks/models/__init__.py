@@ -47,6 +47,24 @@ class BenchModel:
 Builder = Callable[[Path], BenchModel]
 
 
+def export_image_classifier(net: Any, sample: np.ndarray, path: Path, opset: int) -> Path:
+    """A torch image classifier as ONNX: input "input", output "logits", dynamic batch."""
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (torch.from_numpy(sample),),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return path
+
+
 def builders() -> dict[str, Builder]:
     """Model name -> builder; the builders import torch and friends lazily."""
     from benchmarks.models import digits, minilm, mobilenet

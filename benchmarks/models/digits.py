@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.models import BenchModel
+from benchmarks.models import BenchModel, export_image_classifier
 
 NAME = "digits-cnn"
 OPSET = 17
@@ -88,17 +88,7 @@ def build(work: Path) -> BenchModel:
         train_acc = float((net(xt).argmax(1) == yt).float().mean())
 
     path = work / f"{NAME}.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (torch.from_numpy(x_test[:1]),),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
+    export_image_classifier(net, x_test[:1], path, OPSET)
     # Calibration from the training split, never from the test split that accuracy uses.
     calib = {"x": x_train[:CALIB_SAMPLES], "y": y_train[:CALIB_SAMPLES]}
     calib_path = work / f"{NAME}-calib.npz"

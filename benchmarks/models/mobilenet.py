@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.models import BenchModel
+from benchmarks.models import BenchModel, export_image_classifier
 
 NAME = "mobilenet-tiny"
 OPSET = 17
@@ -81,17 +81,7 @@ def build(work: Path) -> BenchModel:
     x_eval = _images(rng, EVAL_SAMPLES)
     x_calib = _images(rng, CALIB_SAMPLES)
     path = work / f"{NAME}.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (torch.from_numpy(x_eval[:1]),),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
+    export_image_classifier(net, x_eval[:1], path, OPSET)
     calib_path = work / f"{NAME}-calib.npz"
     np.savez(calib_path, x=x_calib)
     return BenchModel(

@@ -13,12 +13,23 @@ from accounts.services import create_user_with_personal_team
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOTS = os.environ.get("MODELPRESS_E2E_SCREENSHOTS")
+PASSWORD = "a-long-unusual-passphrase"
 
 
 def _shot(page, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+def _sign_up_and_log_in(page, live_server, username: str, start: str = "/accounts/login/"):
+    create_user_with_personal_team(
+        username=username, email=f"{username}@example.com", password=PASSWORD
+    )
+    page.goto(f"{live_server.url}{start}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
 
 
 def test_it_compresses_an_uploaded_model_end_to_end(
@@ -28,14 +39,7 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     import onnxruntime as ort
     from playwright.sync_api import expect
 
-    create_user_with_personal_team(
-        username="grace", email="grace@example.com", password="a-long-unusual-passphrase"
-    )
-
-    page.goto(f"{live_server.url}/")
-    page.fill("#id_username", "grace")
-    page.fill("#id_password", "a-long-unusual-passphrase")
-    page.click("button[type=submit]")
+    _sign_up_and_log_in(page, live_server, "grace", start="/")  # home redirects to login
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
     page.fill("input[name=name]", "Digits")
@@ -83,13 +87,7 @@ def test_it_runs_static_int8_with_an_uploaded_dataset(
 ):
     from playwright.sync_api import expect
 
-    create_user_with_personal_team(
-        username="ada", email="ada@example.com", password="a-long-unusual-passphrase"
-    )
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", "a-long-unusual-passphrase")
-    page.click("button[type=submit]")
+    _sign_up_and_log_in(page, live_server, "ada")
     page.fill("input[name=name]", "Calibrated")
     page.click("text=Create project")
 
