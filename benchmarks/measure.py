@@ -110,3 +110,15 @@ def fidelity(
         same = nearest_neighbours(candidate) == nearest_neighbours(reference)
         out["nn_agreement"] = float(same.mean())
     return out
+
+
+def static_counts(path: Path, eval_inputs: Mapping[str, np.ndarray]) -> dict[str, int | None]:
+    """MACs of one sample (from the ONNX graph with shapes) and parameter count."""
+    import onnx
+
+    from compress_engine.measure.macs import count_macs
+    from compress_engine.measure.params import count_parameters
+
+    model = onnx.load(str(path))
+    shapes = {name: [1, *arr.shape[1:]] for name, arr in eval_inputs.items()}
+    return {"macs": count_macs(model, shapes).total, "params": count_parameters(model)}

@@ -34,7 +34,7 @@ RESULTS = ROOT / "results"
 ROW_KEYS = (
     "model", "variant", "size_bytes", "size_ratio", "accuracy", "accuracy_drop",
     "fidelity_cosine", "fidelity_cosine_min", "top1_agreement", "nn_agreement", "latency",
-    "wall_s",
+    "macs_ratio", "params_ratio", "training", "wall_s",
 )  # fmt: skip
 
 
@@ -64,6 +64,11 @@ TARGETS = [
     ("minilm-l6", "dynamic-int8", "fidelity_cosine_min", ">=", 0.98),
     ("minilm-l6", "dynamic-int8", "nn_agreement", ">=", 0.90),
     ("minilm-l6", "dynamic-int8", "latency.16.ratio", ">=", 1.6),
+    ("digits-cnn", "prune50-distill", "accuracy_drop", "<=", 1.0),
+    ("digits-cnn", "prune50-distill", "params_ratio", "<=", 0.30),
+    ("digits-cnn", "prune50-distill", "latency.32.ratio", ">=", 1.6),
+    ("digits-cnn", "prune50-distill-int8", "size_ratio", "<=", 0.10),
+    ("digits-cnn", "prune50-distill-int8", "accuracy_drop", "<=", 1.5),
 ]
 
 
@@ -180,6 +185,7 @@ def _bench_model(
     model_info[name] = {**model.info, "build_wall_s": round(model.wall_s, 2)}
     _log(f"[{name}] built in {model.wall_s:.1f} s")
     base = measure.fidelity(reference, reference, model.kind, model.labels)
+    original_static = measure.static_counts(model.onnx_path, model.eval_inputs)
     batches = (1, model.large_batch)
     original_ms: dict[int, list[np.ndarray]] = {b: [] for b in batches}
     original_size = model.onnx_path.stat().st_size
@@ -217,7 +223,12 @@ def _bench_model(
                     "ratio": round(measure.p50(o_ms) / measure.p50(v_ms), 3),
                 }
             size = path.stat().st_size
-            rows.append(_row(name, variant.name, size, original_size, fid, base, latency, wall))
+            static = _static_ratios(measure.static_counts(path, model.eval_inputs), original_static)
+            training = _engine_training(out)
+            rows.append(
+                _row(name, variant.name, size, original_size, fid, base, latency, wall, static)
+                | {"training": training}
+            )
             _log(f"[{name}] {variant.name}: done in {wall:.1f} s")
         except Exception as exc:
             _log(f"[{name}] {variant.name}: FAILED: {type(exc).__name__}: {exc}")
@@ -240,7 +251,10 @@ def _bench_model(
             original_ms[b].append(o_ms)
         pooled = np.concatenate(original_ms[b])
         latency[str(b)] = {"p50_ms": round(measure.p50(pooled), 4), "ratio": 1.0}
-    orig = _row(name, "original", original_size, original_size, base, base, latency, model.wall_s)
+    ones = {"macs_ratio": 1.0, "params_ratio": 1.0}
+    orig = _row(
+        name, "original", original_size, original_size, base, base, latency, model.wall_s, ones
+    )
     return [orig, *rows]
 
 
@@ -255,6 +269,29 @@ def _engine_notes(out: Path) -> list[str]:
         return []
 
 
+def _engine_training(out: Path) -> list[dict[str, Any]] | None:
+    """Per distill/finetune step of the engine's report: steps, time per step, epochs."""
+    report = next(out.rglob("report.json"), None)
+    if report is None:
+        return None
+    try:
+        steps = json.loads(report.read_text(encoding="utf-8")).get("training") or []
+    except (OSError, ValueError):
+        return None
+    keys = ("kind", "device", "optimizer_steps", "seconds_per_step", "epochs_run", "best_epoch")
+    return [{k: t.get(k) for k in keys} for t in steps] or None
+
+
+def _static_ratios(
+    counts: dict[str, int | None], original: dict[str, int | None]
+) -> dict[str, float | None]:
+    def ratio(key: str) -> float | None:
+        new, old = counts.get(key), original.get(key)
+        return round(new / old, 4) if new is not None and old else None
+
+    return {"macs_ratio": ratio("macs"), "params_ratio": ratio("params")}
+
+
 def _row(
     model: str,
     variant: str,
@@ -264,6 +301,7 @@ def _row(
     base: dict[str, Any],
     latency: dict[str, Any],
     wall_s: float,
+    static: dict[str, float | None],
 ) -> dict[str, Any]:
     drop = None
     if fid["accuracy"] is not None and base["accuracy"] is not None:
@@ -280,6 +318,9 @@ def _row(
         "top1_agreement": _round(fid["top1_agreement"]),
         "nn_agreement": _round(fid["nn_agreement"]),
         "latency": latency,
+        "macs_ratio": static["macs_ratio"],
+        "params_ratio": static["params_ratio"],
+        "training": None,
         "wall_s": round(wall_s, 2),
     }
     assert tuple(row) == ROW_KEYS
@@ -342,7 +383,7 @@ def format_targets(targets: list[dict[str, Any]]) -> str:
         state = {True: "reached", False: "MISSED", None: "n/a (no row)"}[t["reached"]]
         value = "-" if t["value"] is None else f"{t['value']:.4g}"
         lines.append(
-            f"  {t['model']:<15} {t['variant']:<13} {t['metric']:<20} "
+            f"  {t['model']:<15} {t['variant']:<21} {t['metric']:<20} "
             f"{t['target']:<8} {value:>8}  {state}"
         )
     return "\n".join(lines)
@@ -355,7 +396,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'model':<15} {'variant':<20} {'size MB':>8} {'size x':>7} {'acc %':>7} "
         f"{'drop':>6} {'cos':>8} {'cos min':>8} {'agree':>6} "
-        f"{'b1 ms':>8} {'b1 x':>6} {'bN':>3} {'bN ms':>8} {'bN x':>6} {'wall s':>7}"
+        f"{'b1 ms':>8} {'b1 x':>6} {'bN':>3} {'bN ms':>8} {'bN x':>6} {'MACs x':>6} "
+        f"{'par x':>6} {'ms/st':>6} {'wall s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -372,13 +414,21 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{num(r['fidelity_cosine'], '.5f'):>8} {num(r['fidelity_cosine_min'], '.4f'):>8} "
             f"{num(agree, '.3f'):>6} "
             f"{lat['1']['p50_ms']:>8.3f} {lat['1']['ratio']:>6.2f} {big:>3} "
-            f"{lat[big]['p50_ms']:>8.3f} {lat[big]['ratio']:>6.2f} {r['wall_s']:>7.1f}"
+            f"{lat[big]['p50_ms']:>8.3f} {lat[big]['ratio']:>6.2f} "
+            f"{num(r['macs_ratio'], '.3f'):>6} {num(r['params_ratio'], '.3f'):>6} "
+            f"{num(_step_ms(r), '.1f'):>6} {r['wall_s']:>7.1f}"
         )
     lines.append(
         "size x = variant/original bytes; b1/bN x = original p50 / variant p50 (>1 faster); "
-        "agree = top-1 (classifiers) or nearest-neighbour (MiniLM)"
+        "agree = top-1 (classifiers) or nearest-neighbour (MiniLM); MACs x / par x = variant/"
+        "original from the ONNX graph; ms/st = ms per training step of the last train step"
     )
     return "\n".join(lines)
+
+
+def _step_ms(row: dict[str, Any]) -> float | None:
+    training = row.get("training")
+    return training[-1]["seconds_per_step"] * 1000 if training else None
 
 
 # --- environment ------------------------------------------------------------------------

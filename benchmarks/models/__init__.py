@@ -32,6 +32,8 @@ class BenchModel:
     calib_path: Path
     large_batch: int
     labels: np.ndarray | None = None
+    # The whole training split (inputs and labels) for recipes that train (prune + distill).
+    train_path: Path | None = None
     wall_s: float = 0.0
     # Free-form facts recorded in the JSON meta (split sizes, epochs, sequence length...).
     info: dict[str, Any] = field(default_factory=dict)

@@ -94,6 +94,9 @@ def build(work: Path) -> BenchModel:
     calib_path = work / f"{NAME}-calib.npz"
     np.savez(calib_path, **calib)
     np.savez(work / f"{NAME}-eval.npz", x=x_test, y=y_test)
+    # Recipes that train (prune + finetune/distill) get the whole training split.
+    train_path = work / f"{NAME}-train.npz"
+    np.savez(train_path, x=x_train, y=y_train)
     return BenchModel(
         name=NAME,
         onnx_path=path,
@@ -103,6 +106,7 @@ def build(work: Path) -> BenchModel:
         calib_path=calib_path,
         large_batch=LARGE_BATCH,
         labels=y_test,
+        train_path=train_path,
         wall_s=time.perf_counter() - start,
         info={
             "dataset": "sklearn.datasets.load_digits, 8x8 upsampled to 32x32",

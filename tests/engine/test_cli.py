@@ -197,6 +197,42 @@ def test_static_without_data_exits_2(
     assert "needs calibration data" in capsys.readouterr().err
 
 
+def test_prune_and_distill_print_each_epoch_and_a_summary(
+    trained_cnn_path: Path,
+    pattern_npz: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "steps:\n"
+        "  - prune: {amount: 0.5}\n"
+        "  - distill: {teacher: big, epochs: 2, batch_size: 32}\n"
+        "evaluate: {latency_runs: 3, warmup: 1, batch_sizes: []}\n"
+    )
+    argv = ["compress", str(trained_cnn_path), "--recipe", str(recipe), "--data", str(pattern_npz)]
+
+    code = main([*argv, "--teacher", f"big={trained_cnn_path}", "--out", str(tmp_path / "o")])
+
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "distill epoch 0: loss -, validation accuracy" in captured.err
+    assert "distill epoch 2: loss " in captured.err
+    assert "pruning (channel, l2, amount 0.50): parameters" in captured.out
+    assert "distill on cpu" in captured.out or "distill on cuda" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [("big", "--teacher takes NAME=PATH"), ("big=/no/such.onnx", "no such file")],
+)
+def test_a_bad_teacher_exits_2(
+    cnn_path: Path, teacher: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compress", str(cnn_path), "--teacher", teacher, "-q"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_an_internal_error_exits_1_with_a_hint(
     cnn_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

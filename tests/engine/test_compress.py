@@ -436,7 +436,7 @@ def test_embedding_tables_are_stored_int8_by_default(tmp_path: Path) -> None:
 
 
 def test_fidelity_advice_leaves_out_what_the_run_already_did() -> None:
-    from compress_engine.api import _fidelity_advice
+    from compress_engine.notes import fidelity_advice
     from compress_engine.report import QuantizationDetails
 
     def details(mode: str, per_channel: bool) -> QuantizationDetails:
@@ -449,14 +449,14 @@ def test_fidelity_advice_leaves_out_what_the_run_already_did() -> None:
             preprocessed=True,
         )
 
-    assert "per_channel" not in _fidelity_advice(details("dynamic-int8", True))
-    assert "per_channel: true" in _fidelity_advice(details("static-int8", False))
-    fp16 = _fidelity_advice(details("fp16", False))
+    assert "per_channel" not in fidelity_advice(details("dynamic-int8", True))
+    assert "per_channel: true" in fidelity_advice(details("static-int8", False))
+    fp16 = fidelity_advice(details("fp16", False))
     assert "accuracy_aware" not in fp16 and "per_channel" not in fp16 and "exclude" in fp16
 
 
 def test_top1_agreement_counts_only_for_class_scores() -> None:
-    from compress_engine.api import _top1_if_class_scores
+    from compress_engine.notes import top1_if_class_scores
     from compress_engine.report import OutputFidelity
 
     summary = OutputFidelity(
@@ -467,5 +467,5 @@ def test_top1_agreement_counts_only_for_class_scores() -> None:
         top1_agreement=0.8,
     )
     unlabelled_dataset = object()  # any bound dataset; only its presence matters here
-    assert _top1_if_class_scores(summary, None, None) == 0.8  # random inputs: a classifier?
-    assert _top1_if_class_scores(summary, None, unlabelled_dataset) is None  # embeddings
+    assert top1_if_class_scores(summary, None, None) == 0.8  # random inputs: a classifier?
+    assert top1_if_class_scores(summary, None, unlabelled_dataset) is None  # embeddings

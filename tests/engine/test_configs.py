@@ -88,7 +88,12 @@ def test_yaml_has_the_documented_shape() -> None:
         ("steps: [{quantize: 3}]", "steps.0.quantize.mode: Input should be 'dynamic-int8'"),
         ("steps: [{quantize: {}}]\nevaluate: {calibration_fraction: 1.5}", "calibration_frac"),
         ("steps: [{quantize: {}}]\nbogus: 1", "bogus: Extra inputs are not permitted"),
-        ("steps: [{prune: {amount: 0.5}}]", "steps.0: unknown step 'prune'; available: quantize"),
+        (
+            "steps: [{pruning: {amount: 0.5}}]",
+            "steps.0: unknown step 'pruning'; available: prune, distill, finetune, quantize",
+        ),
+        ("steps: [{prune: {amount: 2}}]", "steps.0.prune.amount: Input should be less than"),
+        ("steps: [{quantize: {}}, {prune: {}}]", "steps: the quantize step must come last"),
         ("steps: [{quantize: {}, prune: {}}]", "steps.0: each step must be a mapping"),
         ("steps: [{quantize: {}}, {quantize: {}}]", "only one quantize step"),
         ("steps: [{quantize: {op_types: [Foo]}}]", "steps.0.quantize.op_types.0"),

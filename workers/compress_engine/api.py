@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,21 +33,23 @@ from compress_engine.measure.params import count_parameters, op_type_counts
 from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.measure.sparsity import count_nonzero_parameters
+from compress_engine.notes import honest_notes
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
     Accuracy,
     ArtifactInfo,
-    AutoSummary,
     DataSummary,
     Fidelity,
     Latency,
     ModelMeasurement,
-    OutputFidelity,
+    PruningDetails,
     QuantizationDetails,
     Report,
     StepTiming,
+    TrainingDetails,
+    TrainingPoint,
 )
-from compress_engine.tuning import Budget, Builder, Scorer, auto_quantize, resolve_budget, tune
+from compress_engine.tuning import Builder, Scorer, auto_quantize, resolve_budget, tune
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -64,12 +67,6 @@ _MEASURE_RESULT = 0.55
 _FIDELITY = 0.80
 _WRITE = 0.95
 
-# Below these the report warns that the outputs moved noticeably.
-_MIN_COSINE = 0.99
-_MIN_TOP1 = 0.95
-_SLOWER = 1.05
-# Top-1 accuracy points lost above which the report warns.
-_MAX_DROP_POINTS = 1.0
 # Samples per run when feeding a dataset to a model with a dynamic batch dimension.
 DATA_BATCH = 32
 
@@ -108,6 +105,9 @@ def compress(
     data: Dataset | Path | str | None = None,
     out_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    on_training: Callable[[TrainingPoint], None] | None = None,
+    teachers: Mapping[str, Path] | None = None,
 ) -> Report:
     """Run `recipe` on the ONNX file `model`, write artifacts and a report into `out_dir`.
 
@@ -117,20 +117,30 @@ def compress(
     need data) and evaluation samples (accuracy with labels, and fidelity).
     progress(stage, fraction) gets non-decreasing fractions ending at 1.0; anything it raises
     (e.g. a cancellation) propagates unchanged and leaves no files behind in out_dir.
+    on_training(point) gets one point per epoch of each distill/finetune step (a live curve);
+    `teachers` maps a distill step's `teacher` name (other than "original") to an ONNX file.
     Raises EngineError for problems the user can fix.
     """
     recipe = Recipe.parse(recipe)
+    techniques = [pass_for_step(step) for step in recipe.steps]
     if data is None:
-        for step in recipe.steps:
-            info = pass_for_step(step).info
-            if info.needs_data:
+        for technique in techniques:
+            if technique.needs_data():
+                what = "calibration" if technique.info.step == "quantize" else "training"
                 raise EngineError(
-                    f"{info.title} needs calibration data: give a dataset (.npz with arrays "
-                    "named after the model inputs, or `x`), or pick a mode that needs none, "
-                    "e.g. dynamic-int8."
+                    f"{technique.info.title} needs {what} data: give a dataset (.npz with arrays "
+                    "named after the model inputs, or `x`), or pick a step that needs none, "
+                    "e.g. quantize with mode dynamic-int8."
                 )
     model = Path(model)
     dataset = None if data is None else _load_data(data, model, recipe.evaluate)
+    if dataset is not None and dataset.labels is None:
+        for technique in techniques:
+            if technique.needs_labels():
+                raise EngineError(
+                    f"{technique.info.title} trains on labels and this dataset has none "
+                    "(add `y` or `labels` to the .npz)."
+                )
     out_dir = Path(out_dir) if out_dir is not None else model.with_suffix(".compressed")
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = _Progress(progress)
@@ -138,7 +148,8 @@ def compress(
     try:
         # Scratch inside out_dir: same filesystem (cheap renames), and big models fit.
         with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as tmp:
-            return _run(model, recipe, dataset, out_dir, Path(tmp), tracker, placed)
+            hooks = _Hooks(on_training=on_training, teachers=dict(teachers or {}))
+            return _run(model, recipe, dataset, out_dir, Path(tmp), tracker, placed, hooks)
     except BaseException:
         # Nothing half-written may look like a finished run.
         for path in placed:
@@ -162,6 +173,7 @@ def _run(
     work: Path,
     tracker: _Progress,
     placed: list[Path],
+    hooks: _Hooks,
 ) -> Report:
     ev = recipe.evaluate
     timings: list[StepTiming] = []
@@ -265,6 +277,10 @@ def _run(
                         data=calibration,
                         batch_size=data_batch,
                         progress=tracker.sub,
+                        step_index=i,
+                        original_model=model,
+                        teachers=hooks.teachers,
+                        on_training=hooks.on_training,
                     ),
                 )
                 if tuning:
@@ -346,7 +362,25 @@ def _run(
     quant = next(
         (r.details for _, r in results if isinstance(r.details, QuantizationDetails)), None
     )
-    notes = _honest_notes(original, result, fidelity, accuracy, data, budget, auto, quant) + notes
+    pruning = next((r.details for _, r in results if isinstance(r.details, PruningDetails)), None)
+    training = [r.details for _, r in results if isinstance(r.details, TrainingDetails)]
+    # Extra forms of the final model (a zipped sparse model) are offered beside it.
+    extras = [(fmt, path, f"model.{last.suffix}{_suffixes(path)}") for fmt, path in last.extras]
+    notes = (
+        honest_notes(
+            original,
+            result,
+            fidelity,
+            accuracy,
+            data,
+            budget,
+            auto,
+            quant,
+            pruning=pruning,
+            trained=bool(training),
+        )
+        + notes
+    )
     if batch != ev.batch_size:
         notes.append(
             f"The model fixes its batch dimension, so latency was measured at batch {batch}, "
@@ -369,7 +403,17 @@ def _run(
                 precision=last.precision,
                 size_bytes=result.size_bytes,
                 sha256=result.sha256,
-            )
+            ),
+            *(
+                ArtifactInfo(
+                    name=name,
+                    format=fmt,  # type: ignore[arg-type]
+                    precision=last.precision,
+                    size_bytes=file_size(path),
+                    sha256=sha256_file(path),
+                )
+                for fmt, path, name in extras
+            ),
         ],
         steps=timings,
         quantization=quant,
@@ -387,11 +431,17 @@ def _run(
         sensitivity=sensitivity,
         search=search,
         auto=auto,
+        pruning=pruning,
+        training=training,
     )
     (work / RECIPE_NAME).write_text(recipe.to_yaml(), encoding="utf-8")
     (work / REPORT_NAME).write_text(report.model_dump_json(indent=2), encoding="utf-8")
     # The report goes last: its presence means the run finished.
-    for src, name in ((current, artifact_name), (work / RECIPE_NAME, RECIPE_NAME)):
+    for src, name in (
+        (current, artifact_name),
+        *((path, name) for _, path, name in extras),
+        (work / RECIPE_NAME, RECIPE_NAME),
+    ):
         _place(src, out_dir / name, placed)
     _place(work / REPORT_NAME, out_dir / REPORT_NAME, placed)
     tracker.done()
@@ -399,6 +449,19 @@ def _run(
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Hooks:
+    """What the caller hands to torch-side passes: a training-curve sink and teachers."""
+
+    on_training: Callable[[TrainingPoint], None] | None
+    teachers: dict[str, Path]
+
+
+def _suffixes(path: Path) -> str:
+    # "model.sparse.onnx.zip" -> ".onnx.zip"
+    return "".join(path.suffixes[-2:]) if len(path.suffixes) >= 2 else path.suffix
 
 
 class _Progress:
@@ -584,111 +647,6 @@ def _place(src: Path, dst: Path, placed: list[Path]) -> None:
     # Same filesystem (the scratch dir lives in out_dir), so this is an atomic rename.
     os.replace(src, dst)
     placed.append(dst)
-
-
-def _fidelity_advice(quant: QuantizationDetails | None) -> str:
-    """What to try next, leaving out what the run already did."""
-    int8 = quant is not None and quant.mode in ("dynamic-int8", "static-int8")
-    tips = []
-    if int8 and not quant.per_channel:
-        tips.append("per_channel: true")
-    if quant is not None and quant.mode == "weight-int4":
-        tips.append("a smaller block_size")
-    if int8:
-        tips.append(
-            "accuracy_aware: true with a budget in evaluate (keeps the most sensitive layers "
-            "in float)"
-        )
-    tips.append("exclude the most sensitive layers by name (often the first and last)")
-    return ", or ".join(tips)
-
-
-def _top1_if_class_scores(
-    summary: OutputFidelity, accuracy: Accuracy | None, data: _Data | None
-) -> float | None:
-    """Top-1 agreement, where it means something: class scores (labels given, or a model
-    run without a dataset). A dataset without labels usually feeds an embedding model, where
-    the argmax of a vector is arbitrary."""
-    return summary.top1_agreement if (accuracy is not None or data is None) else None
-
-
-def _honest_notes(
-    original: ModelMeasurement,
-    result: ModelMeasurement,
-    fidelity: Fidelity,
-    accuracy: Accuracy | None,
-    data: _Data | None,
-    budget: Budget | None = None,
-    auto: AutoSummary | None = None,
-    quant: QuantizationDetails | None = None,
-) -> list[str]:
-    notes = []
-    if fidelity.inputs == "random":
-        why = "no dataset" if data is None else "the evaluation split is empty"
-        notes.append(
-            f"Fidelity was measured on {fidelity.samples} random inputs ({why}): it shows how "
-            "far the outputs moved, not accuracy on real data."
-        )
-    elif data is not None:
-        measured = "Fidelity and accuracy were" if accuracy else "Fidelity was"
-        notes.append(
-            f"{measured} measured on the "
-            f"{fidelity.samples}-sample evaluation split of the dataset, disjoint from the "
-            f"{data.calibration.samples} calibration samples."
-        )
-        if accuracy is None and data.dataset.labels is None:
-            notes.append("The dataset has no labels (`y`), so accuracy was not measured.")
-    if accuracy is not None and accuracy.drop_points > _MAX_DROP_POINTS:
-        notes.append(
-            f"Top-1 accuracy dropped by {accuracy.drop_points:.2f} points "
-            f"({accuracy.original_top1:.2%} -> {accuracy.result_top1:.2%}). Try per-channel "
-            "weights, another calibration method, or keeping the first and last layers in float."
-        )
-    # 5% slack: single-digit-percent differences are timer noise on a shared machine.
-    slower = [
-        (b, o, result.latency_by_batch[b])
-        for b, o in original.latency_by_batch.items()
-        if b in result.latency_by_batch and result.latency_by_batch[b].p50_ms > o.p50_ms * _SLOWER
-    ]
-    kept_original = auto is not None and auto.pick is None
-    if kept_original:
-        notes.append(
-            "The result is the original model, unchanged: any difference between the two "
-            "latency figures is measurement noise on this machine."
-        )
-    elif slower:
-        detail = "; ".join(
-            f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms" for b, o, r in slower
-        )
-        notes.append(
-            f"The compressed model is slower than the original on this device ({detail}; timed "
-            "interleaved on the same inputs). For small models the cost of quantizing "
-            "activations (or converting types) at run time can outweigh the faster kernels."
-        )
-    if budget is not None:
-        if budget.metric == "accuracy_drop" and accuracy is not None:
-            value: float | None = accuracy.drop_points
-        else:
-            value = fidelity.summary.cosine_similarity
-            budget = Budget("cosine", budget.limit) if budget.metric == "cosine" else None
-        if budget is not None and value is not None and not budget.meets(value):
-            notes.append(f"The result misses the budget: {budget.show(value)}.")
-    if result.size_bytes >= original.size_bytes and not kept_original:
-        notes.append(
-            f"The compressed model is not smaller than the original ({result.size_bytes:,} vs "
-            f"{original.size_bytes:,} bytes)."
-        )
-    s = fidelity.summary
-    top1 = _top1_if_class_scores(s, accuracy, data)
-    if s.cosine_similarity is None:
-        notes.append(f"Output {s.name!r} contains NaN or Inf, so its differences are not shown.")
-    elif s.cosine_similarity < _MIN_COSINE or (top1 is not None and top1 < _MIN_TOP1):
-        shown = "" if top1 is None else f", top-1 agreement {top1:.1%}"
-        notes.append(
-            f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{shown}). Try "
-            f"{_fidelity_advice(quant)}."
-        )
-    return notes
 
 
 def _versions() -> dict[str, str]:

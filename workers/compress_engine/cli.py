@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from compress_engine.configs import Recipe, default_recipe
 from compress_engine.errors import EngineError
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
 from compress_engine.passes import list_passes
 from compress_engine.presets import PRESETS, get_preset
-from compress_engine.report import Report
+from compress_engine.report import Report, TrainingPoint
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, help="output directory (default: <model>.compressed next to it)"
     )
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a model a distill step may name as its teacher (repeatable); `original` is built in",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_compress)
 
@@ -149,9 +156,19 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     else:
         recipe = default_recipe()
     out = args.out or args.model.with_suffix(".compressed")
+    teachers = _teachers(args.teacher)
     progress = None if args.quiet else _progress_display(sys.stderr)
+    on_training = None if args.quiet else _training_printer(progress, sys.stderr)
     try:
-        report = compress(args.model, recipe, data=args.data, out_dir=out, progress=progress)
+        report = compress(
+            args.model,
+            recipe,
+            data=args.data,
+            out_dir=out,
+            progress=progress,
+            on_training=on_training,
+            teachers=teachers,
+        )
     finally:
         if isinstance(progress, _ProgressBar):
             progress.close()
@@ -159,6 +176,34 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
     print(f"\nwritten to {out}/: {', '.join(files)}")
     return 0
+
+
+def _teachers(pairs: list[str]) -> dict[str, Path]:
+    teachers = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise EngineError(f"--teacher takes NAME=PATH, got {pair!r}.")
+        if not Path(path).is_file():
+            raise EngineError(f"--teacher {name}: no such file {path!r}.")
+        teachers[name] = Path(path)
+    return teachers
+
+
+def _training_printer(progress: Any, stream: TextIO) -> Callable[[TrainingPoint], None]:
+    """One line per epoch, written above the progress bar when there is one."""
+
+    def show(p: TrainingPoint) -> None:
+        metric = f"{p.val_metric:.2f}%" if p.metric == "accuracy" else f"{p.val_metric:.4f}"
+        loss = "-" if p.train_loss is None else f"{p.train_loss:.4f}"
+        eta = "" if p.eta_s is None else f", ETA {p.eta_s:.0f} s"
+        line = f"{p.kind} epoch {p.epoch}: loss {loss}, validation {p.metric} {metric}{eta}"
+        if isinstance(progress, _ProgressBar):
+            progress.write(line)
+        else:
+            print(line, file=stream, flush=True)
+
+    return show
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
@@ -240,6 +285,9 @@ class _ProgressBar:
             self._bar.set_description_str(stage, refresh=False)
         self._bar.n = round(fraction * 100, 1)
         self._bar.refresh()
+
+    def write(self, line: str) -> None:
+        self._bar.write(line, file=self._bar.fp)
 
     def close(self) -> None:
         self._bar.close()
@@ -356,6 +404,20 @@ def format_report(report: Report) -> str:
         )
     if report.auto is not None:
         lines.append(f"auto: {report.auto.pick or 'kept the original'}: {report.auto.reason}")
+    if report.pruning is not None:
+        pr = report.pruning
+        kept = ", ".join(f"{layer.name} {layer.after}/{layer.before}" for layer in pr.layers)
+        lines.append(
+            f"pruning ({pr.method}, {pr.importance}, amount {pr.amount:.2f}): parameters "
+            f"{pr.parameters_before:,} -> {pr.parameters_after:,}, MACs {pr.macs_before:,} -> "
+            f"{pr.macs_after:,}; kept: {kept}"
+        )
+    for t in report.training:
+        lines.append(
+            f"{t.kind} on {t.device}: validation {t.metric} {t.before:.4g} -> {t.best:.4g} "
+            f"(best epoch {t.best_epoch} of {t.epochs_run}, {t.optimizer_steps} steps, "
+            f"{t.seconds_per_step * 1000:.1f} ms/step)"
+        )
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from compress_engine.errors import EngineError
+from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneConfig
 
 # Op types that ONNX Runtime's dynamic quantizer can turn into integer kernels. Gemm is
 # rewritten to MatMul + Add by ONNX Runtime first, which is how torch Linear layers get in.
@@ -357,12 +358,53 @@ class QuantizeStep(_Strict):
     )
 
 
+class PruneStep(_Strict):
+    """A `prune:` step."""
+
+    prune: PruneConfig = Field(
+        default_factory=PruneConfig, description="Pruning settings; `method` picks the kind."
+    )
+
+
+class DistillStep(_Strict):
+    """A `distill:` step."""
+
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig,
+        description="Knowledge distillation: the current model learns to imitate a teacher.",
+    )
+
+
+class FinetuneStep(_Strict):
+    """A `finetune:` step."""
+
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,
+        description="Plain fine-tuning on the dataset's labels (cross-entropy).",
+    )
+
+
 # Step kinds known to this engine version; each maps to one step model.
-STEP_KINDS: tuple[str, ...] = ("quantize",)
+_STEP_MODELS: dict[str, type[BaseModel]] = {
+    "prune": PruneStep,
+    "distill": DistillStep,
+    "finetune": FinetuneStep,
+    "quantize": QuantizeStep,
+}
+STEP_KINDS: tuple[str, ...] = tuple(_STEP_MODELS)
+# Steps that run on a torch module rebuilt from the ONNX graph; they must come before any
+# quantize step (a quantized graph cannot be rebuilt as a trainable module).
+TORCH_STEP_KINDS: tuple[str, ...] = ("prune", "distill", "finetune")
+
+
+def step_kind(step: BaseModel) -> str:
+    """The recipe key of a step model ('prune', 'quantize', ...)."""
+    (kind,) = type(step).model_fields
+    return kind
 
 
 def _check_step_shape(value: Any) -> Any:
-    # Gives "unknown step 'prune'" instead of pydantic's "field required / extra forbidden".
+    # Gives "unknown step 'pruning'" instead of pydantic's "field required / extra forbidden".
     if isinstance(value, BaseModel):
         return value
     if not isinstance(value, Mapping) or len(value) != 1:
@@ -376,8 +418,20 @@ def _check_step_shape(value: Any) -> Any:
     return value
 
 
-# A union of step models once prune/distill land: Annotated[QuantizeStep | PruneStep, ...].
-Step = Annotated[QuantizeStep, BeforeValidator(_check_step_shape)]
+def _step_tag(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return next(iter(value), None)
+    return step_kind(value) if isinstance(value, BaseModel) else None
+
+
+Step = Annotated[
+    Annotated[PruneStep, Tag("prune")]
+    | Annotated[DistillStep, Tag("distill")]
+    | Annotated[FinetuneStep, Tag("finetune")]
+    | Annotated[QuantizeStep, Tag("quantize")],
+    Discriminator(_step_tag),
+    BeforeValidator(_check_step_shape),
+]
 
 ExportFormat = Literal["onnx"]
 
@@ -438,8 +492,8 @@ class EvaluateConfig(_Strict):
         le=0.95,
         description=(
             "With a dataset: the fraction of its samples (shuffled with `seed`) set aside for "
-            "calibration; the rest is the evaluation split on which accuracy and fidelity are "
-            "measured, so no sample is used for both."
+            "calibration and training (distill, finetune); the rest is the evaluation split on "
+            "which accuracy and fidelity are measured, so no sample is used for both."
         ),
     )
     max_evaluation_samples: int = Field(
@@ -513,10 +567,18 @@ class Recipe(_Strict):
 
     @field_validator("steps")
     @classmethod
-    def _one_quantize_step(cls, steps: list[QuantizeStep]) -> list[QuantizeStep]:
+    def _step_order(cls, steps: list[BaseModel]) -> list[BaseModel]:
+        kinds = [step_kind(s) for s in steps]
         # Quantizing an already quantized graph finds nothing to do; refuse the confusion.
-        if sum(isinstance(s, QuantizeStep) for s in steps) > 1:
+        if kinds.count("quantize") > 1:
             raise ValueError("only one quantize step is allowed")
+        if "quantize" in kinds and any(
+            k in TORCH_STEP_KINDS for k in kinds[kinds.index("quantize") :]
+        ):
+            raise ValueError(
+                "the quantize step must come last: prune, distill and finetune rebuild a "
+                "trainable model, which a quantized graph is not"
+            )
         return steps
 
     @model_validator(mode="after")
@@ -606,6 +668,8 @@ def format_validation_error(exc: ValidationError, title: str) -> str:
         # The quantize union puts the chosen mode into the path; users never wrote it.
         mode = next((p for p in loc if p in _CONFIG_BY_MODE), None)
         loc = [p for p in loc if p not in _CONFIG_BY_MODE]
+        # So does the step union (steps.0.prune.prune.amount): drop the tag.
+        loc = [p for i, p in enumerate(loc) if not (p in STEP_KINDS and loc[i + 1 : i + 2] == [p])]
         msg = err["msg"]
         # "Value error, unknown step" -> "unknown step": the prefix is pydantic noise.
         msg = msg.removeprefix("Value error, ")

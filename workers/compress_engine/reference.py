@@ -18,8 +18,12 @@ from compress_engine.configs import (
     WeightInt4Config,
 )
 from compress_engine.presets import PRESETS
+from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneConfig
 
 _SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("`prune`", PruneConfig),
+    ("`distill`", DistillConfig),
+    ("`finetune`", FinetuneConfig),
     ("`quantize: {mode: dynamic-int8}`", DynamicInt8Config),
     ("`quantize: {mode: static-int8}`", StaticInt8Config),
     ("`quantize: {mode: fp16}`", Fp16Config),

@@ -146,7 +146,9 @@ class ArtifactInfo(BaseModel):
     """A file the run produced."""
 
     name: str = Field(description="File name in the output directory.")
-    format: Literal["onnx"] = Field(description="File format.")
+    format: Literal["onnx", "onnx-zip"] = Field(
+        description="File format: onnx, or onnx-zip (the same ONNX file, deflate-compressed)."
+    )
     precision: str = Field(description='Numeric precision, e.g. "int8-dynamic".')
     size_bytes: int = Field(description="File size in bytes.")
     sha256: str = Field(description="SHA-256 of the file.")
@@ -264,6 +266,97 @@ class AutoSummary(BaseModel):
     reason: str = Field(description="Why, in numbers.")
 
 
+class TorchRoundTrip(BaseModel):
+    """The check that the torch module rebuilt from the ONNX graph computes the same thing."""
+
+    max_abs_diff: float = Field(description="Largest |torch - ONNX Runtime| over the outputs.")
+    tolerance: float = Field(description="Largest difference accepted before any pass runs.")
+    samples: int = Field(description="Random input samples compared.")
+    opset: int = Field(description="ONNX opset the result was exported at (the original's).")
+
+
+class PrunedLayer(BaseModel):
+    """Channels (or weights) of one layer before and after pruning."""
+
+    name: str = Field(description="Layer name (ONNX node name of the original).")
+    kind: str = Field(description='"conv" or "linear" (and so on).')
+    before: int = Field(description="Output channels (channel) or weights (magnitude) before.")
+    after: int = Field(description="Output channels kept (channel) or non-zero weights left.")
+
+
+class PruneSearchPoint(BaseModel):
+    """One amount tried while searching for a MACs or parameter target."""
+
+    amount: float = Field(description="Fraction of channels removed in this try.")
+    macs_ratio: float = Field(description="MACs after / before, counted on the torch module.")
+    params_ratio: float = Field(description="Parameters after / before.")
+
+
+class PruningDetails(BaseModel):
+    """What the prune step removed."""
+
+    method: Literal["channel", "magnitude"] = Field(description="Structured or unstructured.")
+    importance: str = Field(description="How channels or weights were ranked.")
+    scope: str = Field(description="uniform (every layer alike) or global.")
+    amount: float = Field(description="Fraction removed per prunable layer (or of the weights).")
+    round_to: int | None = Field(default=None, description="Channel counts rounded to this.")
+    iterations: int = Field(default=1, description="Pruning steps taken to reach the amount.")
+    target: str | None = Field(default=None, description='The target searched, e.g. "macs<=0.5".')
+    search: list[PruneSearchPoint] = Field(
+        default_factory=list, description="Amounts tried while searching for the target."
+    )
+    parameters_before: int = Field(description="Parameters of the torch module before.")
+    parameters_after: int = Field(description="Parameters after (non-zero ones for magnitude).")
+    macs_before: int = Field(description="MACs of one sample before (torch-pruning's counter).")
+    macs_after: int = Field(description="MACs of one sample after.")
+    layers: list[PrunedLayer] = Field(description="Per layer: channels or weights kept.")
+    ignored: list[str] = Field(description="Layers left whole (the output layers included).")
+    round_trip: TorchRoundTrip = Field(description="ONNX -> torch check before pruning.")
+
+
+class TrainingPoint(BaseModel):
+    """One epoch of a distill or finetune step: the live curve and its record."""
+
+    step: int = Field(description="Index of the recipe step this belongs to.")
+    kind: Literal["distill", "finetune", "recover"] = Field(description="Which training.")
+    epoch: int = Field(description="Epoch number, from 1 (0: before any training).")
+    optimizer_steps: int = Field(description="Optimiser steps taken so far.")
+    train_loss: float | None = Field(description="Mean training loss of the epoch.")
+    val_metric: float = Field(description="Validation metric after the epoch (see metric).")
+    metric: Literal["accuracy", "cosine", "loss"] = Field(
+        description="accuracy: top-1 %, cosine: to the teacher's outputs, loss: the KD loss."
+    )
+    lr: float = Field(description="Learning rate at the end of the epoch.")
+    elapsed_s: float = Field(description="Seconds since the step started.")
+    eta_s: float | None = Field(default=None, description="Estimated seconds left.")
+
+
+class TrainingDetails(BaseModel):
+    """A distill or finetune step: setup, every epoch, and which epoch was kept."""
+
+    kind: Literal["distill", "finetune"] = Field(description="Which training.")
+    teacher: str | None = Field(default=None, description="The teacher (distill).")
+    loss: str = Field(description="The loss minimised, in words.")
+    device: str = Field(description="Where it trained, e.g. 'cpu' or 'cuda (NVIDIA H100)'.")
+    mixed_precision: str | None = Field(
+        default=None, description="Autocast dtype on GPU (bfloat16/float16); None = float32."
+    )
+    train_samples: int = Field(description="Samples trained on.")
+    validation_samples: int = Field(description="Held-out training samples used to choose.")
+    metric: Literal["accuracy", "cosine", "loss"] = Field(description="Validation metric.")
+    before: float = Field(description="Validation metric before training.")
+    best: float = Field(description="Validation metric of the kept epoch.")
+    best_epoch: int = Field(description="Epoch whose weights were kept (0 = none improved).")
+    epochs_run: int = Field(description="Epochs run (fewer than asked if stopped early).")
+    stopped_early: bool = Field(description="Whether early stopping ended it.")
+    optimizer_steps: int = Field(description="Optimiser steps taken.")
+    seconds_per_step: float = Field(description="Mean wall seconds per optimiser step.")
+    history: list[TrainingPoint] = Field(description="Every epoch, in order.")
+    round_trip: TorchRoundTrip | None = Field(
+        default=None, description="ONNX -> torch check before training."
+    )
+
+
 class Report(BaseModel):
     """Everything a compression run measured and produced."""
 
@@ -306,6 +399,12 @@ class Report(BaseModel):
     )
     auto: AutoSummary | None = Field(
         default=None, description="What quantize mode auto tried and picked, where it ran."
+    )
+    pruning: PruningDetails | None = Field(
+        default=None, description="What the prune step removed, if there was one."
+    )
+    training: list[TrainingDetails] = Field(
+        default_factory=list, description="Each distill or finetune step, in order."
     )
 
     # Ratios are serialised too (handy for sorting in SQL) and ignored when read back.

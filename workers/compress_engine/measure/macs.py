@@ -111,6 +111,14 @@ def _inferred_shapes(
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
+    # Shapes written by earlier tools (e.g. the float16 converter's rank-less entries) would
+    # stop inference from filling them in: infer every intermediate shape afresh.
+    del fixed.graph.value_info[:]
+    # ONNX shape inference walks nodes in file order; some tools (the float16 converter)
+    # append their Cast nodes at the end, which ONNX Runtime accepts. Sort them first.
+    ordered = _topological(fixed.graph)
+    del fixed.graph.node[:]
+    fixed.graph.node.extend(ordered)
     for value in fixed.graph.input:
         if value.name not in input_shapes:
             continue
@@ -134,3 +142,19 @@ def _inferred_shapes(
     for tensor in graph.initializer:
         shapes[tensor.name] = list(tensor.dims)
     return shapes
+
+
+def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes with every producer before its consumers (stable otherwise)."""
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # a cycle or an outer-scope input: keep the rest in file order
+            return ordered + pending
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    return ordered

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from compress_engine.data import Dataset
+    from compress_engine.report import TrainingPoint
 
 
 class PassInfo(BaseModel):
@@ -44,6 +45,12 @@ class PassContext:
     # Static int8: a JSON file of calibrated activation ranges, written on first use and read
     # instead of calibrating again (same graph and settings, e.g. the trials of a search).
     calibration_cache: Path | None = None
+    # Torch-side passes: where this step sits in the recipe, the model before any step (the
+    # default teacher), other teachers by name, and a sink for per-epoch training points.
+    step_index: int = 0
+    original_model: Path | None = None
+    teachers: Mapping[str, Path] = field(default_factory=dict)
+    on_training: Callable[[TrainingPoint], None] | None = None
 
 
 @dataclass
@@ -55,6 +62,8 @@ class PassResult:
     precision: str  # e.g. "int8-dynamic"
     details: BaseModel | None = None  # typed, per technique; lands in the report
     notes: list[str] = field(default_factory=list)
+    # Extra files offered beside the model (format, path), e.g. ("onnx-zip", model.zip).
+    extras: list[tuple[str, Path]] = field(default_factory=list)
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -78,6 +87,14 @@ class Pass(ABC, Generic[ConfigT]):
         if not isinstance(config, cls.config_type):
             return False
         return cls.info.mode is None or getattr(config, "mode", None) == cls.info.mode
+
+    def needs_data(self) -> bool:
+        """Whether this step, as configured, needs a dataset (some settings of a pass do)."""
+        return self.info.needs_data or bool(getattr(self.config, "needs_data", False))
+
+    def needs_labels(self) -> bool:
+        """Whether this step, as configured, needs labels in that dataset."""
+        return self.info.needs_labels
 
     @abstractmethod
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:

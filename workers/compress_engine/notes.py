@@ -1,0 +1,163 @@
+"""The report's notes: what a user should know about a result, in plain numbers, and what
+to try next (leaving out what the run already did)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compress_engine.report import (
+    Accuracy,
+    AutoSummary,
+    Fidelity,
+    ModelMeasurement,
+    OutputFidelity,
+    PruningDetails,
+    QuantizationDetails,
+)
+from compress_engine.tuning import Budget
+
+if TYPE_CHECKING:
+    from compress_engine.api import _Data
+
+# Below these the report warns that the outputs moved noticeably.
+_MIN_COSINE = 0.99
+_MIN_TOP1 = 0.95
+_SLOWER = 1.05
+# Top-1 accuracy points lost above which the report warns.
+_MAX_DROP_POINTS = 1.0
+
+
+def _pruning_tips(pruning: PruningDetails | None, trained: bool) -> list[str]:
+    if pruning is None:
+        return []
+    if not trained:
+        return ["a distill step after prune (pruning alone leaves the model untrained)"]
+    return [
+        "more distill epochs",
+        f"a smaller prune amount than {pruning.amount:.2f}",
+    ]
+
+
+def accuracy_advice(
+    quant: QuantizationDetails | None, pruning: PruningDetails | None, trained: bool
+) -> str:
+    tips = _pruning_tips(pruning, trained)
+    if quant is not None and quant.mode in ("dynamic-int8", "static-int8"):
+        if not quant.per_channel:
+            tips.append("per-channel weights")
+        tips.append("accuracy_aware: true with max_accuracy_drop in evaluate")
+    if quant is not None or pruning is None:
+        tips.append("keeping the first and last layers in float")
+    return ", or ".join(tips)
+
+
+def fidelity_advice(
+    quant: QuantizationDetails | None,
+    pruning: PruningDetails | None = None,
+    trained: bool = False,
+) -> str:
+    """What to try next, leaving out what the run already did."""
+    int8 = quant is not None and quant.mode in ("dynamic-int8", "static-int8")
+    tips = _pruning_tips(pruning, trained)
+    if int8 and not quant.per_channel:
+        tips.append("per_channel: true")
+    if quant is not None and quant.mode == "weight-int4":
+        tips.append("a smaller block_size")
+    if int8:
+        tips.append(
+            "accuracy_aware: true with a budget in evaluate (keeps the most sensitive layers "
+            "in float)"
+        )
+    if quant is not None or pruning is None:
+        tips.append("exclude the most sensitive layers by name (often the first and last)")
+    return ", or ".join(tips)
+
+
+def top1_if_class_scores(
+    summary: OutputFidelity, accuracy: Accuracy | None, data: _Data | None
+) -> float | None:
+    """Top-1 agreement, where it means something: class scores (labels given, or a model
+    run without a dataset). A dataset without labels usually feeds an embedding model, where
+    the argmax of a vector is arbitrary."""
+    return summary.top1_agreement if (accuracy is not None or data is None) else None
+
+
+def honest_notes(
+    original: ModelMeasurement,
+    result: ModelMeasurement,
+    fidelity: Fidelity,
+    accuracy: Accuracy | None,
+    data: _Data | None,
+    budget: Budget | None = None,
+    auto: AutoSummary | None = None,
+    quant: QuantizationDetails | None = None,
+    pruning: PruningDetails | None = None,
+    trained: bool = False,
+) -> list[str]:
+    notes = []
+    if fidelity.inputs == "random":
+        why = "no dataset" if data is None else "the evaluation split is empty"
+        notes.append(
+            f"Fidelity was measured on {fidelity.samples} random inputs ({why}): it shows how "
+            "far the outputs moved, not accuracy on real data."
+        )
+    elif data is not None:
+        measured = "Fidelity and accuracy were" if accuracy else "Fidelity was"
+        notes.append(
+            f"{measured} measured on the "
+            f"{fidelity.samples}-sample evaluation split of the dataset, disjoint from the "
+            f"{data.calibration.samples} calibration{' and training' if trained else ''} samples."
+        )
+        if accuracy is None and data.dataset.labels is None:
+            notes.append("The dataset has no labels (`y`), so accuracy was not measured.")
+    if accuracy is not None and accuracy.drop_points > _MAX_DROP_POINTS:
+        notes.append(
+            f"Top-1 accuracy dropped by {accuracy.drop_points:.2f} points "
+            f"({accuracy.original_top1:.2%} -> {accuracy.result_top1:.2%}). Try "
+            f"{accuracy_advice(quant, pruning, trained)}."
+        )
+    # 5% slack: single-digit-percent differences are timer noise on a shared machine.
+    slower = [
+        (b, o, result.latency_by_batch[b])
+        for b, o in original.latency_by_batch.items()
+        if b in result.latency_by_batch and result.latency_by_batch[b].p50_ms > o.p50_ms * _SLOWER
+    ]
+    kept_original = auto is not None and auto.pick is None
+    if kept_original:
+        notes.append(
+            "The result is the original model, unchanged: any difference between the two "
+            "latency figures is measurement noise on this machine."
+        )
+    elif slower:
+        detail = "; ".join(
+            f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms" for b, o, r in slower
+        )
+        notes.append(
+            f"The compressed model is slower than the original on this device ({detail}; timed "
+            "interleaved on the same inputs). For small models the cost of quantizing "
+            "activations (or converting types) at run time can outweigh the faster kernels."
+        )
+    if budget is not None:
+        if budget.metric == "accuracy_drop" and accuracy is not None:
+            value: float | None = accuracy.drop_points
+        else:
+            value = fidelity.summary.cosine_similarity
+            budget = Budget("cosine", budget.limit) if budget.metric == "cosine" else None
+        if budget is not None and value is not None and not budget.meets(value):
+            notes.append(f"The result misses the budget: {budget.show(value)}.")
+    if result.size_bytes >= original.size_bytes and not kept_original:
+        notes.append(
+            f"The compressed model is not smaller than the original ({result.size_bytes:,} vs "
+            f"{original.size_bytes:,} bytes)."
+        )
+    s = fidelity.summary
+    top1 = top1_if_class_scores(s, accuracy, data)
+    if s.cosine_similarity is None:
+        notes.append(f"Output {s.name!r} contains NaN or Inf, so its differences are not shown.")
+    elif s.cosine_similarity < _MIN_COSINE or (top1 is not None and top1 < _MIN_TOP1):
+        shown = "" if top1 is None else f", top-1 agreement {top1:.1%}"
+        notes.append(
+            f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{shown}). Try "
+            f"{fidelity_advice(quant, pruning, trained)}."
+        )
+    return notes

@@ -1,0 +1,97 @@
+"""`distill:` knowledge distillation from a teacher, and `finetune:` training on labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
+from compress_engine.passes.registry import register
+from compress_engine.passes.torch_common import load_checked, teacher_for, training_split
+from compress_engine.torch_configs import DistillConfig, FinetuneConfig, TrainingConfig
+
+
+def _train(
+    pass_: Pass, model_path: Path, out_path: Path, ctx: PassContext, kind: str
+) -> PassResult:
+    from compress_engine.torch_side.convert import export_onnx
+    from compress_engine.torch_side.device import pick_device
+    from compress_engine.torch_side.training import Trainer
+
+    cfg: TrainingConfig = pass_.config  # type: ignore[assignment]
+    model, check = load_checked(model_path, ctx.seed)
+    split = training_split(ctx, model, cfg.validation_fraction, cfg.seed)
+    teacher_name = cfg.teacher if isinstance(cfg, DistillConfig) else None
+    teacher = teacher_for(model_path, ctx, teacher_name) if teacher_name else None
+    trainer = Trainer(
+        student=model.module,
+        teacher=teacher,
+        split=split,
+        cfg=cfg,
+        kind=kind,  # type: ignore[arg-type]
+        device=pick_device(),
+        step_index=ctx.step_index,
+        fixed_batch=model.fixed_batch,
+        on_point=ctx.on_training,
+        progress=lambda f: ctx.progress(0.95 * f),
+        teacher_name=teacher_name,
+    )
+    details = trainer.run(check)
+    export_onnx(model, out_path)
+    ctx.progress(1.0)
+    notes = []
+    if details.best_epoch == 0:
+        notes.append(
+            f"{pass_.info.title} did not improve the validation {details.metric} "
+            f"({details.before:.4g}) in {details.epochs_run} epochs, so the model was kept as "
+            "it came in; try more epochs or another learning rate."
+        )
+    return PassResult(
+        model_path=out_path,
+        suffix="distilled" if kind == "distill" else "finetuned",
+        precision="fp32",
+        details=details,
+        notes=notes,
+    )
+
+
+@register
+class Distill(Pass[DistillConfig]):
+    info = PassInfo(
+        name="distill",
+        title="Distillation",
+        stage="Distilling",
+        description=(
+            "Trains the current (e.g. pruned) model to imitate a teacher, by default the "
+            "original model, on the dataset's training split; labels are used when present, "
+            "not required. Keeps the best epoch on held-out training samples."
+        ),
+        step="distill",
+        needs_data=True,
+        needs_labels=False,
+        compute="heavy",
+    )
+    config_type = DistillConfig
+
+    def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
+        return _train(self, model_path, out_path, ctx, "distill")
+
+
+@register
+class Finetune(Pass[FinetuneConfig]):
+    info = PassInfo(
+        name="finetune",
+        title="Fine-tuning",
+        stage="Fine-tuning",
+        description=(
+            "Trains the current model on the dataset's labels (cross-entropy), e.g. to recover "
+            "after pruning; distill usually recovers more. Keeps the best epoch."
+        ),
+        step="finetune",
+        needs_data=True,
+        needs_labels=True,
+        compute="heavy",
+    )
+    config_type = FinetuneConfig
+
+    def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
+        return _train(self, model_path, out_path, ctx, "finetune")

@@ -1,0 +1,70 @@
+"""What the torch-side passes share: rebuilding and checking the module, teachers, data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress_engine.errors import EngineError
+from compress_engine.passes.base import PassContext
+from compress_engine.report import TorchRoundTrip
+
+if TYPE_CHECKING:
+    from compress_engine.torch_side.convert import TorchModel
+    from compress_engine.torch_side.training import Split
+
+
+def load_checked(path: Path, seed: int) -> tuple[TorchModel, TorchRoundTrip]:
+    """The ONNX model as a torch module, proven to compute what ONNX Runtime computes."""
+    from compress_engine.torch_side.convert import check_round_trip, load_torch
+
+    model = load_torch(path)
+    return model, check_round_trip(model, path, seed=seed)
+
+
+def example_inputs(model: TorchModel) -> tuple:
+    from compress_engine.torch_side.convert import torch_inputs
+
+    return torch_inputs(model.example_feed(batch=1), model.input_names, "cpu")
+
+
+def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: int) -> Split:
+    from compress_engine.torch_side.training import split_data
+
+    if ctx.data is None:
+        raise EngineError(
+            "This step trains or scores on data: give a dataset (.npz with arrays named after "
+            "the model inputs or `x`, labels in `y` optional)."
+        )
+    return split_data(ctx.data, model.input_names, fraction, seed)
+
+
+def teacher_for(model_path: Path, ctx: PassContext, name: str, fallback: Path | None = None) -> Any:
+    """The teacher's torch module: the original model, or a named one given to the run."""
+    from compress_engine.torch_side.convert import check_round_trip, load_torch
+
+    if name == "original":
+        path = ctx.original_model or fallback
+    else:
+        path = ctx.teachers.get(name)
+        if path is None:
+            known = ", ".join(["original", *ctx.teachers]) or "original"
+            raise EngineError(
+                f"distill.teacher {name!r} is not a model given to this run (known: {known})."
+            )
+    if path is None:
+        raise EngineError("No teacher model is available for distillation.")
+    teacher = load_torch(path)
+    check_round_trip(teacher, path)
+    if teacher.input_names != load_input_names(model_path):
+        raise EngineError(
+            f"The teacher's inputs {teacher.input_names} differ from the student's "
+            f"{load_input_names(model_path)}; distillation feeds both the same samples."
+        )
+    return teacher.module
+
+
+def load_input_names(path: Path) -> list[str]:
+    from compress_engine.inspect import inspect_onnx
+
+    return [t.name for t in inspect_onnx(path).inputs]

@@ -1,0 +1,248 @@
+"""ONNX -> trainable torch module (onnx2torch) -> ONNX, with the checks that make it safe.
+
+The rebuilt module is compared with ONNX Runtime on seeded random inputs before any pass may
+touch it, and the export keeps the original's opset, input/output names and dynamic dims.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compress_engine.errors import EngineError, short_message
+from compress_engine.inspect import ModelInfo, inspect_onnx
+from compress_engine.measure.inputs import batch_dim_dynamic, random_feed, resolve_shapes
+from compress_engine.report import TorchRoundTrip
+
+if TYPE_CHECKING:
+    import torch
+
+# Outputs may differ by float rounding only: relative to the largest output value.
+RELATIVE_TOLERANCE = 1e-4
+CHECK_BATCH = 2
+# The torch exporter writes at least this opset (older models are exported at it).
+MIN_EXPORT_OPSET = 11
+
+
+@dataclass
+class TorchModel:
+    """A torch module rebuilt from an ONNX file, and what is needed to export it back."""
+
+    module: torch.nn.Module
+    info: ModelInfo
+    # torch module name -> ONNX node name it was built from (names in reports and `ignore`).
+    node_names: dict[str, str]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.info.inputs]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The model's fixed batch size, or None when the batch dim is dynamic."""
+        first = next((t for t in self.info.inputs if t.shape), None)
+        if first is None or batch_dim_dynamic(first):
+            return None
+        return int(first.shape[0])  # type: ignore[arg-type]
+
+    def example_feed(self, batch: int = CHECK_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
+        shapes = resolve_shapes(self.info.inputs, self.fixed_batch or batch)
+        return random_feed(self.info.inputs, shapes, np.random.default_rng([seed, 7]))
+
+
+def module_name(node_name: str, op_type: str, domain: str = "") -> str:
+    """The name onnx2torch gives the module built from an ONNX node."""
+    return (f"{domain}/" + (node_name.replace(".", "/") or op_type)).lstrip("/")
+
+
+def load_torch(path: Path) -> TorchModel:
+    """Rebuild `path` as a torch module; EngineError naming the op if that is impossible."""
+    import onnx
+    from onnx2torch import convert
+
+    info = inspect_onnx(path)
+    proto = onnx.load(str(path))
+    _constants_to_initializers(proto)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = convert(proto)
+    except NotImplementedError as exc:
+        raise EngineError(_unsupported(exc)) from None
+    except Exception as exc:
+        raise EngineError(
+            "This model cannot be rebuilt as a trainable torch module for pruning or "
+            f"distillation: {short_message(exc)}"
+        ) from None
+    names = {module_name(n.name, n.op_type, n.domain): n.name for n in proto.graph.node if n.name}
+    return TorchModel(module=module, info=info, node_names=names)
+
+
+def _constants_to_initializers(proto: Any) -> None:
+    # Exporters often emit weights (e.g. a folded BatchNorm's bias) as Constant nodes;
+    # onnx2torch reads layer weights from initializers only. Same values, other container.
+    from onnx import numpy_helper
+
+    # So are weights shared through an Identity of an initializer (the torch exporter does
+    # this for tied or reused parameters).
+    inits = {t.name: t for t in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+    kept = []
+    for node in proto.graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        standard = node.domain in ("", "ai.onnx") and node.output[0] not in outputs
+        if standard and node.op_type == "Constant" and value is not None and value.t.dims:
+            tensor = numpy_helper.from_array(numpy_helper.to_array(value.t), node.output[0])
+        elif standard and node.op_type == "Identity" and node.input[0] in inits:
+            tensor = numpy_helper.from_array(
+                numpy_helper.to_array(inits[node.input[0]]), node.output[0]
+            )
+        else:
+            kept.append(node)
+            continue
+        proto.graph.initializer.append(tensor)
+        inits[tensor.name] = tensor
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+
+
+def _unsupported(exc: Exception) -> str:
+    text = str(exc)
+    op = re.search(r"operation_type='([^']+)'", text)
+    version = re.search(r"version=(\d+)", text)
+    if op:
+        at = f" (opset {version.group(1)})" if version else ""
+        return (
+            f"Pruning and distillation need the model as a trainable torch module, and the "
+            f"converter (onnx2torch) does not support the ONNX op {op.group(1)}{at} used in "
+            "this model. Quantization steps alone still work on it."
+        )
+    return f"The model cannot be rebuilt as a torch module: {short_message(exc)}"
+
+
+def torch_inputs(feed: dict[str, np.ndarray], names: list[str], device: Any) -> tuple:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(feed[n])).to(device) for n in names)
+
+
+def as_outputs(result: Any) -> list[torch.Tensor]:
+    """A module's result as a list of tensors (onnx2torch returns a tensor or a tuple)."""
+    if isinstance(result, list | tuple):
+        return list(result)
+    return [result]
+
+
+def check_round_trip(model: TorchModel, onnx_path: Path, seed: int = 0) -> TorchRoundTrip:
+    """Compare the torch module with ONNX Runtime on random inputs; EngineError if they differ."""
+    import torch
+
+    from compress_engine.device import CPU_PROVIDER, physical_cores
+    from compress_engine.measure.runtime import create_session
+
+    feed = model.example_feed(seed=seed)
+    session = create_session(onnx_path, providers=[CPU_PROVIDER], threads=physical_cores())
+    reference = session.run(None, feed)
+    model.module.eval()
+    with torch.no_grad():
+        got = as_outputs(model.module(*torch_inputs(feed, model.input_names, "cpu")))
+    if len(got) != len(reference):
+        raise EngineError(
+            f"The torch module rebuilt from this model returns {len(got)} outputs, ONNX Runtime "
+            f"{len(reference)}; pruning and distillation cannot run on it."
+        )
+    diff, scale = 0.0, 1.0
+    for ref, out in zip(reference, got, strict=True):
+        out_np = out.detach().cpu().numpy()
+        if ref.shape != out_np.shape:
+            raise EngineError(
+                f"The torch module rebuilt from this model returns shape {list(out_np.shape)} "
+                f"where ONNX Runtime returns {list(ref.shape)}; pruning and distillation cannot "
+                "run on it."
+            )
+        if np.issubdtype(ref.dtype, np.floating):
+            diff = max(diff, float(np.max(np.abs(out_np.astype(np.float64) - ref))))
+            scale = max(scale, float(np.max(np.abs(ref))))
+        elif not np.array_equal(ref, out_np):
+            diff = float("inf")
+    tolerance = RELATIVE_TOLERANCE * scale
+    check = TorchRoundTrip(
+        max_abs_diff=diff,
+        tolerance=tolerance,
+        samples=CHECK_BATCH if model.fixed_batch is None else model.fixed_batch,
+        opset=max(model.info.opset, MIN_EXPORT_OPSET),
+    )
+    if not diff <= tolerance:
+        raise EngineError(
+            "The torch module rebuilt from this model does not compute the same outputs as "
+            f"ONNX Runtime (max abs difference {diff:.3g}, tolerance {tolerance:.3g}), so "
+            "pruning and distillation would start from a different model; they cannot run on it."
+        )
+    return check
+
+
+def export_onnx(model: TorchModel, out_path: Path) -> None:
+    """Export the (changed) module with the original's opset, names and dynamic dims."""
+    import onnx
+    import torch
+
+    module = model.module.cpu().eval()
+    names = model.input_names
+    feed = model.example_feed()
+    outputs = [t.name for t in model.info.outputs]
+    dynamic_axes = {
+        t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+        for t in [*model.info.inputs, *model.info.outputs]
+        if any(isinstance(d, str) for d in t.shape)
+    }
+    dynamic_axes.update(_unnamed_batch(model.info))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter: onnx2torch's modules define their ONNX form for it.
+            torch.onnx.export(
+                module,
+                torch_inputs(feed, names, "cpu"),
+                str(out_path),
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=dynamic_axes or None,
+                opset_version=max(model.info.opset, MIN_EXPORT_OPSET),
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise EngineError(
+            f"The pruned or trained model could not be exported back to ONNX: {short_message(exc)}"
+        ) from None
+    proto = onnx.load(str(out_path))
+    _restore_node_names(proto, model.node_names)
+    onnx.save(proto, str(out_path))
+
+
+def _unnamed_batch(info: ModelInfo) -> dict[str, dict[int, str]]:
+    # A dynamic dim the original left unnamed (None) stays dynamic under a made-up name.
+    out: dict[str, dict[int, str]] = {}
+    for t in [*info.inputs, *info.outputs]:
+        dims = {i: f"{t.name}_dim{i}" for i, d in enumerate(t.shape) if d is None}
+        if dims:
+            out[t.name] = dims
+    return out
+
+
+def _restore_node_names(proto: Any, node_names: dict[str, str]) -> None:
+    # The exporter names a node after its module and op (/0/Conv -> /0/Conv/Conv); giving back
+    # the original names keeps `ignore`/`exclude` lists and reports stable across steps.
+    taken = {n.name for n in proto.graph.node}
+    for node in proto.graph.node:
+        mod = node.name.lstrip("/").rsplit("/", 1)[0] if node.name.count("/") >= 2 else None
+        original = node_names.get(mod) if mod else None
+        if original and node.name == f"/{mod}/{node.op_type}" and original not in taken:
+            taken.discard(node.name)
+            node.name = original
+            taken.add(original)

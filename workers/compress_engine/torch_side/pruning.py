@@ -1,0 +1,279 @@
+"""Structured (channel) pruning with torch-pruning's dependency graph, and unstructured
+magnitude pruning, on a module rebuilt from ONNX.
+
+Channel pruning removes whole output channels and every weight that reads them, so the
+exported graph is smaller; the layers that produce the model's outputs are never pruned,
+so the interface is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from compress_engine.errors import EngineError, short_message
+from compress_engine.report import PrunedLayer, PruneSearchPoint
+from compress_engine.torch_configs import PruneConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# Binary-search steps over the amount when a MACs/parameter target is given.
+SEARCH_STEPS = 10
+MAX_AMOUNT = 0.95
+
+
+@dataclass
+class ChannelPlan:
+    """Everything pruning needs besides the config."""
+
+    example: tuple  # example inputs (torch tensors), batch of at least 1
+    names: dict[str, str]  # module name -> ONNX node name
+    # Scores channels for taylor importance: a loss to backpropagate, on a few batches.
+    loss_fn: Callable[[nn.Module], torch.Tensor] | None = None
+    # Between iterative steps: recover the model (distillation from the unpruned one).
+    recover: Callable[[nn.Module, int], None] | None = None
+    search: list[PruneSearchPoint] = field(default_factory=list)
+
+
+def prunable_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """Conv and Linear modules by name, in graph order."""
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return {n: m for n, m in module.named_modules() if isinstance(m, kinds)}
+
+
+def output_layers(module: nn.Module) -> list[str]:
+    """Names of the weighted layers whose results reach a graph output without passing
+    another weighted layer: pruning them would change the model's outputs' shapes."""
+    import torch.fx
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return []
+    layers = prunable_layers(module)
+    found: list[str] = []
+    output = next(n for n in module.graph.nodes if n.op == "output")
+    stack = list(output.all_input_nodes)
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "call_module" and node.target in layers:
+            found.append(str(node.target))
+            continue
+        stack.extend(node.all_input_nodes)
+    return sorted(set(found))
+
+
+def resolve_ignored(module: nn.Module, cfg: PruneConfig, names: dict[str, str]) -> list[str]:
+    """Module names left whole: the output layers and the ones the user named."""
+    layers = prunable_layers(module)
+    by_onnx = {onnx: mod for mod, onnx in names.items()}
+    ignored = list(output_layers(module))
+    unknown = []
+    for name in cfg.ignore:
+        mod = name if name in layers else by_onnx.get(name) or by_onnx.get("/" + name.lstrip("/"))
+        if mod is None or mod not in layers:
+            unknown.append(name)
+        elif mod not in ignored:
+            ignored.append(mod)
+    if unknown:
+        shown = ", ".join(names.get(m, m) for m in list(layers)[:12])
+        raise EngineError(
+            f"prune.ignore names {', '.join(map(repr, unknown))}, which are not prunable layers "
+            f"of this model; its Conv/Gemm/MatMul layers are: {shown}"
+        )
+    return ignored
+
+
+def count(module: nn.Module, example: tuple) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass on `example`, torch-pruning's counter."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(module, _one(example))
+    return int(macs), int(params)
+
+
+def _one(example: tuple) -> Any:
+    return example[0] if len(example) == 1 else example
+
+
+def _importance(cfg: PruneConfig) -> Any:
+    import torch_pruning as tp
+
+    if cfg.importance == "l1":
+        return tp.importance.MagnitudeImportance(p=1)
+    if cfg.importance == "l2":
+        return tp.importance.MagnitudeImportance(p=2)
+    if cfg.importance == "taylor":
+        return tp.importance.TaylorImportance()
+    return tp.importance.RandomImportance()
+
+
+def channel_prune(
+    module: nn.Module, cfg: PruneConfig, plan: ChannelPlan
+) -> tuple[float, str | None]:
+    """Prune `module` in place; returns (amount applied, target text or None)."""
+    target = _target(cfg)
+    amount = cfg.amount
+    if target is not None:
+        amount = _search_amount(module, cfg, plan, *target)
+    _prune(module, cfg, plan, amount, cfg.iterations, plan.recover)
+    label = None if target is None else f"{target[0]}<={target[1]:g}"
+    return amount, label
+
+
+def _target(cfg: PruneConfig) -> tuple[str, float] | None:
+    if cfg.target_macs is not None:
+        return "macs", cfg.target_macs
+    if cfg.target_params is not None:
+        return "params", cfg.target_params
+    return None
+
+
+def _prune(
+    module: nn.Module,
+    cfg: PruneConfig,
+    plan: ChannelPlan,
+    amount: float,
+    steps: int,
+    recover: Callable[[nn.Module, int], None] | None,
+) -> None:
+    import torch
+    import torch_pruning as tp
+
+    if amount <= 0:
+        return
+    layers = prunable_layers(module)
+    ignored = [layers[n] for n in resolve_ignored(module, cfg, plan.names)]
+    torch.manual_seed(cfg.seed)
+    try:
+        pruner = tp.pruner.MetaPruner(
+            module,
+            _one(plan.example),
+            importance=_importance(cfg),
+            global_pruning=cfg.scope == "global",
+            pruning_ratio=amount,
+            iterative_steps=steps,
+            ignored_layers=ignored,
+            round_to=cfg.round_to,
+        )
+        for i in range(steps):
+            if cfg.importance == "taylor":
+                if plan.loss_fn is None:
+                    raise EngineError("prune.importance taylor needs a dataset to score channels.")
+                module.zero_grad()
+                plan.loss_fn(module).backward()
+            pruner.step()
+            module.zero_grad()
+            if recover is not None and i < steps - 1:
+                recover(module, i)
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise EngineError(
+            "Channel pruning failed on this model's graph "
+            f"({short_message(exc)}); try method magnitude, or list the layer in prune.ignore."
+        ) from None
+
+
+def _search_amount(
+    module: nn.Module, cfg: PruneConfig, plan: ChannelPlan, what: str, limit: float
+) -> float:
+    """The smallest amount whose pruned copy meets `what` <= limit (binary search)."""
+    macs0, params0 = count(module, plan.example)
+    lo, hi = 0.0, MAX_AMOUNT
+    best = None
+    for _ in range(SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(module)
+        _prune(trial, cfg, plan, mid, 1, None)
+        macs, params = count(trial, plan.example)
+        point = PruneSearchPoint(amount=mid, macs_ratio=macs / macs0, params_ratio=params / params0)
+        plan.search.append(point)
+        ratio = point.macs_ratio if what == "macs" else point.params_ratio
+        if ratio <= limit:
+            best, hi = mid, mid
+        else:
+            lo = mid
+    if best is None:
+        raise EngineError(
+            f"prune: even removing {MAX_AMOUNT:.0%} of the channels leaves {what} above "
+            f"{limit:.0%} of the original (layers that produce outputs, and ignored ones, "
+            "stay whole); set a higher target."
+        )
+    return best
+
+
+def channel_counts(module: nn.Module) -> dict[str, tuple[str, int]]:
+    """Output channels (conv) or features (linear) per prunable layer."""
+    from torch import nn
+
+    out = {}
+    for name, m in prunable_layers(module).items():
+        kind = "linear" if isinstance(m, nn.Linear) else "conv"
+        width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        out[name] = (kind, int(width))
+    return out
+
+
+def layer_changes(
+    before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]], names: dict[str, str]
+) -> list[PrunedLayer]:
+    return [
+        PrunedLayer(name=names.get(n, n), kind=kind, before=width, after=after[n][1])
+        for n, (kind, width) in before.items()
+        if n in after
+    ]
+
+
+def magnitude_prune(
+    module: nn.Module, cfg: PruneConfig, names: dict[str, str]
+) -> list[PrunedLayer]:
+    """Zero the smallest weights in place (global or per layer); returns per-layer counts."""
+    import torch
+    from torch.nn.utils import prune
+
+    layers = prunable_layers(module)
+    ignored = set(resolve_ignored_user_only(cfg, layers, names))
+    targets = [(m, "weight") for n, m in layers.items() if n not in ignored]
+    if not targets:
+        raise EngineError("prune: this model has no Conv or Gemm/MatMul weights to prune.")
+    before = {n: int(m.weight.numel()) for n, m in layers.items()}
+    if cfg.scope == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=cfg.amount)
+    else:
+        for m, attr in targets:
+            prune.l1_unstructured(m, attr, amount=cfg.amount)
+    for m, attr in targets:
+        prune.remove(m, attr)
+    with torch.no_grad():
+        return [
+            PrunedLayer(
+                name=names.get(n, n),
+                kind="linear" if isinstance(m, torch.nn.Linear) else "conv",
+                before=before[n],
+                after=int(torch.count_nonzero(m.weight)),
+            )
+            for n, m in layers.items()
+        ]
+
+
+def resolve_ignored_user_only(
+    cfg: PruneConfig, layers: dict[str, nn.Module], names: dict[str, str]
+) -> list[str]:
+    # Magnitude pruning keeps shapes, so output layers may be sparsified too.
+    by_onnx = {onnx: mod for mod, onnx in names.items()}
+    out = []
+    for name in cfg.ignore:
+        mod = name if name in layers else by_onnx.get(name)
+        if mod is None:
+            raise EngineError(f"prune.ignore names {name!r}, which is not a layer of this model.")
+        out.append(mod)
+    return out
