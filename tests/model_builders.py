@@ -285,3 +285,139 @@ def export_outlier_mlp(path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     onnx.save(model, path)
     return path
+
+
+def build_conv_bn_cnn(seed: int = 0, *, width: int = 16, classes: int = 10) -> torch.nn.Module:
+    """Conv-BN-ReLU-Conv-BN-ReLU-MaxPool-Flatten-Linear(.., 64)-ReLU-Linear(64, classes) for
+    1x8x8 inputs; BatchNorm statistics are randomised so folding them is not a no-op."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, classes),
+    )
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            bn.running_mean.normal_(0.0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def export_conv_bn_cnn(
+    path: Path, *, opset: int = 17, dynamic_batch: bool = True, seed: int = 0
+) -> Path:
+    """build_conv_bn_cnn exported: input "input" [batch, 1, 8, 8] -> "logits" [batch, 10]."""
+    import torch
+
+    return _export(
+        build_conv_bn_cnn(seed),
+        torch.randn(1, 1, 8, 8),
+        path,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+    )
+
+
+def export_two_input_mlp(path: Path, *, opset: int = 17, seed: int = 0) -> Path:
+    """Two inputs "a" [batch, 16] and "b" [batch, 8], summed after a Linear each, then a
+    Linear head: output "logits" [batch, 5]."""
+    import torch
+    from torch import nn
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.left = nn.Linear(16, 32)
+            self.right = nn.Linear(8, 32)
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.left(a) + self.right(b)))
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"a": {0: "batch"}, "b": {0: "batch"}, "logits": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            TwoInputs().eval(),
+            (torch.randn(1, 16), torch.randn(1, 8)),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["a", "b"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+        )
+    return path
+
+
+def digits_dataset(*, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 handwritten 8x8 digits, shuffled with `seed` and standardised:
+    x [1797, 1, 8, 8] float32, y [1797] int64 (classes 0-9)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0 - 0.3) / 0.4
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order, None].astype(np.float32), digits.target[order].astype(np.int64)
+
+
+def export_digits_teacher(
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 4,
+    seed: int = 0,
+    opset: int = 17,
+) -> Path:
+    """build_conv_bn_cnn trained on (x, y) with Adam (~0.3 s on two cores for 1000 digits and
+    4 epochs: ~97% top-1 on held-out digits), exported like export_conv_bn_cnn."""
+    import torch
+
+    model = build_conv_bn_cnn(seed).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=generator).split(64):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            optimizer.step()
+    return _export(model.eval(), torch.randn(1, 1, 8, 8), path, opset=opset, dynamic_batch=True)
+
+
+def damage_weights(source: Path, path: Path, *, noise: float = 0.5, seed: int = 0) -> Path:
+    """Copy of `source` with Gaussian noise added to every float weight of rank >= 2 (noise
+    times that tensor's standard deviation): same graph, worse model."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(seed)
+    model = onnx.load(str(source))
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim >= 2 and w.dtype == np.float32:
+            damaged = w + noise * float(w.std()) * rng.standard_normal(w.shape)
+            init.CopyFrom(numpy_helper.from_array(damaged.astype(np.float32), init.name))
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import Team
@@ -32,6 +32,8 @@ class Job(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    # Bound on `training`: a 1000-epoch run with recovery steps stays a few hundred kB.
+    MAX_TRAINING_POINTS = 2000
     # The whole state machine: from-state -> states it may move to.
     TRANSITIONS: dict[str, frozenset[str]] = {
         Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
@@ -59,6 +61,12 @@ class Job(models.Model):
     progress = models.FloatField(default=0.0, help_text="0..1 within the whole job.")
     error = models.TextField(blank=True)
     report = models.JSONField(null=True, blank=True)
+    training = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Per-epoch points (compress_engine TrainingPoint) of distill/finetune steps, "
+        "recorded while the job runs: the live training curve.",
+    )
     celery_task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
@@ -119,6 +127,33 @@ class Job(models.Model):
             progress=min(max(fraction, 0.0), 1.0),
             heartbeat_at=timezone.now(),
         )
+
+    def record_training(self, point: dict[str, Any]) -> bool:
+        """Append one training point (an epoch) while the job is running; returns True if kept.
+
+        A no-op once the job left `running`, and for a point identical to the last one (a
+        repeated call). Only the newest MAX_TRAINING_POINTS are kept, so a long run cannot grow
+        the row without bound.
+        """
+        with transaction.atomic():
+            # Row lock: two writers (say, a retried callback) must not lose each other's point.
+            current = (
+                Job.objects.select_for_update()
+                .filter(pk=self.pk, status=self.Status.RUNNING)
+                .values_list("training", flat=True)
+                .first()
+            )
+            if current is None:
+                return False
+            points = list(current or [])
+            if points and points[-1] == point:
+                return False
+            points = [*points, point][-self.MAX_TRAINING_POINTS :]
+            Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+                training=points, heartbeat_at=timezone.now()
+            )
+        self.training = points
+        return True
 
     def succeed(self, report: dict[str, Any]) -> bool:
         return self._transition(

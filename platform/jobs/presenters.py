@@ -104,3 +104,220 @@ def chart_data(report: Any) -> dict[str, Any]:
             round(100 * after / before, 1) if before else None for _, before, after in pairs
         ],
     }
+
+
+# --- training (distill / finetune) -------------------------------------------------------
+
+# Chart axis titles and names in running text, per TrainingPoint.metric.
+METRIC_LABELS = {
+    "accuracy": "Validation top-1 (%)",
+    "cosine": "Validation cosine to the teacher",
+    "loss": "Validation loss",
+}
+METRIC_NAMES = {
+    "accuracy": "validation top-1",
+    "cosine": "validation cosine to the teacher",
+    "loss": "validation loss",
+}
+
+
+def metric_text(metric: str, value: float | None) -> str:
+    """A validation metric as the report states it (accuracy is already in percent)."""
+    if value is None:
+        return "–"
+    if metric == "accuracy":
+        return f"{value:.2f}%"
+    if metric == "cosine":
+        return f"{value:.5f}"
+    return f"{value:.4g}"
+
+
+def duration_text(seconds: float | None) -> str:
+    """12.3 -> "12 s", 190 -> "3 min 10 s", 4000 -> "1 h 6 min"."""
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return "under a second"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def training_chart(points: list[Any], best_epoch: int | None = None) -> dict[str, Any]:
+    """Train loss and validation metric per epoch, for a chart.js line chart.
+
+    `points` are compress_engine TrainingPoints of one training run (epoch 0 = before any
+    training, which has a metric but no loss yet).
+    """
+    metric = points[0].metric if points else "accuracy"
+    return {
+        "labels": [p.epoch for p in points],
+        "loss": [p.train_loss for p in points],
+        "metric": [p.val_metric for p in points],
+        "metric_label": METRIC_LABELS.get(metric, metric),
+        "best_epoch": best_epoch,
+    }
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """One distill/finetune step of a report, ready for the results page."""
+
+    index: int
+    details: Any  # compress_engine TrainingDetails
+    teacher: str
+    before: str
+    best: str
+    metric_name: str
+    chart: dict[str, Any]
+    chart_id: str
+
+
+def training_sections(report: Any, teacher_names: dict[str, str]) -> list[TrainingSection]:
+    """`teacher_names` maps model version ids to display names (resolved within the team)."""
+    sections = []
+    for i, details in enumerate(report.training):
+        teacher = details.teacher or ""
+        if teacher == "original":
+            teacher = "the original model"
+        elif teacher:
+            teacher = teacher_names.get(teacher, teacher)
+        sections.append(
+            TrainingSection(
+                index=i,
+                details=details,
+                teacher=teacher,
+                before=metric_text(details.metric, details.before),
+                best=metric_text(details.metric, details.best),
+                metric_name=METRIC_NAMES.get(details.metric, details.metric),
+                chart=training_chart(details.history, details.best_epoch),
+                chart_id=f"training-data-{i}",
+            )
+        )
+    return sections
+
+
+@dataclass(frozen=True)
+class LiveTraining:
+    """Where the running job's training stands (the last run of points)."""
+
+    step: int  # 1-based, as a user counts recipe steps
+    kind: str
+    epoch: int
+    epochs: int | None  # asked for; early stopping may end sooner
+    metric_name: str
+    metric: str
+    best: str
+    eta: str | None
+    elapsed: str
+    chart: dict[str, Any]
+
+
+def live_training(job: Any) -> LiveTraining | None:
+    """The training curve of the run in progress, from job.training; None without points.
+
+    A pruning step with recovery trains several times (epochs restart at 0), so the chart
+    shows the points since the last epoch 0.
+    """
+    from compress_engine.report import TrainingPoint
+
+    if not job.training:
+        return None
+    points = [TrainingPoint.model_validate(p) for p in job.training]
+    start = max((i for i, p in enumerate(points) if p.epoch == 0), default=0)
+    run = [p for p in points[start:] if (p.step, p.kind) == (points[-1].step, points[-1].kind)]
+    last = run[-1]
+    values = [p.val_metric for p in run]
+    best = min(values) if last.metric == "loss" else max(values)
+    return LiveTraining(
+        step=last.step + 1,
+        kind={"recover": "recovery after pruning"}.get(last.kind, last.kind),
+        epoch=last.epoch,
+        epochs=_epochs_asked(job.recipe, last.step, last.kind),
+        metric_name=METRIC_NAMES.get(last.metric, last.metric),
+        metric=metric_text(last.metric, last.val_metric),
+        best=metric_text(last.metric, best),
+        eta=None if last.eta_s is None else duration_text(last.eta_s),
+        elapsed=duration_text(last.elapsed_s),
+        chart=training_chart(run),
+    )
+
+
+def _epochs_asked(recipe_json: dict[str, Any], step: int, kind: str) -> int | None:
+    from compress_engine import EngineError, Recipe
+
+    try:
+        cfg = next(iter(dict(Recipe.parse(recipe_json).steps[step]).values()))
+    except (IndexError, EngineError):
+        return None
+    if kind == "recover":
+        return getattr(cfg, "recover_epochs", None)
+    return getattr(cfg, "epochs", None)
+
+
+# --- pruning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrunedLayerRow:
+    name: str
+    kind: str
+    before: int
+    after: int
+    kept_percent: float | None
+    ignored: bool
+
+
+@dataclass(frozen=True)
+class PruningSection:
+    details: Any  # compress_engine PruningDetails
+    unit: str  # what a layer's before/after counts: channels, or weights (magnitude)
+    rows: list[ComparisonRow]  # parameters and MACs, before -> after
+    layers: list[PrunedLayerRow]
+    round_trip_ok: bool
+
+
+def pruning_section(report: Any) -> PruningSection | None:
+    pruning = report.pruning
+    if pruning is None:
+        return None
+    unit = "weights" if pruning.method == "magnitude" else "channels"
+    rows = [
+        ComparisonRow(
+            "Parameters" if pruning.method == "channel" else "Non-zero parameters",
+            f"{pruning.parameters_before:,}",
+            f"{pruning.parameters_after:,}",
+            _ratio_text(pruning.parameters_before, pruning.parameters_after),
+            _direction(pruning.parameters_after, pruning.parameters_before),
+        ),
+        ComparisonRow(
+            "MACs (one sample)",
+            f"{pruning.macs_before:,}",
+            f"{pruning.macs_after:,}",
+            _ratio_text(pruning.macs_before, pruning.macs_after),
+            _direction(pruning.macs_after, pruning.macs_before),
+        ),
+    ]
+    ignored = set(pruning.ignored)
+    layers = [
+        PrunedLayerRow(
+            name=layer.name,
+            kind=layer.kind,
+            before=layer.before,
+            after=layer.after,
+            kept_percent=round(100 * layer.after / layer.before, 1) if layer.before else None,
+            ignored=layer.name in ignored,
+        )
+        for layer in pruning.layers
+    ]
+    trip = pruning.round_trip
+    return PruningSection(
+        details=pruning,
+        unit=unit,
+        rows=rows,
+        layers=layers,
+        round_trip_ok=trip.max_abs_diff <= trip.tolerance,
+    )

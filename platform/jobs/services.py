@@ -10,6 +10,7 @@ from django.db import transaction
 
 from accounts.models import User
 from jobs.models import Job
+from registry.access import projects_for
 from registry.models import Dataset, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,95 @@ def parse_recipe(raw: Any) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
 
-def techniques_needing_data(recipe_json: dict[str, Any]) -> list[str]:
-    """Titles of the recipe's steps that cannot run without calibration/training samples."""
+def _passes(recipe_json: dict[str, Any]) -> list[Any]:
     from compress_engine import Recipe
     from compress_engine.passes import pass_for_step
 
+    return [pass_for_step(step) for step in Recipe.parse(recipe_json).steps]
+
+
+def techniques_needing_labels(recipe_json: dict[str, Any]) -> list[str]:
+    """Titles of the recipe's steps that train on labels (finetune)."""
+    return [p.info.title for p in _passes(recipe_json) if p.needs_labels()]
+
+
+def _data_refusal(recipe_json: dict[str, Any], dataset: Dataset | None) -> str | None:
+    if dataset is None:
+        passes = [p for p in _passes(recipe_json) if p.needs_data()]
+        if not passes:
+            return None
+        kinds = {"calibration" if p.info.step == "quantize" else "training" for p in passes}
+        titles = ", ".join(p.info.title for p in passes)
+        verb = "needs" if len(passes) == 1 else "need"
+        return (
+            f"{titles} {verb} {' and '.join(sorted(kinds))} samples: choose a dataset (upload "
+            "a .npz on the project page)."
+        )
+    if not dataset.has_labels and (needing := techniques_needing_labels(recipe_json)):
+        verb = "trains" if len(needing) == 1 else "train"
+        return (
+            f"{', '.join(needing)} {verb} on labels and the dataset {dataset.name!r} has none: "
+            "choose a dataset with labels (`y` or `labels` in the .npz), or use distill, which "
+            "works without them."
+        )
+    return None
+
+
+def _resolve_teachers(
+    recipe_json: dict[str, Any], *, model_version: ModelVersion, user: User
+) -> dict[str, Any]:
+    """Check each distill step's `teacher` and return the recipe with it in canonical form.
+
+    A teacher other than `original` must be the id of a model version of the job's team that
+    the user can read; anything else (a typo, another team's model) is refused the same way,
+    so the message reveals nothing about other teams.
+    """
+    from compress_engine import Recipe
+    from compress_engine.configs import DistillStep
+
     recipe = Recipe.parse(recipe_json)
-    return [p.info.title for p in map(pass_for_step, recipe.steps) if p.info.needs_data]
+    for step in recipe.steps:
+        if not isinstance(step, DistillStep) or step.distill.teacher == "original":
+            continue
+        raw = step.distill.teacher.strip()
+        refusal = JobRejected(
+            f"distill.teacher {raw!r} is not a model you can use: write `original` or the id of "
+            "another model version in this team (listed under the recipe editor)."
+        )
+        try:
+            teacher_uuid = uuid.UUID(raw)
+        except ValueError:
+            raise refusal from None
+        teacher = ModelVersion.objects.filter(
+            project__in=projects_for(user),
+            project__team_id=model_version.project.team_id,
+            uuid=teacher_uuid,
+        ).first()
+        if teacher is None:
+            raise refusal
+        if not teacher.takes_same_inputs(model_version):
+            raise JobRejected(
+                f"The teacher {teacher} takes other inputs than this model ("
+                f"{_inputs_text(teacher)} vs {_inputs_text(model_version)}); distillation feeds "
+                "both the same samples."
+            )
+        # The runner hands the engine teachers keyed by this exact text.
+        step.distill.teacher = str(teacher.uuid)
+    return recipe.model_dump(mode="json")
+
+
+def _inputs_text(version: ModelVersion) -> str:
+    return ", ".join(f"{t['name']} {t.get('shape', [])}" for t in version.inputs)
+
+
+def teacher_uuids(recipe_json: dict[str, Any]) -> list[str]:
+    """Model version ids that a recipe's distill steps learn from (in order, no repeats)."""
+    from compress_engine import Recipe
+    from compress_engine.configs import DistillStep
+
+    steps = Recipe.parse(recipe_json).steps
+    names = [s.distill.teacher for s in steps if isinstance(s, DistillStep)]
+    return list(dict.fromkeys(n for n in names if n != "original"))
 
 
 def create_job(
@@ -52,11 +135,9 @@ def create_job(
     recipe_json = parse_recipe(recipe)
     if dataset is not None and dataset.project_id != model_version.project_id:
         raise JobRejected("The dataset belongs to another project.")
-    if dataset is None and (needing := techniques_needing_data(recipe_json)):
-        raise JobRejected(
-            f"{', '.join(needing)} needs calibration samples: choose a dataset (upload a .npz "
-            "on the project page)."
-        )
+    if refusal := _data_refusal(recipe_json, dataset):
+        raise JobRejected(refusal)
+    recipe_json = _resolve_teachers(recipe_json, model_version=model_version, user=user)
     task_id = str(uuid.uuid4())
     with transaction.atomic():
         job = Job.objects.create(

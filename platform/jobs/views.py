@@ -12,9 +12,17 @@ from django_htmx.http import HttpResponseStopPolling
 
 from accounts.access import require_write
 from jobs.access import get_artifact_for_user, get_job_for_user
-from jobs.presenters import chart_data, comparison_rows
+from jobs.models import Job
+from jobs.presenters import (
+    chart_data,
+    comparison_rows,
+    live_training,
+    pruning_section,
+    training_sections,
+)
 from jobs.services import JobRejected, cancel_job, create_job
 from registry.access import get_model_version_for_user
+from registry.models import ModelVersion
 
 
 @login_required
@@ -55,18 +63,36 @@ def recipe_preset(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _job_context(job) -> dict:
+def _teacher_names(job: Job, report) -> dict[str, str]:
+    """Display names of the model versions a report's distill steps learned from, looked up
+    within the job's team (a name from elsewhere is never shown)."""
+    ids = {t.teacher for t in report.training if t.teacher and t.teacher != "original"}
+    valid = []
+    for value in ids:
+        try:
+            valid.append(UUID(value))
+        except ValueError:
+            continue
+    versions = ModelVersion.objects.filter(project__team=job.team, uuid__in=valid)
+    return {str(v.uuid): f"{v.name} v{v.version}" for v in versions}
+
+
+def _job_context(job: Job) -> dict:
     from compress_engine import Report
 
-    context: dict = {"job": job, "report": None, "rows": []}
+    context: dict = {"job": job, "report": None, "rows": [], "live_training": None}
     if job.report:
         report = Report.model_validate(job.report)
         context.update(
             report=report,
             rows=comparison_rows(report),
             chart_data=chart_data(report),
+            training_sections=training_sections(report, _teacher_names(job, report)),
+            pruning=pruning_section(report),
             report_json=json.dumps(job.report, indent=2),
         )
+    else:
+        context["live_training"] = live_training(job)
     return context
 
 

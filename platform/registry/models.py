@@ -73,6 +73,23 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
 
+    def takes_same_inputs(self, other: ModelVersion) -> bool:
+        """Whether both models can be fed the same samples (e.g. a distillation teacher):
+        the same input names, ranks and dtypes, and equal dims wherever both are fixed."""
+
+        def dims_agree(a: list, b: list) -> bool:
+            return len(a) == len(b) and all(
+                x == y or not isinstance(x, int) or not isinstance(y, int)
+                for x, y in zip(a, b, strict=True)
+            )
+
+        if [t["name"] for t in self.inputs] != [t["name"] for t in other.inputs]:
+            return False
+        return all(
+            a.get("dtype") == b.get("dtype") and dims_agree(a.get("shape", []), b.get("shape", []))
+            for a, b in zip(self.inputs, other.inputs, strict=True)
+        )
+
 
 def _dataset_upload_to(instance: Dataset, filename: str) -> str:
     return f"datasets/{instance.project.team.uuid}/{instance.uuid}/data.npz"

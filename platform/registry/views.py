@@ -14,6 +14,7 @@ from accounts.access import require_write, teams_for
 from accounts.services import personal_team
 from registry.access import get_model_version_for_user, get_project_for_user
 from registry.forms import DatasetUploadForm, ModelUploadForm, ProjectForm
+from registry.models import ModelVersion
 from registry.services import (
     RegistryRejected,
     create_project,
@@ -129,6 +130,13 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
 
     version = get_model_version_for_user(request.user, version_uuid)
     jobs = version.jobs.all()[:50]
+    # Candidate distillation teachers: the team's other versions with the same inputs.
+    others = (
+        ModelVersion.objects.filter(project__team=version.project.team)
+        .exclude(pk=version.pk)
+        .select_related("project")[:200]
+    )
+    teachers = [v for v in others if v.takes_same_inputs(version)][:50]
     return render(
         request,
         "registry/model_version.html",
@@ -136,6 +144,7 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
             "version": version,
             "jobs": jobs,
             "datasets": version.project.datasets.all(),
+            "teachers": teachers,
             "presets": PRESETS.values(),
             "preset": PRESETS[DEFAULT_PRESET],
             "recipe_yaml": PRESETS[DEFAULT_PRESET].recipe().to_yaml(),

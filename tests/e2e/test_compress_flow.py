@@ -82,21 +82,29 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     assert logits.shape == (3, 10)
 
 
+def _project_with_dataset_and_model(page, live_server, user, project, data, model) -> None:
+    """Sign up, create a project, upload a dataset and a model; ends on the model's page."""
+    from playwright.sync_api import expect
+
+    _sign_up_and_log_in(page, live_server, user)
+    page.fill("input[name=name]", project)
+    page.click("text=Create project")
+    page.set_input_files("#dataset-form input[type=file]", str(data))
+    page.click("text=Upload dataset")
+    expect(page.get_by_test_id("datasets")).to_contain_text("[400, 1, 8, 8]")
+    page.set_input_files("#upload-form input[type=file]", str(model))
+    page.click("text=Upload and check")
+    expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
+
+
 def test_it_runs_static_int8_with_an_uploaded_dataset(
     live_server, worker, page, tiny_cnn_onnx, pattern_npz
 ):
     from playwright.sync_api import expect
 
-    _sign_up_and_log_in(page, live_server, "ada")
-    page.fill("input[name=name]", "Calibrated")
-    page.click("text=Create project")
-
-    page.set_input_files("#dataset-form input[type=file]", str(pattern_npz))
-    page.click("text=Upload dataset")
-    expect(page.get_by_test_id("datasets")).to_contain_text("[400, 1, 8, 8]")
-    page.set_input_files("#upload-form input[type=file]", str(tiny_cnn_onnx))
-    page.click("text=Upload and check")
-    expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
+    _project_with_dataset_and_model(
+        page, live_server, "ada", "Calibrated", pattern_npz, tiny_cnn_onnx
+    )
 
     # Choosing a preset swaps the recipe editor in place (htmx), keeping it editable.
     page.select_option("select[name=preset]", "static-int8")
@@ -107,3 +115,95 @@ def test_it_runs_static_int8_with_an_uploaded_dataset(
     expect(page.get_by_test_id("accuracy")).to_contain_text("Top-1")
     expect(page.locator("#results")).to_contain_text("calibrated with percentile")
     _shot(page, "04-static-results")
+
+
+def test_it_prunes_and_distills_with_a_preset_and_draws_the_training_curve(
+    live_server, worker, page, tiny_cnn_onnx, pattern_npz
+):
+    from playwright.sync_api import expect
+
+    _project_with_dataset_and_model(
+        page, live_server, "edsger", "Pruned", pattern_npz, tiny_cnn_onnx
+    )
+
+    expect(page.locator("select[name=preset] option[value=prune-distill]")).to_contain_text(
+        "needs a dataset"
+    )
+    expect(page.get_by_test_id("dataset-help")).to_contain_text("prune + distill")
+    page.select_option("select[name=preset]", "prune-distill")
+    expect(page.locator("#job-recipe")).to_have_value(re.compile(r"prune:[\s\S]*distill:"))
+    # Fewer epochs than the preset's 30 keep the test quick; the editor stays editable.
+    page.fill(
+        "#job-recipe",
+        "version: 1\n"
+        "steps:\n"
+        "  - prune: {method: channel, amount: 0.5}\n"
+        "  - distill: {epochs: 2, batch_size: 32}\n"
+        "evaluate: {latency_runs: 3, warmup: 1, batch_sizes: []}\n",
+    )
+    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
+    page.click("text=Start job")
+    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
+
+    layers = page.get_by_test_id("pruned-layers")
+    expect(layers).to_contain_text("/0/Conv")
+    expect(layers).to_contain_text("50.0%")
+    expect(page.get_by_test_id("pruning-totals")).to_contain_text("MACs")
+    training = page.get_by_test_id("training")
+    expect(training).to_contain_text("distill from the original model")
+    canvas = training.locator("canvas[data-training-chart]")
+    expect(canvas).to_have_attribute("data-drawn", "1")
+    assert page.evaluate("(c) => !!window.Chart.getChart(c)", canvas.element_handle())
+    _shot(page, "05-prune-distill-results")
+
+
+def test_it_redraws_the_live_training_curve_after_every_status_swap(
+    live_server, page, owner, trained_model_version
+):
+    from playwright.sync_api import expect
+
+    from conftest import PASSWORD as OWNER_PASSWORD
+    from jobs.models import Job
+
+    def point(epoch: int) -> dict:
+        return {
+            "step": 1, "kind": "distill", "epoch": epoch, "optimizer_steps": 5 * epoch,
+            "train_loss": None if epoch == 0 else 2.0 / epoch, "val_metric": 60.0 + epoch,
+            "metric": "accuracy", "lr": 1e-3, "elapsed_s": 2.0 * epoch, "eta_s": 40.0,
+        }  # fmt: skip
+
+    job = Job.objects.create(
+        team=trained_model_version.project.team,
+        project=trained_model_version.project,
+        model_version=trained_model_version,
+        recipe={
+            "version": 1,
+            "steps": [{"prune": {}}, {"distill": {"epochs": 20}}],
+        },
+        created_by=owner.user,
+    )
+    job.claim(worker="w@test")
+    job.record_training(point(0))
+    job.record_training(point(1))
+
+    page.goto(f"{live_server.url}/accounts/login/?next=/jobs/{job.uuid}/")
+    page.fill("#id_username", owner.user.username)
+    page.fill("#id_password", OWNER_PASSWORD)
+    page.click("button[type=submit]")
+    live = page.get_by_test_id("live-training")
+    expect(live).to_contain_text("epoch 1 of up to 20")
+    expect(live.locator("canvas")).to_have_attribute("data-drawn", "1")
+
+    job.record_training(point(2))
+    expect(live).to_contain_text("epoch 2 of up to 20", timeout=10_000)
+    expect(live).to_contain_text("validation top-1 62.00%")
+    expect(live.locator("canvas")).to_have_attribute("data-drawn", "1")
+    # Swapped every 2 s: the charts of replaced canvases are destroyed (without that their
+    # count would only grow), and the one left holds the new epoch.
+    page.wait_for_timeout(2500)
+    page.wait_for_function(
+        "() => { const charts = Object.values(Chart.instances);"
+        " return charts.length === 1 && charts[0].data.labels.length === 3; }",
+        timeout=5_000,
+    )
+    _shot(page, "06-live-training")

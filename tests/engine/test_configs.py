@@ -94,6 +94,10 @@ def test_yaml_has_the_documented_shape() -> None:
         ),
         ("steps: [{prune: {amount: 2}}]", "steps.0.prune.amount: Input should be less than"),
         ("steps: [{quantize: {}}, {prune: {}}]", "steps: the quantize step must come last"),
+        (
+            "steps: [{prune: {method: magnitude}}, {finetune: {}}]",
+            "steps: distill or finetune after magnitude pruning would train the zeroed",
+        ),
         ("steps: [{quantize: {}, prune: {}}]", "steps.0: each step must be a mapping"),
         ("steps: [{quantize: {}}, {quantize: {}}]", "only one quantize step"),
         ("steps: [{quantize: {op_types: [Foo]}}]", "steps.0.quantize.op_types.0"),

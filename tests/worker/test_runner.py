@@ -230,3 +230,120 @@ def test_it_shows_what_auto_decided(trained_model_version, dataset, owner, clien
         assert "Keep the original" in decision
     else:
         assert f"Picked <strong>{auto['pick']}</strong>" in decision
+
+
+PRUNE_DISTILL = {
+    "version": 1,
+    "steps": [
+        {"prune": {"method": "channel", "amount": 0.5}},
+        {"distill": {"epochs": 2, "batch_size": 32}},
+    ],
+    "evaluate": {"latency_runs": 3, "warmup": 1, "batch_sizes": []},
+}
+
+
+def test_it_runs_prune_and_distill_and_records_the_training_curve(
+    trained_model_version, dataset, owner
+):
+    from compress_engine import Report
+
+    job = _run_recipe(trained_model_version, dataset, owner, PRUNE_DISTILL)
+
+    report = Report.model_validate(job.report)
+    assert report.pruning.method == "channel" and report.pruning.layers
+    assert report.pruning.parameters_after < report.pruning.parameters_before
+    assert report.result.parameters < report.original.parameters  # really smaller
+    (training,) = report.training
+    assert training.kind == "distill" and training.teacher == "original"
+    # Every epoch reached the job row while it ran, the same points the report keeps.
+    assert [p["epoch"] for p in job.training] == [p.epoch for p in training.history] == [0, 1, 2]
+    assert job.training == [p.model_dump(mode="json") for p in training.history]
+    (artifact,) = Artifact.objects.filter(job=job)
+    assert artifact.name == "model.distilled.onnx" and artifact.size_bytes < (
+        job.model_version.size_bytes
+    )
+
+
+def test_it_distils_from_another_model_version_of_the_team(
+    model_version, trained_model_version, dataset, owner, django_capture_on_commit_callbacks
+):
+    from compress_engine import Report
+    from jobs.services import create_job
+
+    teacher = str(trained_model_version.uuid)
+    recipe = {**PRUNE_DISTILL, "steps": [{"distill": {"epochs": 1, "teacher": teacher}}]}
+    with django_capture_on_commit_callbacks(execute=False):
+        job = create_job(
+            model_version=model_version, user=owner.user, recipe=recipe, dataset=dataset
+        )
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    (training,) = Report.model_validate(job.report).training
+    assert training.teacher == teacher
+
+
+def test_it_fails_clearly_when_the_teacher_was_deleted_after_the_job_was_queued(
+    model_version, trained_model_version, dataset, owner, django_capture_on_commit_callbacks
+):
+    from jobs.services import create_job
+
+    teacher = str(trained_model_version.uuid)
+    recipe = {**PRUNE_DISTILL, "steps": [{"distill": {"epochs": 1, "teacher": teacher}}]}
+    with django_capture_on_commit_callbacks(execute=False):
+        job = create_job(
+            model_version=model_version, user=owner.user, recipe=recipe, dataset=dataset
+        )
+    trained_model_version.delete()
+
+    run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "failed" and "no longer exists" in job.error
+    assert "Internal error" not in job.error
+
+
+def test_it_stops_between_epochs_when_cancel_is_requested(trained_model_version, dataset, owner):
+    real_record = Job.record_training
+
+    def cancel_after_first_epoch(self, point):
+        kept = real_record(self, point)
+        if point["epoch"] == 1:
+            Job.objects.filter(pk=self.pk).update(cancel_requested=True)
+        return kept
+
+    job = Job.objects.create(
+        team=trained_model_version.project.team,
+        project=trained_model_version.project,
+        model_version=trained_model_version,
+        dataset=dataset,
+        recipe={**PRUNE_DISTILL, "steps": [{"distill": {"epochs": 50, "patience": None}}]},
+        created_by=owner.user,
+    )
+    before = storage_files()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Job, "record_training", cancel_after_first_epoch)
+        run_job(str(job.uuid))
+
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    # Stopped at the first epoch's callback, not after all fifty.
+    assert [p["epoch"] for p in job.training] == [0, 1]
+    assert not Artifact.objects.filter(job=job).exists() and storage_files() == before
+
+
+def test_it_stores_the_zipped_copy_of_a_magnitude_pruned_model(trained_model_version, owner):
+    job = _run_recipe(
+        trained_model_version,
+        None,
+        owner,
+        {**PRUNE_DISTILL, "steps": [{"prune": {"method": "magnitude", "amount": 0.6}}]},
+    )
+    formats = {a.format: a for a in Artifact.objects.filter(job=job)}
+    assert set(formats) == {"onnx", "onnx-zip"}
+    zipped = formats["onnx-zip"]
+    with zipped.file.open("rb") as handle:
+        assert handle.read(2) == b"PK"
+    assert zipped.size_bytes < formats["onnx"].size_bytes

@@ -572,6 +572,16 @@ class Recipe(_Strict):
         # Quantizing an already quantized graph finds nothing to do; refuse the confusion.
         if kinds.count("quantize") > 1:
             raise ValueError("only one quantize step is allowed")
+        magnitude = [
+            i
+            for i, s in enumerate(steps)
+            if isinstance(s, PruneStep) and s.prune.method == "magnitude"
+        ]
+        if magnitude and any(k in ("distill", "finetune") for k in kinds[magnitude[0] + 1 :]):
+            raise ValueError(
+                "distill or finetune after magnitude pruning would train the zeroed weights "
+                "back to non-zero values; put the training step first, or prune by channel"
+            )
         if "quantize" in kinds and any(
             k in TORCH_STEP_KINDS for k in kinds[kinds.index("quantize") :]
         ):

@@ -132,10 +132,16 @@ def honest_notes(
         detail = "; ".join(
             f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms" for b, o, r in slower
         )
+        why = (
+            "For small models the cost of quantizing activations (or converting types) at run "
+            "time can outweigh the faster kernels."
+            if quant is not None
+            else "On a model this fast, fixed per-run overheads dominate the timing, so less "
+            "arithmetic need not show; compare at a larger batch size."
+        )
         notes.append(
             f"The compressed model is slower than the original on this device ({detail}; timed "
-            "interleaved on the same inputs). For small models the cost of quantizing "
-            "activations (or converting types) at run time can outweigh the faster kernels."
+            f"interleaved on the same inputs). {why}"
         )
     if budget is not None:
         if budget.metric == "accuracy_drop" and accuracy is not None:

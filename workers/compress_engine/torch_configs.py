@@ -124,8 +124,9 @@ class PruneConfig(_Strict):
 
     @property
     def needs_data(self) -> bool:
-        return self.importance == "taylor" or (
-            self.method == "channel" and self.iterations > 1 and self.recover_epochs > 0
+        # Magnitude pruning ranks weights by size alone: it never needs data.
+        return self.method == "channel" and (
+            self.importance == "taylor" or (self.iterations > 1 and self.recover_epochs > 0)
         )
 
 

@@ -10,7 +10,9 @@ import shutil
 import socket
 import tempfile
 import threading
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -19,6 +21,11 @@ from django.utils import timezone
 
 from jobrunner.storage_io import fetch_to_scratch, save_atomically
 from jobs.models import Artifact, Job
+from jobs.services import teacher_uuids
+from registry.models import ModelVersion
+
+if TYPE_CHECKING:
+    from compress_engine.report import TrainingPoint
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +106,17 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
 def _execute(job: Job, scratch: Path) -> None:
     from compress_engine import Recipe, compress
 
-    def progress(stage: str, fraction: float) -> None:
-        job.record_progress(stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
+    def check_cancel() -> None:
         if job.is_cancel_requested():
             raise JobCancelled()
+
+    def progress(stage: str, fraction: float) -> None:
+        job.record_progress(stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
+        check_cancel()
+
+    def on_training(point: TrainingPoint) -> None:
+        job.record_training(point.model_dump(mode="json"))
+        check_cancel()
 
     job.record_progress("Fetching the model", 0.0)
     version = job.model_version
@@ -113,13 +127,48 @@ def _execute(job: Job, scratch: Path) -> None:
         data_path = fetch_to_scratch(
             job.dataset.file.storage, job.dataset.file.name, scratch / "data.npz"
         )
+    teachers = _fetch_teachers(job, scratch)
     recipe = Recipe.parse(job.recipe)
     out_dir = scratch / "out"
-    report = compress(model_path, recipe, data=data_path, out_dir=out_dir, progress=progress)
+    report = compress(
+        model_path,
+        recipe,
+        data=data_path,
+        out_dir=out_dir,
+        progress=progress,
+        on_training=on_training,
+        teachers=teachers,
+    )
     job.record_progress("Storing artifacts", _ENGINE_END)
-    if job.is_cancel_requested():
-        raise JobCancelled()
+    check_cancel()
     _store_results(job, report, out_dir)
+
+
+def _fetch_teachers(job: Job, scratch: Path) -> dict[str, Path]:
+    """The model versions the recipe distils from, keyed as the recipe names them.
+
+    create_job checked them; they are looked up again within the job's team, because a
+    version may have been deleted (or the recipe edited in the database) since.
+    """
+    from compress_engine import EngineError
+
+    teachers: dict[str, Path] = {}
+    for i, name in enumerate(teacher_uuids(job.recipe)):
+        try:
+            version_uuid = uuid.UUID(name)
+        except ValueError:
+            raise EngineError(f"distill.teacher {name!r} is not a model version id.") from None
+        version = ModelVersion.objects.filter(project__team=job.team, uuid=version_uuid).first()
+        if version is None:
+            raise EngineError(
+                f"The teacher model version {name} no longer exists in this team; start the job "
+                "again with another teacher."
+            )
+        job.record_progress(f"Fetching the teacher {version}", 0.03)
+        teachers[name] = fetch_to_scratch(
+            version.file.storage, version.file.name, scratch / f"teacher{i}.onnx"
+        )
+    return teachers
 
 
 def _store_results(job: Job, report, out_dir: Path) -> None:

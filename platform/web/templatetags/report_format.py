@@ -23,3 +23,20 @@ def points_change(value: float | None) -> str:
     change = -value
     sign = "+" if change > 0 else "\u2212" if change < 0 else "\u00b1"
     return f"{sign}{abs(change):.2f} pt"
+
+
+@register.filter
+def significant(value: float | None, digits: int = 3) -> str:
+    """Small errors and tolerances keep their digits: 9.5367e-07 -> "9.54e-07", 0.000337 ->
+    "0.000337" (floatformat would show both as 0.000000)."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+@register.filter
+def step_time(seconds: float | None) -> str:
+    """Seconds per training step: 0.00197 -> "1.97 ms", 1.5 -> "1.50 s"."""
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"

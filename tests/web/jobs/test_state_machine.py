@@ -81,3 +81,47 @@ def test_it_reaps_running_jobs_whose_heartbeat_stopped(job, model_version, owner
     fresh.refresh_from_db()
     assert job.status == "failed" and "Worker lost" in job.error
     assert fresh.status == "running"
+
+
+def _point(epoch: int, step: int = 1) -> dict:
+    from compress_engine.report import TrainingPoint
+
+    return TrainingPoint(
+        step=step,
+        kind="distill",
+        epoch=epoch,
+        optimizer_steps=6 * epoch,
+        train_loss=None if epoch == 0 else 1.0 / epoch,
+        val_metric=50.0 + epoch,
+        metric="accuracy",
+        lr=1e-3,
+        elapsed_s=0.5 * epoch,
+        eta_s=None,
+    ).model_dump(mode="json")
+
+
+def test_it_records_training_points_only_while_running(job):
+    assert not job.record_training(_point(0))
+    job.refresh_from_db()
+    assert job.training == []
+
+    job.claim(worker="w1")
+    assert job.record_training(_point(0)) and job.record_training(_point(1))
+    assert not job.record_training(_point(1))  # a repeated call keeps one copy
+    job.refresh_from_db()
+    assert [p["epoch"] for p in job.training] == [0, 1] and job.heartbeat_at
+
+    job.succeed({"ok": True})
+    assert not job.record_training(_point(2))
+    job.refresh_from_db()
+    assert [p["epoch"] for p in job.training] == [0, 1]
+
+
+def test_it_keeps_only_the_newest_training_points(job, monkeypatch):
+    assert Job.MAX_TRAINING_POINTS == 2000
+    monkeypatch.setattr(Job, "MAX_TRAINING_POINTS", 5)
+    job.claim(worker="w1")
+    for epoch in range(8):
+        job.record_training(_point(epoch))
+    job.refresh_from_db()
+    assert [p["epoch"] for p in job.training] == [3, 4, 5, 6, 7]

@@ -72,6 +72,7 @@ class Prune(Pass[PruneConfig]):
             amount, target = pruning.channel_prune(module, cfg, plan)
             layers = pruning.layer_changes(before, pruning.channel_counts(module), model.node_names)
             macs1, params1 = pruning.count(module, example)
+            notes += _rounding_note(layers, ignored, amount, cfg.round_to)
         ctx.progress(0.8)
         export_onnx(model, out_path)
         if cfg.method == "magnitude":
@@ -107,6 +108,21 @@ class Prune(Pass[PruneConfig]):
         )
 
 
+def _rounding_note(layers, ignored, amount, round_to):  # type: ignore[no-untyped-def]
+    """Say so when round_to made the channels removed differ much from the amount asked."""
+    pruned = [layer for layer in layers if layer.name not in ignored]
+    before = sum(layer.before for layer in pruned)
+    if not round_to or not before:
+        return []
+    removed = 1 - sum(layer.after for layer in pruned) / before
+    if abs(removed - amount) < 0.05:
+        return []
+    return [
+        f"With round_to {round_to}, {removed:.0%} of the prunable layers' channels were removed "
+        f"(asked: {amount:.0%}): channel counts are rounded to multiples of {round_to}."
+    ]
+
+
 def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
     """Loss whose gradients score channels: cross-entropy with labels, else output energy."""
 
@@ -118,7 +134,8 @@ def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
 
         n = min(256, split.train_samples)
         xs = [torch.from_numpy(a[:n]) for a in split.train]
-        module.train()
+        # Eval mode: gradients flow all the same, and BatchNorm statistics stay untouched.
+        module.eval()
         out = as_outputs(module(*xs))[0].float()
         if split.train_labels is not None:
             labels = torch.from_numpy(split.train_labels[:n])

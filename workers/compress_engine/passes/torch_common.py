@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress_engine.errors import EngineError
+from compress_engine.inspect import TensorInfo
 from compress_engine.passes.base import PassContext
 from compress_engine.report import TorchRoundTrip
 
@@ -55,16 +56,33 @@ def teacher_for(model_path: Path, ctx: PassContext, name: str, fallback: Path | 
     if path is None:
         raise EngineError("No teacher model is available for distillation.")
     teacher = load_torch(path)
-    check_round_trip(teacher, path)
-    if teacher.input_names != load_input_names(model_path):
+    student = _inputs(model_path)
+    if not _same_inputs(_inputs(path), student):
         raise EngineError(
-            f"The teacher's inputs {teacher.input_names} differ from the student's "
-            f"{load_input_names(model_path)}; distillation feeds both the same samples."
+            f"The teacher's inputs ({_show(_inputs(path))}) differ from the student's "
+            f"({_show(student)}); distillation feeds both the same samples."
         )
+    check_round_trip(teacher, path)
     return teacher.module
 
 
-def load_input_names(path: Path) -> list[str]:
+def _inputs(path: Path) -> list[TensorInfo]:
     from compress_engine.inspect import inspect_onnx
 
-    return [t.name for t in inspect_onnx(path).inputs]
+    return inspect_onnx(path).inputs
+
+
+def _same_inputs(a: list[TensorInfo], b: list[TensorInfo]) -> bool:
+    # Same names, types and ranks; fixed dims equal wherever both are fixed.
+    if [(t.name, t.dtype, len(t.shape)) for t in a] != [(t.name, t.dtype, len(t.shape)) for t in b]:
+        return False
+    return all(
+        x == y
+        for ta, tb in zip(a, b, strict=True)
+        for x, y in zip(ta.shape, tb.shape, strict=True)
+        if isinstance(x, int) and isinstance(y, int)
+    )
+
+
+def _show(inputs: list[TensorInfo]) -> str:
+    return ", ".join(f"{t.name} {t.dtype} {t.shape}" for t in inputs)

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+_NOTHING_TO_PRUNE = (
+    "Channel pruning found no layer it may remove channels from: it works on Conv and "
+    "Gemm (fully connected) layers, and the layers producing the outputs, and any in "
+    "prune.ignore, stay whole. MatMul layers with constant weights are not supported yet; "
+    "method magnitude or quantization still apply."
+)
 # Binary-search steps over the amount when a MACs/parameter target is given.
 SEARCH_STEPS = 10
 MAX_AMOUNT = 0.95
@@ -152,6 +158,8 @@ def _prune(
         return
     layers = prunable_layers(module)
     ignored = [layers[n] for n in resolve_ignored(module, cfg, plan.names)]
+    if len(ignored) == len(layers):
+        raise EngineError(_NOTHING_TO_PRUNE)
     torch.manual_seed(cfg.seed)
     try:
         pruner = tp.pruner.MetaPruner(
@@ -270,10 +278,17 @@ def resolve_ignored_user_only(
 ) -> list[str]:
     # Magnitude pruning keeps shapes, so output layers may be sparsified too.
     by_onnx = {onnx: mod for mod, onnx in names.items()}
-    out = []
+    out, unknown = [], []
     for name in cfg.ignore:
         mod = name if name in layers else by_onnx.get(name)
-        if mod is None:
-            raise EngineError(f"prune.ignore names {name!r}, which is not a layer of this model.")
-        out.append(mod)
+        if mod is None or mod not in layers:
+            unknown.append(name)
+        else:
+            out.append(mod)
+    if unknown:
+        shown = ", ".join(names.get(m, m) for m in list(layers)[:12])
+        raise EngineError(
+            f"prune.ignore names {', '.join(map(repr, unknown))}, which are not prunable layers "
+            f"of this model; its Conv/Gemm layers are: {shown}"
+        )
     return out

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 Kind = Literal["distill", "finetune", "recover"]
 EVAL_BATCH = 256
 PROGRESS_EVERY_S = 0.5
+# A tie on the validation metric counts as better only if the loss fell by this fraction.
+LOSS_MIN_DELTA = 1e-3
 
 
 @dataclass
@@ -192,7 +194,7 @@ class Trainer:
             self._emit(history[-1])
             # Ties on the metric (a small validation set saturates at 100%) go to the lower
             # validation loss, so training past the first perfect epoch still counts.
-            if metric > best or (metric == best and val_loss < best_loss):
+            if metric > best or (metric == best and val_loss < best_loss * (1 - LOSS_MIN_DELTA)):
                 best, best_loss, best_epoch, stale = metric, val_loss, epoch, 0
                 best_state = copy.deepcopy(self.student.state_dict())
             else:

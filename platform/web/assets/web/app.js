@@ -31,13 +31,11 @@
     bar.value = Math.round((event.detail.loaded / event.detail.total) * 100);
   });
 
-  // Results chart: compressed as % of original (drawn after every htmx swap too).
-  function drawChart() {
-    var canvas = document.getElementById("comparison-chart");
+  // Results chart: compressed as % of original.
+  function drawComparison(canvas) {
     var source = document.getElementById("comparison-data");
-    if (!canvas || !source || !window.Chart || canvas.dataset.drawn) return;
+    if (!source) return;
     var data = JSON.parse(source.textContent);
-    canvas.dataset.drawn = "1";
     new window.Chart(canvas, {
       type: "bar",
       data: {
@@ -52,6 +50,53 @@
         plugins: { legend: { display: false } } },
     });
   }
-  document.addEventListener("DOMContentLoaded", drawChart);
-  document.addEventListener("htmx:afterSettle", drawChart);
+
+  // Training curves (distill/finetune): loss on the left axis, validation metric on the right.
+  // The canvas names the json_script that holds its data (jobs.presenters.training_chart).
+  function drawTraining(canvas) {
+    var source = document.getElementById(canvas.dataset.trainingChart);
+    if (!source) return;
+    var data = JSON.parse(source.textContent);
+    var best = data.labels.indexOf(data.best_epoch);
+    new window.Chart(canvas, {
+      type: "line",
+      data: {
+        labels: data.labels,
+        datasets: [
+          { label: "Training loss", data: data.loss, yAxisID: "loss", borderColor: "#1565c0",
+            backgroundColor: "#1565c0", spanGaps: true, tension: 0.2 },
+          { label: data.metric_label, data: data.metric, yAxisID: "metric", borderColor: "#2e7d32",
+            backgroundColor: "#2e7d32", tension: 0.2,
+            // The kept epoch is drawn larger.
+            pointRadius: data.metric.map(function (_, i) { return i === best ? 6 : 3; }) },
+        ],
+      },
+      options: { animation: false, interaction: { mode: "index", intersect: false },
+        scales: {
+          x: { title: { display: true, text: "Epoch (0 = before training)" } },
+          loss: { position: "left", title: { display: true, text: "Training loss" } },
+          metric: { position: "right", grid: { drawOnChartArea: false },
+            title: { display: true, text: data.metric_label } },
+        } },
+    });
+  }
+
+  // Draws every chart not drawn yet. The job status region is replaced every 2 s by htmx, so
+  // this runs after each swap; charts whose canvas left the page are destroyed first, or
+  // Chart.js would keep them (and their data) alive for as long as the page is open.
+  function drawCharts() {
+    if (!window.Chart) return;
+    Object.values(window.Chart.instances).forEach(function (chart) {
+      if (!chart.canvas.isConnected) chart.destroy();
+    });
+    document.querySelectorAll("#comparison-chart, canvas[data-training-chart]").forEach(function (canvas) {
+      if (canvas.dataset.drawn) return;
+      canvas.dataset.drawn = "1";
+      if (canvas.id === "comparison-chart") drawComparison(canvas);
+      else drawTraining(canvas);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", drawCharts);
+  document.addEventListener("htmx:load", drawCharts);
+  document.addEventListener("htmx:afterSwap", drawCharts);
 })();
