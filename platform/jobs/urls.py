@@ -11,5 +11,6 @@ urlpatterns = [
     path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
     path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),
     path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),
+    path("<uuid:job_uuid>/bundle.zip", views.bundle_download, name="jobs-bundle"),
     path("artifacts/<uuid:artifact_uuid>/", views.artifact_download, name="jobs-artifact"),
 ]

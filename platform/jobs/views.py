@@ -5,13 +5,14 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts.access import require_write
 from jobs.access import get_artifact_for_user, get_job_for_user
+from jobs.bundles import bundle_name, stream_bundle
 from jobs.models import Job
 from jobs.presenters import (
     chart_data,
@@ -130,6 +131,19 @@ def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> FileResponse
     artifact = get_artifact_for_user(request.user, artifact_uuid)
     # FileResponse streams the file in blocks; it is never read whole into memory.
     return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.name)
+
+
+@login_required
+@require_GET
+def bundle_download(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    job = get_job_for_user(request.user, job_uuid)
+    if job.status != Job.Status.SUCCEEDED or not job.report:
+        return HttpResponse(
+            "Only a finished job has a bundle.", status=404, content_type="text/plain"
+        )
+    response = StreamingHttpResponse(stream_bundle(job), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{bundle_name(job)}"'
+    return response
 
 
 @login_required

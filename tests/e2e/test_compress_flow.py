@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,22 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     session = ort.InferenceSession(str(downloaded), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": np.random.rand(3, 1, 8, 8).astype(np.float32)})
     assert logits.shape == (3, 10)
+
+    # The deployment bundle: unpacked, its example runs the bundled model as shipped.
+    with page.expect_download() as bundle_info:
+        page.get_by_test_id("bundle-link").click()
+    bundle = tmp_path / bundle_info.value.suggested_filename
+    bundle_info.value.save_as(bundle)
+    unpacked = tmp_path / "bundle"
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(unpacked)
+    assert (unpacked / "models" / downloaded.name).read_bytes() == downloaded.read_bytes()
+    assert "| File size |" in (unpacked / "REPORT.md").read_text()
+    run = subprocess.run(
+        [sys.executable, "examples/run_onnx.py"], cwd=unpacked, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "logits: shape [1, 10]" in run.stdout
 
 
 def _project_with_dataset_and_model(page, live_server, user, project, data, model) -> None:

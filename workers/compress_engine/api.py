@@ -420,6 +420,8 @@ def _run(
         accuracy=accuracy,
         data=None if data is None else data.summary(ev.seed),
         input_shapes=shapes,
+        inputs=info.inputs,
+        outputs=info.outputs,
         device=describe_device(original.latency.provider),
         versions=_versions(),
         notes=notes,

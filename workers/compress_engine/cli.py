@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from compress_engine.configs import Recipe, default_recipe
 from compress_engine.errors import EngineError
+from compress_engine.formatting import human_bytes as _bytes
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
 from compress_engine.passes import list_passes
 from compress_engine.presets import PRESETS, get_preset
@@ -93,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="a model a distill step may name as its teacher (repeatable); `original` is built in",
     )
+    p.add_argument(
+        "--bundle",
+        action="store_true",
+        help="also write bundle.zip: artifacts, report, REPORT.md, preprocessing, an example",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_compress)
 
@@ -174,6 +180,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             progress.close()
     print(format_report(report))
     files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
+    if args.bundle:
+        from compress_engine.bundle import write_bundle
+
+        with (out / "bundle.zip").open("wb") as target:
+            files_in = [(a.name, lambda p=out / a.name: p.open("rb")) for a in report.artifacts]
+            write_bundle(target, report, files_in)
+        files.append("bundle.zip")
     print(f"\nwritten to {out}/: {', '.join(files)}")
     return 0
 
@@ -420,14 +433,6 @@ def format_report(report: Report) -> str:
         )
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 def _x(ratio: float | None) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from compress_engine._version import ENGINE_VERSION
+from compress_engine.inspect import TensorInfo
 
 
 class Latency(BaseModel):
@@ -381,6 +382,12 @@ class Report(BaseModel):
         default=None, description="The dataset used and its split, if one was given."
     )
     input_shapes: dict[str, list[int]] = Field(description="Concrete input shapes measured with.")
+    inputs: list[TensorInfo] = Field(
+        default_factory=list, description="The model's inputs: names, dtypes, declared shapes."
+    )
+    outputs: list[TensorInfo] = Field(
+        default_factory=list, description="The model's outputs: names, dtypes, declared shapes."
+    )
     device: str = Field(description="Hardware the measurements ran on.")
     versions: dict[str, str] = Field(description="Library versions.")
     notes: list[str] = Field(default_factory=list, description="Things the user should know.")

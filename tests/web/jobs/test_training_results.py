@@ -169,6 +169,34 @@ def test_it_offers_the_zipped_copy_of_a_magnitude_pruned_model(
     assert b"".join(response.streaming_content)[:2] == b"PK"  # a zip archive
 
 
+def test_it_streams_the_deployment_bundle_to_the_team_only(
+    client, owner, viewer, outsider, trained_model_version, tmp_path
+):
+    import io
+    import zipfile
+
+    recipe = {"version": 1, "steps": [{"prune": {"amount": 0.5}}], "evaluate": EVALUATE}
+    report, _ = _compress(trained_model_version, None, recipe, tmp_path / "out")
+    job = _job(trained_model_version, owner, recipe)
+    url = reverse("jobs-bundle", args=[job.uuid])
+    client.force_login(owner.user)
+    assert client.get(url).status_code == 404  # running: no bundle yet
+    _finish(job, report, tmp_path / "out")
+
+    page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
+    assert url in page
+    response = client.get(url)
+    assert response.status_code == 200 and response.streaming
+    assert f"modelpress-{trained_model_version.name}-v1-" in response["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as zf:
+        assert "models/model.pruned.onnx" in zf.namelist()
+        assert "## Pruning" in zf.read("REPORT.md").decode()
+    client.force_login(viewer.user)
+    assert client.get(url).status_code == 200
+    client.force_login(outsider.user)
+    assert client.get(url).status_code == 404
+
+
 def test_it_shows_the_live_training_curve_while_the_job_runs(
     client, owner, trained_model_version, dataset, pattern_npz, tmp_path
 ):
