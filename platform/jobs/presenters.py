@@ -34,26 +34,19 @@ def comparison_rows(report: Any) -> list[ComparisonRow]:
             _ratio_text(original.size_bytes, result.size_bytes),
             _direction(result.size_bytes, original.size_bytes),
         ),
-        ComparisonRow(
-            "Parameters",
-            f"{original.parameters:,}",
-            f"{result.parameters:,}",
-            _ratio_text(original.parameters, result.parameters),
-            _direction(result.parameters, original.parameters),
-        ),
+        _count_row("Parameters", original.parameters, result.parameters),
     ]
     rows += _latency_rows(original, result)
     if original.macs and result.macs:
-        rows.append(
-            ComparisonRow(
-                "MACs (batch 1)",
-                f"{original.macs:,}",
-                f"{result.macs:,}",
-                _ratio_text(original.macs, result.macs),
-                _direction(result.macs, original.macs),
-            )
-        )
+        rows.append(_count_row("MACs (batch 1)", original.macs, result.macs))
     return rows
+
+
+def _count_row(label: str, before: int, after: int) -> ComparisonRow:
+    """A row for a count (parameters, MACs): thousands separators, ratio, direction."""
+    return ComparisonRow(
+        label, f"{before:,}", f"{after:,}", _ratio_text(before, after), _direction(after, before)
+    )
 
 
 # Changes smaller than this (e.g. a few quantization scales added to the parameter count,
@@ -286,20 +279,12 @@ def pruning_section(report: Any) -> PruningSection | None:
         return None
     unit = "weights" if pruning.method == "magnitude" else "channels"
     rows = [
-        ComparisonRow(
+        _count_row(
             "Parameters" if pruning.method == "channel" else "Non-zero parameters",
-            f"{pruning.parameters_before:,}",
-            f"{pruning.parameters_after:,}",
-            _ratio_text(pruning.parameters_before, pruning.parameters_after),
-            _direction(pruning.parameters_after, pruning.parameters_before),
+            pruning.parameters_before,
+            pruning.parameters_after,
         ),
-        ComparisonRow(
-            "MACs (one sample)",
-            f"{pruning.macs_before:,}",
-            f"{pruning.macs_after:,}",
-            _ratio_text(pruning.macs_before, pruning.macs_after),
-            _direction(pruning.macs_after, pruning.macs_before),
-        ),
+        _count_row("MACs (one sample)", pruning.macs_before, pruning.macs_after),
     ]
     ignored = set(pruning.ignored)
     layers = [
