@@ -75,20 +75,13 @@ class ModelVersion(models.Model):
 
     def takes_same_inputs(self, other: ModelVersion) -> bool:
         """Whether both models can be fed the same samples (e.g. a distillation teacher):
-        the same input names, ranks and dtypes, and equal dims wherever both are fixed."""
+        the engine's rule (compress_engine.inspect.same_inputs) on the recorded inputs."""
+        from compress_engine.inspect import TensorInfo, same_inputs
 
-        def dims_agree(a: list, b: list) -> bool:
-            return len(a) == len(b) and all(
-                x == y or not isinstance(x, int) or not isinstance(y, int)
-                for x, y in zip(a, b, strict=True)
-            )
+        def infos(version: ModelVersion) -> list[TensorInfo]:
+            return [TensorInfo.model_validate(t) for t in version.inputs]
 
-        if [t["name"] for t in self.inputs] != [t["name"] for t in other.inputs]:
-            return False
-        return all(
-            a.get("dtype") == b.get("dtype") and dims_agree(a.get("shape", []), b.get("shape", []))
-            for a, b in zip(self.inputs, other.inputs, strict=True)
-        )
+        return same_inputs(infos(self), infos(other))
 
 
 def _dataset_upload_to(instance: Dataset, filename: str) -> str:

@@ -5,6 +5,7 @@ Runs at upload time in the web app, so it imports no onnxruntime and never unpic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,19 @@ class ModelInfo(BaseModel):
     nodes: int = Field(description="Node count, subgraphs included.")
     op_types: dict[str, int] = Field(description="Node count per op type.")
     size_bytes: int = Field(default=0, description="File size in bytes.")
+
+
+def same_inputs(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> bool:
+    """Whether two models can be fed the same samples (e.g. a distillation teacher): the same
+    input names, dtypes and ranks, and equal dims wherever both are fixed."""
+    if [(t.name, t.dtype, len(t.shape)) for t in a] != [(t.name, t.dtype, len(t.shape)) for t in b]:
+        return False
+    return all(
+        x == y
+        for ta, tb in zip(a, b, strict=True)
+        for x, y in zip(ta.shape, tb.shape, strict=True)
+        if isinstance(x, int) and isinstance(y, int)
+    )
 
 
 def inspect_onnx(path: Path, max_bytes: int | None = None) -> ModelInfo:

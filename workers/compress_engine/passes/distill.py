@@ -21,7 +21,7 @@ def _train(
     model, check = load_checked(model_path, ctx.seed)
     split = training_split(ctx, model, cfg.validation_fraction, cfg.seed)
     teacher_name = cfg.teacher if isinstance(cfg, DistillConfig) else None
-    teacher = teacher_for(model_path, ctx, teacher_name) if teacher_name else None
+    teacher = teacher_for(model.info.inputs, ctx, teacher_name) if teacher_name else None
     trainer = Trainer(
         student=model.module,
         teacher=teacher,

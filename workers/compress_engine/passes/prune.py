@@ -59,11 +59,12 @@ class Prune(Pass[PruneConfig]):
         else:
             plan = pruning.ChannelPlan(example=example, names=model.node_names)
             ctx.progress(0.1)
-            if cfg.importance == "taylor" or cfg.needs_data:
-                split = training_split(ctx, model, 0.1, cfg.seed)
+            # One split serves both uses of data: taylor scoring and recovery.
+            split = training_split(ctx, model, 0.1, cfg.seed) if cfg.needs_data else None
+            if cfg.importance == "taylor":
                 plan.loss_fn = _taylor_loss(split, model)
             if cfg.iterations > 1 and cfg.recover_epochs > 0:
-                plan.recover = _recoverer(ctx, model, model_path, cfg)
+                plan.recover = _recoverer(ctx, model, split, cfg)
             before = pruning.channel_counts(module)
             ignored = [
                 model.node_names.get(n, n)
@@ -145,13 +146,12 @@ def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
     return loss_fn
 
 
-def _recoverer(ctx: PassContext, model, model_path: Path, cfg: PruneConfig):  # type: ignore[no-untyped-def]
+def _recoverer(ctx: PassContext, model, split, cfg: PruneConfig):  # type: ignore[no-untyped-def]
     """Between iterative pruning steps: distil from the unpruned model for a few epochs."""
     from compress_engine.torch_side.device import pick_device
     from compress_engine.torch_side.training import Trainer
 
-    split = training_split(ctx, model, 0.1, cfg.seed)
-    teacher = teacher_for(model_path, ctx, "original", fallback=model_path)
+    teacher = teacher_for(model.info.inputs, ctx, "original")
 
     def recover(module, i: int) -> None:  # type: ignore[no-untyped-def]
         Trainer(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress_engine.errors import EngineError
-from compress_engine.inspect import TensorInfo
+from compress_engine.inspect import TensorInfo, same_inputs
 from compress_engine.passes.base import PassContext
 from compress_engine.report import TorchRoundTrip
 
@@ -40,12 +40,12 @@ def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: i
     return split_data(ctx.data, model.input_names, fraction, seed)
 
 
-def teacher_for(model_path: Path, ctx: PassContext, name: str, fallback: Path | None = None) -> Any:
+def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -> Any:
     """The teacher's torch module: the original model, or a named one given to the run."""
     from compress_engine.torch_side.convert import check_round_trip, load_torch
 
     if name == "original":
-        path = ctx.original_model or fallback
+        path = ctx.original_model
     else:
         path = ctx.teachers.get(name)
         if path is None:
@@ -56,32 +56,13 @@ def teacher_for(model_path: Path, ctx: PassContext, name: str, fallback: Path | 
     if path is None:
         raise EngineError("No teacher model is available for distillation.")
     teacher = load_torch(path)
-    student = _inputs(model_path)
-    if not _same_inputs(_inputs(path), student):
+    if not same_inputs(teacher.info.inputs, student_inputs):
         raise EngineError(
-            f"The teacher's inputs ({_show(_inputs(path))}) differ from the student's "
-            f"({_show(student)}); distillation feeds both the same samples."
+            f"The teacher's inputs ({_show(teacher.info.inputs)}) differ from the student's "
+            f"({_show(student_inputs)}); distillation feeds both the same samples."
         )
     check_round_trip(teacher, path)
     return teacher.module
-
-
-def _inputs(path: Path) -> list[TensorInfo]:
-    from compress_engine.inspect import inspect_onnx
-
-    return inspect_onnx(path).inputs
-
-
-def _same_inputs(a: list[TensorInfo], b: list[TensorInfo]) -> bool:
-    # Same names, types and ranks; fixed dims equal wherever both are fixed.
-    if [(t.name, t.dtype, len(t.shape)) for t in a] != [(t.name, t.dtype, len(t.shape)) for t in b]:
-        return False
-    return all(
-        x == y
-        for ta, tb in zip(a, b, strict=True)
-        for x, y in zip(ta.shape, tb.shape, strict=True)
-        if isinstance(x, int) and isinstance(y, int)
-    )
 
 
 def _show(inputs: list[TensorInfo]) -> str:

@@ -79,23 +79,30 @@ def output_layers(module: nn.Module) -> list[str]:
 
 def resolve_ignored(module: nn.Module, cfg: PruneConfig, names: dict[str, str]) -> list[str]:
     """Module names left whole: the output layers and the ones the user named."""
-    layers = prunable_layers(module)
+    user = user_ignored(cfg, prunable_layers(module), names)
+    return list(dict.fromkeys([*output_layers(module), *user]))
+
+
+def user_ignored(
+    cfg: PruneConfig, layers: dict[str, nn.Module], names: dict[str, str]
+) -> list[str]:
+    """Module names of the layers in prune.ignore (torch or ONNX node names); EngineError
+    naming the prunable layers if one is not among them."""
     by_onnx = {onnx: mod for mod, onnx in names.items()}
-    ignored = list(output_layers(module))
-    unknown = []
+    found, unknown = [], []
     for name in cfg.ignore:
         mod = name if name in layers else by_onnx.get(name) or by_onnx.get("/" + name.lstrip("/"))
         if mod is None or mod not in layers:
             unknown.append(name)
-        elif mod not in ignored:
-            ignored.append(mod)
+        else:
+            found.append(mod)
     if unknown:
         shown = ", ".join(names.get(m, m) for m in list(layers)[:12])
         raise EngineError(
             f"prune.ignore names {', '.join(map(repr, unknown))}, which are not prunable layers "
-            f"of this model; its Conv/Gemm/MatMul layers are: {shown}"
+            f"of this model; its Conv/Gemm layers are: {shown}"
         )
-    return ignored
+    return found
 
 
 def count(module: nn.Module, example: tuple) -> tuple[int, int]:
@@ -249,7 +256,8 @@ def magnitude_prune(
     from torch.nn.utils import prune
 
     layers = prunable_layers(module)
-    ignored = set(resolve_ignored_user_only(cfg, layers, names))
+    # Magnitude pruning keeps shapes, so output layers may be sparsified too.
+    ignored = set(user_ignored(cfg, layers, names))
     targets = [(m, "weight") for n, m in layers.items() if n not in ignored]
     if not targets:
         raise EngineError("prune: this model has no Conv or Gemm/MatMul weights to prune.")
@@ -271,24 +279,3 @@ def magnitude_prune(
             )
             for n, m in layers.items()
         ]
-
-
-def resolve_ignored_user_only(
-    cfg: PruneConfig, layers: dict[str, nn.Module], names: dict[str, str]
-) -> list[str]:
-    # Magnitude pruning keeps shapes, so output layers may be sparsified too.
-    by_onnx = {onnx: mod for mod, onnx in names.items()}
-    out, unknown = [], []
-    for name in cfg.ignore:
-        mod = name if name in layers else by_onnx.get(name)
-        if mod is None or mod not in layers:
-            unknown.append(name)
-        else:
-            out.append(mod)
-    if unknown:
-        shown = ", ".join(names.get(m, m) for m in list(layers)[:12])
-        raise EngineError(
-            f"prune.ignore names {', '.join(map(repr, unknown))}, which are not prunable layers "
-            f"of this model; its Conv/Gemm layers are: {shown}"
-        )
-    return out
