@@ -7,6 +7,9 @@ PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 # Exact pins, installed first: these builds lie on the machines' local wheel store, and a
 # looser pin makes pip fetch other multi-GB builds.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The TFLite converter (onnx2tf + TensorFlow) pins numpy/onnx/onnxruntime versions of its own,
+# so it gets its own environment; the engine runs it as a subprocess.
+TFLITE_VENV ?= .venv-tflite
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test lint format bench worker web install install-dev assets migrate browser clean
@@ -17,7 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e . 2> >(grep -v "is ignored" >&2)
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+$(TFLITE_VENV)/.installed: requirements/tflite.txt
+	test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/pip -q --disable-pip-version-check install -r requirements/tflite.txt \
+	  2> >(grep -v "is ignored" >&2)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed $(TFLITE_VENV)/.installed pyproject.toml
 	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored" >&2)
 	touch $@
 
@@ -25,11 +34,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(TFLITE_VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 assets: node_modules/.installed
 
-migrate: install
+migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 
 run: install assets migrate

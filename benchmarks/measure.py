@@ -25,6 +25,29 @@ def session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     return create_session(path, providers=["CPUExecutionProvider"], threads=threads)
 
 
+def litert_session(
+    path: Path, original: onnxruntime.InferenceSession, threads: int
+) -> onnxruntime.InferenceSession:
+    """A .tflite file in the LiteRT interpreter, fed and read in the original's ONNX layout
+    (the engine's report beside it says which inputs the file takes channel-last)."""
+    import json
+
+    from compress_engine.export.litert import LiteRTSession
+
+    report = json.loads((path.parent / "report.json").read_text(encoding="utf-8"))
+    (info,) = [a for a in report["artifacts"] if a["name"] == path.name]
+    return LiteRTSession(  # type: ignore[return-value]
+        path,
+        input_names=[i.name for i in original.get_inputs()],
+        onnx_outputs={
+            o.name: [d if isinstance(d, int) else None for d in o.shape]
+            for o in original.get_outputs()
+        },
+        layouts=info.get("layouts", {}),
+        threads=threads,
+    )
+
+
 def interleaved_latency(
     original: onnxruntime.InferenceSession,
     variant: onnxruntime.InferenceSession,
@@ -95,6 +118,7 @@ def fidelity(
     finite = bool(np.isfinite(candidate).all())
     cos = cosine_per_sample(reference, candidate) if finite else None
     out: dict[str, Any] = {
+        "max_abs_error": float(np.abs(reference - candidate).max()) if finite else None,
         "accuracy": None,
         "fidelity_cosine": None if cos is None else float(cos.mean()),
         "fidelity_cosine_min": None if cos is None else float(cos.min()),

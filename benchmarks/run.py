@@ -34,7 +34,7 @@ RESULTS = ROOT / "results"
 ROW_KEYS = (
     "model", "variant", "size_bytes", "size_ratio", "accuracy", "accuracy_drop",
     "fidelity_cosine", "fidelity_cosine_min", "top1_agreement", "nn_agreement", "latency",
-    "macs_ratio", "params_ratio", "training", "wall_s",
+    "macs_ratio", "params_ratio", "training", "wall_s", "max_abs_error",
 )  # fmt: skip
 
 
@@ -69,6 +69,11 @@ TARGETS = [
     ("digits-cnn", "prune50-distill", "latency.32.ratio", ">=", 1.6),
     ("digits-cnn", "prune50-distill-int8", "size_ratio", "<=", 0.10),
     ("digits-cnn", "prune50-distill-int8", "accuracy_drop", "<=", 1.5),
+    ("digits-cnn", "tflite-fp32", "max_abs_error", "<=", 1e-4),
+    ("mobilenet-tiny", "tflite-fp32", "max_abs_error", "<=", 1e-4),
+    ("digits-cnn", "tflite-int8", "accuracy_drop", "<=", 1.0),
+    ("digits-cnn", "tflite-int8", "size_ratio", "<=", 0.30),
+    ("mobilenet-tiny", "tflite-int8", "size_ratio", "<=", 0.30),
 ]
 
 
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=sorted(SUITES), default="quick")
     parser.add_argument("--out", type=Path, help="results JSON (default results/<suite>.json)")
     parser.add_argument("--models", help="comma-separated subset of the suite's models")
+    parser.add_argument(
+        "--variants", help="comma-separated subset of the variants (the original always runs)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = parser.parse_args(argv)
     suite = SUITES[args.suite]
@@ -97,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     variants, pending = _variants()
+    if args.variants:
+        wanted = {v.strip() for v in args.variants.split(",")} | {"original"}
+        known = {v.name for v in variants} | {p["variant"] for p in pending}
+        if wanted - known:
+            parser.error(f"unknown variants {sorted(wanted - known)}; known: {sorted(known)}")
+        variants = [v for v in variants if v.name in wanted]
+        pending = [p for p in pending if p["variant"] in wanted]
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     model_info: dict[str, Any] = {}
@@ -208,7 +223,12 @@ def _bench_model(
             notes = _engine_notes(out)
             if notes:
                 engine_notes[f"{name}/{variant.name}"] = notes
-            sess = measure.session(path, threads)
+            tflite = path.suffix == ".tflite"
+            sess = (
+                measure.litert_session(path, original, threads)
+                if tflite
+                else measure.session(path, threads)
+            )
             got = measure.outputs(sess, model.eval_inputs, model.large_batch)
             fid = measure.fidelity(reference, got, model.kind, model.labels)
             latency = {}
@@ -223,7 +243,12 @@ def _bench_model(
                     "ratio": round(measure.p50(o_ms) / measure.p50(v_ms), 3),
                 }
             size = path.stat().st_size
-            static = _static_ratios(measure.static_counts(path, model.eval_inputs), original_static)
+            # A .tflite file has no ONNX graph to count MACs and parameters in.
+            static = (
+                {"macs_ratio": None, "params_ratio": None}
+                if tflite
+                else _static_ratios(measure.static_counts(path, model.eval_inputs), original_static)
+            )
             training = _engine_training(out)
             rows.append(
                 _row(name, variant.name, size, original_size, fid, base, latency, wall, static)
@@ -251,11 +276,25 @@ def _bench_model(
             original_ms[b].append(o_ms)
         pooled = np.concatenate(original_ms[b])
         latency[str(b)] = {"p50_ms": round(measure.p50(pooled), 4), "ratio": 1.0}
+    _tflite_ratios(rows)
     ones = {"macs_ratio": 1.0, "params_ratio": 1.0}
     orig = _row(
         name, "original", original_size, original_size, base, base, latency, model.wall_s, ones
     )
     return [orig, *rows]
+
+
+def _tflite_ratios(rows: list[dict[str, Any]]) -> None:
+    """LiteRT latency of each TFLite row against the TFLite fp32 file's (same runtime)."""
+    fp32 = next((r for r in rows if r["variant"] == "tflite-fp32" and r["latency"]), None)
+    if fp32 is None:
+        return
+    for row in rows:
+        if row["variant"].startswith("tflite-") and row["latency"]:
+            for b, lat in row["latency"].items():
+                base = fp32["latency"].get(b, {}).get("p50_ms")
+                if base and lat["p50_ms"]:
+                    lat["vs_tflite_fp32"] = round(base / lat["p50_ms"], 3)
 
 
 def _engine_notes(out: Path) -> list[str]:
@@ -322,9 +361,16 @@ def _row(
         "params_ratio": static["params_ratio"],
         "training": None,
         "wall_s": round(wall_s, 2),
+        "max_abs_error": None
+        if fid["max_abs_error"] is None
+        else float(f"{fid['max_abs_error']:.3g}"),
     }
     assert tuple(row) == ROW_KEYS
     return row
+
+
+def _significant(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.3g}")  # 5.7e-06 stays 5.7e-06, not 6e-06
 
 
 def _error_row(model: str, variant: str, exc: BaseException) -> dict[str, Any]:

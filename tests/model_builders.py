@@ -421,3 +421,52 @@ def damage_weights(source: Path, path: Path, *, noise: float = 0.5, seed: int = 
     path = Path(path)
     onnx.save(model, str(path))
     return path
+
+
+def write_det_model(path: Path) -> Path:
+    """x [1, 9] -> y [1, 1]: the determinant of x as a 3x3 matrix. ONNX Runtime runs it; TFLite
+    has no builtin for it (onnx2tf maps it to TensorFlow's MatrixDeterminant, a Flex op)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["m"]),
+            helper.make_node("Det", ["m"], ["d"]),
+            helper.make_node("Unsqueeze", ["d", "axis"], ["y"]),
+        ],
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        initializer=[
+            numpy_helper.from_array(np.array([1, 3, 3], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def export_torch_model(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int = 17
+) -> Path:
+    """Any eval-mode module with one input "input" and one output "output", fixed shapes.
+
+    Exported with gradients on: an eval TransformerEncoderLayer under no_grad takes a fused
+    fast path the exporter cannot trace.
+    """
+    import torch
+
+    torch.onnx.export(
+        model.eval(),
+        (example,),
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=opset,
+        dynamo=False,
+    )
+    return path

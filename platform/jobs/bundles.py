@@ -17,11 +17,14 @@ def bundle_name(job: Job) -> str:
 
 
 def stream_bundle(job: Job) -> Iterator[bytes]:
-    """Zip bytes: the job's artifacts under models/, the report, REPORT.md, preprocessing and
-    an inference example (see compress_engine.bundle)."""
+    """Zip bytes: the job's offered artifacts (report.files) under models/, the report,
+    REPORT.md, preprocessing and inference examples (see compress_engine.bundle)."""
     from compress_engine import Report
     from compress_engine.bundle import iter_bundle
 
     report = Report.model_validate(job.report)
-    artifacts = [(a.name, lambda a=a: a.file.open("rb")) for a in job.artifacts.all()]
+    # Only the files the report offers (a failed export has no file), in the report's order.
+    stored = {a.name: a for a in job.artifacts.all()}
+    offered = [stored[info.name] for info in report.files if info.name in stored]
+    artifacts = [(a.name, lambda a=a: a.file.open("rb")) for a in offered]
     return iter_bundle(report, artifacts)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.template.defaultfilters import filesizeformat
+
+from web.templatetags.report_format import significant
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,96 @@ def chart_data(report: Any) -> dict[str, Any]:
             round(100 * after / before, 1) if before else None for _, before, after in pairs
         ],
     }
+
+
+# --- artifacts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    """One file the run produced or tried to produce (a failed export has no download)."""
+
+    name: str
+    format: str
+    precision: str
+    ok: bool
+    status: str  # "ok" | "failed", also the row's data-status
+    failure: str
+    download_uuid: Any  # the stored Artifact's uuid; None = nothing to download
+    size: str
+    notes: list[str]  # what it was made from, input layouts and dtypes that differ from ONNX
+    runtime: str  # e.g. "LiteRT 2.3.0"; "–" when the file was not run (older reports)
+    provider: str
+    cosine: str
+    max_abs_diff: str
+    conversion_error: str
+    latency_p50: str
+    sha256: str
+
+
+def artifact_rows(report: Any, stored: Iterable[Any]) -> list[ArtifactRow]:
+    """Every artifact of the report, failed exports included, in the report's order.
+
+    `stored` are the job's Artifact rows; a row gets a download link only when its report
+    entry is ok and a stored file of that name exists. Reports written before exports could
+    fail carry no status: the pydantic defaults read them as ok, without a check.
+    """
+    by_name = {artifact.name: artifact for artifact in stored}
+    rows = []
+    for info in report.artifacts:
+        check = info.check
+        download = by_name.get(info.name) if info.ok else None
+        rows.append(
+            ArtifactRow(
+                name=info.name,
+                format=info.format,
+                precision=info.precision,
+                ok=info.ok,
+                status=info.status,
+                failure=info.failure or "",
+                download_uuid=download.uuid if download is not None else None,
+                size=filesizeformat(info.size_bytes) if info.ok else "–",
+                notes=_artifact_notes(info) if info.ok else [],
+                runtime=check.runtime if check else "–",
+                provider=check.provider if check else "",
+                cosine=_fixed(check.cosine_similarity if check else None, 6),
+                max_abs_diff=significant(check.max_abs_diff if check else None),
+                conversion_error=significant(check.conversion_max_abs_diff if check else None),
+                latency_p50=f"{check.latency.p50_ms:.3f} ms" if check and check.latency else "–",
+                sha256=info.sha256 if info.ok else "",
+            )
+        )
+    return rows
+
+
+def artifact_check_note(report: Any) -> str:
+    """How the files were checked, from the first file that was run ("" if none was)."""
+    check = next((a.check for a in report.artifacts if a.check is not None), None)
+    if check is None:
+        return ""
+    if check.inputs == "random":
+        inputs = f"{check.samples} seeded random inputs (no dataset)"
+    else:
+        inputs = f"{check.samples} samples of the {check.inputs}"
+    return (
+        f"Each file was run in its own runtime on {inputs} and compared with the original "
+        "model; the conversion error is a converted file against the ONNX model it was "
+        "converted from."
+    )
+
+
+def _artifact_notes(info: Any) -> list[str]:
+    """What the file was made from, and its inputs where they differ from the ONNX model's
+    (e.g. "input: NHWC": TFLite image inputs are channel-last)."""
+    notes = [f"from {info.source}"] if info.source else []
+    for name in dict.fromkeys([*info.layouts, *info.input_dtypes]):
+        parts = [info.layouts.get(name), info.input_dtypes.get(name)]
+        notes.append(f"{name}: {', '.join(p for p in parts if p)}")
+    return notes
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 # --- training (distill / finetune) -------------------------------------------------------

@@ -15,6 +15,8 @@ from jobs.access import get_artifact_for_user, get_job_for_user
 from jobs.bundles import bundle_name, stream_bundle
 from jobs.models import Job
 from jobs.presenters import (
+    artifact_check_note,
+    artifact_rows,
     chart_data,
     comparison_rows,
     live_training,
@@ -87,6 +89,8 @@ def _job_context(job: Job) -> dict:
         context.update(
             report=report,
             rows=comparison_rows(report),
+            artifact_rows=artifact_rows(report, job.artifacts.all()),
+            artifact_check_note=artifact_check_note(report),
             chart_data=chart_data(report),
             training_sections=training_sections(report, _teacher_names(job, report)),
             pruning=pruning_section(report),

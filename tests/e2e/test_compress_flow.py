@@ -136,6 +136,72 @@ def test_it_runs_static_int8_with_an_uploaded_dataset(
     _shot(page, "04-static-results")
 
 
+def test_it_exports_tflite_files_and_runs_both_bundled_examples(
+    live_server, worker, page, tiny_cnn_onnx, pattern_npz, tmp_path
+):
+    import numpy as np
+    from playwright.sync_api import expect
+
+    _project_with_dataset_and_model(
+        page, live_server, "barbara", "Mobile", pattern_npz, tiny_cnn_onnx
+    )
+    # The dataset gives the full-integer TFLite file its representative samples.
+    page.fill(
+        "#job-recipe",
+        "version: 1\n"
+        "steps:\n"
+        "  - quantize: {mode: dynamic-int8}\n"
+        "export: [onnx, tflite]\n"
+        "tflite: {precisions: [fp32, int8], representative_samples: 50}\n"
+        "evaluate: {latency_runs: 3, warmup: 1, batch_sizes: []}\n",
+    )
+    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
+    page.click("text=Start job")
+    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
+
+    rows = page.get_by_test_id("artifact-row")
+    expect(rows).to_have_count(3)
+    expect(page.locator("[data-testid=artifact-row][data-status=ok]")).to_have_count(3)
+    for name in ("model.int8.onnx", "model.fp32.tflite", "model.int8.tflite"):
+        expect(rows.filter(has_text=name).get_by_role("link", name=name)).to_be_visible()
+    tflite = rows.filter(has_text="model.int8.tflite")
+    expect(tflite).to_contain_text("input: NHWC")
+    expect(tflite).to_contain_text("LiteRT")
+    _shot(page, "07-tflite-results")
+
+    with page.expect_download() as bundle_info:
+        page.get_by_test_id("bundle-link").click()
+    bundle = tmp_path / bundle_info.value.suggested_filename
+    bundle_info.value.save_as(bundle)
+    unpacked = tmp_path / "bundle"
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(unpacked)
+    models = unpacked / "models"
+    assert {p.name for p in models.iterdir()} == {
+        "model.int8.onnx", "model.fp32.tflite", "model.int8.tflite",
+    }  # fmt: skip
+
+    # Four samples in the ONNX model's layout (NCHW); the TFLite example transposes them.
+    with np.load(pattern_npz) as data:
+        np.savez(tmp_path / "four.npz", x=data["x"][:4])
+    runs = {
+        "onnx": ["examples/run_onnx.py"],
+        "tflite fp32": ["examples/run_tflite.py", "--model", "models/model.fp32.tflite"],
+        "tflite int8": ["examples/run_tflite.py", "--model", "models/model.int8.tflite"],
+    }
+    for label, args in runs.items():
+        run = subprocess.run(
+            [sys.executable, *args, "--npz", str(tmp_path / "four.npz")],
+            cwd=unpacked,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, (label, run.stderr)
+        assert "logits: shape [4, 10]" in run.stdout, (label, run.stdout)
+        top1 = re.search(r"top-1 per sample: \[([\d, ]+)\]", run.stdout)
+        assert top1 and len(top1.group(1).split(",")) == 4, (label, run.stdout)
+
+
 def test_it_prunes_and_distills_with_a_preset_and_draws_the_training_curve(
     live_server, worker, page, tiny_cnn_onnx, pattern_npz
 ):

@@ -20,6 +20,7 @@ STAGES = [
     "Quantizing (dynamic int8)",
     "Validating result",
     "Measuring compressed model",
+    "Checking artifacts",
     "Writing report",
     "Done",
 ]
@@ -150,6 +151,7 @@ def test_the_report_records_how_it_measured(cnn_run: Run) -> None:
         "Dynamic int8 quantization",
         "Validate result",
         "Measure result",
+        "Export and check",
     ]
     assert any("random inputs" in n for n in r.notes)
     if r.result.latency.p50_ms > 1.05 * r.original.latency.p50_ms:

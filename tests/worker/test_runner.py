@@ -347,3 +347,36 @@ def test_it_stores_the_zipped_copy_of_a_magnitude_pruned_model(trained_model_ver
     with zipped.file.open("rb") as handle:
         assert handle.read(2) == b"PK"
     assert zipped.size_bytes < formats["onnx"].size_bytes
+
+
+def test_it_stores_the_tflite_files_that_passed_and_not_the_failed_export(
+    model_version, owner, fast_recipe
+):
+    from compress_engine import Report
+
+    # Without a dataset the full-integer TFLite file cannot be calibrated: the engine reports
+    # it as failed, and the job still succeeds with the files that were produced and checked.
+    recipe = {
+        **fast_recipe,
+        "export": ["onnx", "tflite"],
+        "tflite": {"precisions": ["fp32", "int8"]},
+        "evaluate": {**fast_recipe["evaluate"], "batch_sizes": []},
+    }
+    before = storage_files()
+    job = _run_recipe(model_version, None, owner, recipe)
+
+    report = Report.model_validate(job.report)
+    by_name = {a.name: a for a in report.artifacts}
+    assert by_name["model.int8.tflite"].status == "failed"
+    assert "dataset" in by_name["model.int8.tflite"].failure
+    assert {a.name for a in report.files} == {"model.int8.onnx", "model.fp32.tflite"}
+
+    stored = {a.name: a for a in Artifact.objects.filter(job=job)}
+    assert set(stored) == {"model.int8.onnx", "model.fp32.tflite"}
+    tflite = stored["model.fp32.tflite"]
+    assert (tflite.format, tflite.precision) == ("tflite", "fp32")
+    assert tflite.sha256 == by_name["model.fp32.tflite"].sha256
+    with tflite.file.open("rb") as handle:
+        assert handle.read(8)[4:8] == b"TFL3"  # the flatbuffer's file identifier
+    new_files = sorted(set(storage_files()) - set(before))
+    assert len(new_files) == 2 and not any(n.endswith("int8.tflite") for n in new_files)

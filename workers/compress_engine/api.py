@@ -18,6 +18,8 @@ from compress_engine.configs import TUNABLE_CONFIGS, AutoConfig, EvaluateConfig,
 from compress_engine.data import Dataset, as_dataset, load_dataset
 from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
+from compress_engine.export.tflite import convert_tflite
+from compress_engine.export.verify import Checked, check_tflite
 from compress_engine.inspect import ModelInfo, inspect_onnx
 from compress_engine.measure.accuracy import AccuracyCounter
 from compress_engine.measure.fidelity import compare_outputs
@@ -37,6 +39,7 @@ from compress_engine.notes import honest_notes
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
     Accuracy,
+    ArtifactCheck,
     ArtifactInfo,
     DataSummary,
     Fidelity,
@@ -64,8 +67,9 @@ _MEASURE_ORIGINAL = 0.0
 _PASSES = 0.35
 _VALIDATE = 0.50
 _MEASURE_RESULT = 0.55
-_FIDELITY = 0.80
-_WRITE = 0.95
+_FIDELITY = 0.75
+_EXPORT = 0.82
+_WRITE = 0.97
 
 # Samples per run when feeding a dataset to a model with a dynamic batch dimension.
 DATA_BATCH = 32
@@ -226,6 +230,8 @@ def _run(
 
     # --- passes ------------------------------------------------------------------------
     current = model
+    # TFLite files are converted from the last float model: TFLite quantizes on its own.
+    float_model = model
     results: list[tuple[str, PassResult]] = []
     sensitivity = search = auto = None
     span = (_VALIDATE - _PASSES) / len(recipe.steps)
@@ -305,6 +311,8 @@ def _run(
         results.append((technique.info.title, res))
         notes.extend(res.notes)
         current = res.model_path
+        if technique.info.step != "quantize":
+            float_model = current
     last_title, last = results[-1]
 
     # --- validation --------------------------------------------------------------------
@@ -351,10 +359,35 @@ def _run(
             original_by_batch[str(b)], result_by_batch[str(b)] = o_lat, r_lat
         original = _measurement(model, original_static, original_by_batch)
         result = _measurement(current, _static_figures(current, macs_shapes), result_by_batch)
-        tracker.stage("Measuring compressed model", _FIDELITY, _WRITE)
+        tracker.stage("Measuring compressed model", _FIDELITY, _EXPORT)
         fidelity, accuracy = _compare(
             original_session, result_session, info, shapes, ev, data, tracker.sub, notes
         )
+
+    # --- export ------------------------------------------------------------------------
+    tracker.stage("Checking artifacts", _EXPORT, _WRITE)
+    with _timed(timings, "Export and check"):
+        onnx_check = _check_onnx(current, result_session, result, fidelity, accuracy)
+        converted: list[Checked] = []
+        if "tflite" in recipe.export:
+            tracker.stage("Converting to TFLite", _EXPORT, _WRITE)
+            converted = _export_tflite(
+                recipe,
+                float_model,
+                model,
+                [title for title, r in results if float_model == r.model_path],
+                work,
+                data,
+                compare=lambda s: _compare(
+                    original_session, s, info, shapes, ev, data, lambda _: None, []
+                ),
+                sessions={model: original_session, current: result_session},
+                providers=providers,
+                threads=threads,
+                info=info,
+                shapes=shapes,
+                progress=tracker.sub,
+            )
 
     # --- report ------------------------------------------------------------------------
     tracker.stage("Writing report", _WRITE, 1.0)
@@ -403,6 +436,10 @@ def _run(
                 precision=last.precision,
                 size_bytes=result.size_bytes,
                 sha256=result.sha256,
+                status="ok" if onnx_check.failure is None else "failed",
+                failure=onnx_check.failure,
+                check=onnx_check.check,
+                opset=onnx_check.opset,
             ),
             *(
                 ArtifactInfo(
@@ -414,6 +451,7 @@ def _run(
                 )
                 for fmt, path, name in extras
             ),
+            *(c.info for c in converted),
         ],
         steps=timings,
         quantization=quant,
@@ -442,6 +480,7 @@ def _run(
     for src, name in (
         (current, artifact_name),
         *((path, name) for _, path, name in extras),
+        *((c.path, c.info.name) for c in converted if c.path is not None),
         (work / RECIPE_NAME, RECIPE_NAME),
     ):
         _place(src, out_dir / name, placed)
@@ -459,6 +498,102 @@ class _Hooks:
 
     on_training: Callable[[TrainingPoint], None] | None
     teachers: dict[str, Path]
+
+
+@dataclass
+class _OnnxCheck:
+    check: ArtifactCheck
+    failure: str | None
+    opset: int | None
+
+
+def _check_onnx(
+    path: Path,
+    session: onnxruntime.InferenceSession,
+    result: ModelMeasurement,
+    fidelity: Fidelity,
+    accuracy: Accuracy | None,
+) -> _OnnxCheck:
+    """The compressed ONNX file: the checker's verdict plus what ONNX Runtime measured."""
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(str(path))
+        failure = None
+    except Exception as exc:  # ValidationError, or a protobuf error on a damaged file
+        failure = f"onnx.checker rejects it: {short_message(exc)}"
+    proto = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    s = fidelity.summary
+    return _OnnxCheck(
+        ArtifactCheck(
+            runtime=f"ONNX Runtime {ort.__version__}",
+            provider=session.get_providers()[0],
+            inputs=fidelity.inputs,
+            samples=fidelity.samples,
+            cosine_similarity=s.cosine_similarity,
+            max_abs_diff=s.max_abs_diff,
+            top1_agreement=s.top1_agreement,
+            accuracy_top1=None if accuracy is None else accuracy.result_top1,
+            latency=result.latency,
+        ),
+        failure,
+        opset,
+    )
+
+
+def _export_tflite(
+    recipe: Recipe,
+    float_model: Path,
+    original: Path,
+    made_by: list[str],
+    work: Path,
+    data: _Data | None,
+    *,
+    compare: Callable[[Any], tuple[Fidelity, Accuracy | None]],
+    sessions: Mapping[Path, onnxruntime.InferenceSession],
+    providers: list[str],
+    threads: int,
+    info: ModelInfo,
+    shapes: Mapping[str, list[int]],
+    progress: Callable[[float], None],
+) -> list[Checked]:
+    """Convert the float model to TFLite in every configured precision and check each file."""
+    ev = recipe.evaluate
+    conversion = convert_tflite(
+        float_model,
+        work / "tflite",
+        recipe.tflite,
+        None if data is None else data.calibration,
+    )
+    progress(0.5)
+    source = sessions.get(float_model) or _session(
+        float_model, providers, threads, "ONNX Runtime cannot load the model to convert"
+    )
+    if data is not None and (batches := data.evaluation_batches()):
+        feeds, inputs = [feed for feed, _ in batches], "evaluation split"
+    else:
+        random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
+        feeds, inputs = list(_feeds(info, random_batches, ev.seed)), "random"
+    source_name = (
+        "the original model" if float_model == original else f"the model after {made_by[-1]}"
+    ) + " (float32)"
+    return check_tflite(
+        conversion,
+        source=source,
+        source_name=source_name,
+        feeds=feeds,
+        inputs=inputs,
+        compare=compare,
+        onnx_outputs={
+            o.name: [d if isinstance(d, int) else None for d in o.shape] for o in info.outputs
+        },
+        threads=threads,
+        warmup=ev.warmup,
+        runs=ev.latency_runs,
+        progress=lambda f: progress(0.5 + 0.5 * f),
+    )
 
 
 def _suffixes(path: Path) -> str:

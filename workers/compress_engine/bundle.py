@@ -1,5 +1,5 @@
-"""The deployment bundle: one .zip with the artifacts, the report, a readable REPORT.md, the
-input preprocessing and a runnable inference example.
+"""The deployment bundle: one .zip with the artifacts, the report, a readable REPORT.md with
+charts, the input preprocessing and runnable inference examples (ONNX Runtime, LiteRT).
 
 Written as a stream (`iter_bundle` yields bytes as it goes), so the web app can serve it
 without building the whole file first, and the CLI can write it to disk.
@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import yaml
 
+from compress_engine.bundle_charts import bundle_charts, charts
+from compress_engine.bundle_examples import RUN_ONNX, RUN_TFLITE
 from compress_engine.formatting import human_bytes as _bytes
-from compress_engine.report import Report
+from compress_engine.report import ArtifactInfo, Report
 
 CHUNK = 1 << 20
 EXAMPLE_ONNX = "examples/run_onnx.py"
+EXAMPLE_TFLITE = "examples/run_tflite.py"
 
 
 def iter_bundle(
     report: Report, artifacts: Sequence[tuple[str, Callable[[], IO[bytes]]]]
 ) -> Iterator[bytes]:
-    """Zip bytes of the bundle. `artifacts`: (name, opener) per artifact file, stored under
-    models/; everything else is generated from the report."""
+    """Zip bytes of the bundle. `artifacts`: (name, opener) per artifact file (the report's
+    `files`), stored under models/; everything else is generated from the report."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, opener in artifacts:
@@ -33,8 +36,8 @@ def iter_bundle(
                 while chunk := src.read(CHUNK):
                     dst.write(chunk)
                     yield from sink.drain()
-        for name, text in bundle_texts(report).items():
-            zf.writestr(name, text)
+        for name, content in {**bundle_texts(report), **bundle_binaries(report)}.items():
+            zf.writestr(name, content)
             yield from sink.drain()
     yield from sink.drain()
 
@@ -45,28 +48,45 @@ def write_bundle(target: IO[bytes], report: Report, artifacts: Sequence[tuple[st
 
 
 def bundle_texts(report: Report) -> dict[str, str]:
-    """The generated members, by path inside the bundle."""
-    return {
+    """The generated text members, by path inside the bundle."""
+    texts = {
         "README.md": _readme(report),
         "REPORT.md": report_markdown(report),
         "report.json": report.model_dump_json(indent=2),
         "recipe.yaml": yaml.safe_dump(report.recipe, sort_keys=False),
         "preprocessing.json": json.dumps(preprocessing(report), indent=2),
-        EXAMPLE_ONNX: _EXAMPLE_ONNX,
     }
+    if main_onnx(report):
+        texts[EXAMPLE_ONNX] = RUN_ONNX
+    if tflite_model(report):
+        texts[EXAMPLE_TFLITE] = RUN_TFLITE
+    return texts
+
+
+def bundle_binaries(report: Report) -> dict[str, bytes]:
+    """The generated binary members (the PNG charts REPORT.md shows), by path in the bundle."""
+    return bundle_charts(report)
 
 
 def main_onnx(report: Report) -> str | None:
-    """Name of the main ONNX artifact (the compressed model)."""
-    return next((a.name for a in report.artifacts if a.format == "onnx"), None)
+    """Name of the main ONNX artifact (the compressed model), if it was produced."""
+    return next((a.name for a in report.files if a.format == "onnx"), None)
+
+
+def tflite_model(report: Report) -> str | None:
+    """Name of the first TFLite file produced (the LiteRT example's default), if any."""
+    return next((a.name for a in report.files if a.format == "tflite"), None)
 
 
 def preprocessing(report: Report) -> dict[str, Any]:
-    """What callers must feed: names, dtypes, shapes measured with, layout, normalisation."""
+    """What callers must feed: names, dtypes, shapes measured with, layout, normalisation, and
+    per file the inputs it takes in another layout or dtype."""
     ev = report.recipe.get("evaluate", {})
     data = report.data
+    onnx, tflite = main_onnx(report), tflite_model(report)
     return {
-        "model": f"models/{main_onnx(report)}",
+        "model": onnx and f"models/{onnx}",
+        "tflite_model": tflite and f"models/{tflite}",
         "inputs": [
             {
                 "name": t.name,
@@ -84,8 +104,19 @@ def preprocessing(report: Report) -> dict[str, Any]:
         "classes": list(data.classes) if data is not None else [],
         "note": (
             "Feed tensors exactly as the dataset given to the job was laid out; for image-folder "
-            "datasets pixels were scaled to [0, 1], then (x - image_mean) / image_std."
+            "datasets pixels were scaled to [0, 1], then (x - image_mean) / image_std. "
+            "`artifacts` lists per file the inputs it takes in another layout (transpose them) "
+            "or dtype (int8: quantize with the file's input scale and zero point)."
         ),
+        "artifacts": {
+            a.name: {
+                "format": a.format,
+                "precision": a.precision,
+                "layouts": a.layouts,
+                "input_dtypes": a.input_dtypes,
+            }
+            for a in report.files
+        },
     }
 
 
@@ -170,18 +201,10 @@ def report_markdown(report: Report) -> str:
         ]
     if report.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
+    lines += ["", *_files_section(report), ""]
+    if plotted := charts(report):
+        lines += ["## Charts", "", *(f"![{c.alt}]({c.path})" for c in plotted), ""]
     lines += [
-        "",
-        "## Files",
-        "",
-        "| file | format | precision | size | sha256 |",
-        "| --- | --- | --- | --- | --- |",
-        *(
-            f"| models/{a.name} | {a.format} | {a.precision} | {_bytes(a.size_bytes)} | "
-            f"`{a.sha256}` |"
-            for a in report.artifacts
-        ),
-        "",
         "## Recipe",
         "",
         "```yaml",
@@ -196,71 +219,148 @@ def report_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _readme(report: Report) -> str:
-    model = main_onnx(report)
-    return f"""# ModelPress deployment bundle
+def _files_section(report: Report) -> list[str]:
+    lines = [
+        "## Files",
+        "",
+        "| file | format | precision | size | status | runtime | cosine vs original "
+        "| max abs diff vs original | conversion max abs diff | latency p50 | sha256 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for a in report.artifacts:
+        c = a.check
+        lat = c.latency if c else None
+        cells = [
+            f"[models/{a.name}](models/{a.name})" if a.ok else a.name,
+            a.format,
+            a.precision,
+            _bytes(a.size_bytes) if a.ok else "-",
+            "ok" if a.ok else f"failed: {_cell(a.failure or 'no reason given')}",
+            c.runtime if c else "-",
+            _opt(c and c.cosine_similarity),
+            _opt(c and c.max_abs_diff),
+            _opt(c and c.conversion_max_abs_diff),
+            f"{lat.p50_ms:.4g} ms (batch {lat.batch_size})" if lat else "-",
+            f"`{a.sha256}`" if a.ok else "-",
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
+    lines += [
+        "",
+        "Each checked file was run in its own runtime and compared with the original on the same "
+        "inputs; conversion max abs diff is a converted file's difference from the ONNX model it "
+        "was converted from. Latencies in different runtimes (ONNX Runtime, LiteRT) are separate "
+        "measurements: compare them within one runtime.",
+    ]
+    sources: dict[str, list[str]] = {}
+    for a in report.artifacts:
+        if a.source:
+            sources.setdefault(a.source, []).append(f"`{a.name}`")
+    if sources:
+        lines += ["", *(f"{', '.join(n)}: converted from {src}." for src, n in sources.items())]
+    if layout := _layout_text(report):
+        lines += ["", f"**Layout.** {layout}"]
+    if int8 := _int8_text(report):
+        lines += ["", f"**int8 inputs.** {int8}"]
+    return lines
 
-- `models/{model}`: the compressed model (ONNX, opset kept from the original).
-- `REPORT.md` / `report.json`: what was done and measured (before/after, fidelity, notes).
-- `preprocessing.json`: input names, dtypes, shapes, layout and normalisation.
-- `{EXAMPLE_ONNX}`: runs the model with ONNX Runtime.
 
-```sh
-pip install onnxruntime numpy
-python {EXAMPLE_ONNX}                 # random inputs of the measured shapes
-python {EXAMPLE_ONNX} --npz data.npz  # arrays named after the inputs (or `x`)
-```
-"""
-
-
-_EXAMPLE_ONNX = '''"""Run the bundled ONNX model with ONNX Runtime.
-
-    python examples/run_onnx.py [--npz data.npz] [--model models/NAME.onnx]
-
-Without --npz, inputs are random values of the shapes and dtypes the report was measured
-with (preprocessing.json). Prints each output's shape and, for 2-D class scores, the top-1
-class per sample.
-"""
-
-import argparse
-import json
-from pathlib import Path
-
-import numpy as np
-import onnxruntime as ort
-
-HERE = Path(__file__).resolve().parent.parent
-
-
-def main() -> None:
-    spec = json.loads((HERE / "preprocessing.json").read_text())
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--npz", type=Path, help="arrays named after the inputs, or x")
-    parser.add_argument("--model", type=Path, default=HERE / spec["model"])
-    args = parser.parse_args()
-
-    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feed = {}
-    arrays = dict(np.load(args.npz, allow_pickle=False)) if args.npz else {}
-    for spec_input in spec["inputs"]:
-        name, dtype = spec_input["name"], np.dtype(spec_input["dtype"])
-        if name in arrays or (len(spec["inputs"]) == 1 and "x" in arrays):
-            feed[name] = arrays.get(name, arrays.get("x")).astype(dtype)
-        elif dtype.kind == "f":
-            feed[name] = rng.standard_normal(spec_input["measured_shape"]).astype(dtype)
+def _layout_text(report: Report) -> str:
+    """How to feed TFLite files that take inputs channel-last, grouped by identical layouts."""
+    tflite = [a for a in report.files if a.format == "tflite"]
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for a in tflite:
+        if a.layouts:
+            groups.setdefault(tuple(sorted(a.layouts.items())), []).append(f"`{a.name}`")
+    parts = []
+    for layouts, names in groups.items():
+        if len(names) == len(tflite) > 1:
+            who = "The TFLite files take"
         else:
-            feed[name] = rng.integers(0, 100, spec_input["measured_shape"]).astype(dtype)
-    outputs = session.run(None, feed)
-    for meta, value in zip(session.get_outputs(), outputs):
-        print(f"{meta.name}: shape {list(value.shape)}")
-        if value.ndim == 2 and value.shape[1] > 1:
-            print(f"  top-1 per sample: {value.argmax(axis=1).tolist()}")
+            who = f"{', '.join(names)} {'take' if len(names) > 1 else 'takes'}"
+        for name, layout in layouts:
+            # NHWC <- NCHW, NDHWC <- NCDHW: the channel axis moves from 1 to last.
+            perm = ", ".join(map(str, (0, *range(2, len(layout)), 1)))
+            parts.append(
+                f"{who} `{name}` as {layout}: transpose {'NC' + layout[1:-1]} arrays with "
+                f"`x.transpose({perm})`."
+            )
+    if parts:
+        parts.append(f"`{EXAMPLE_TFLITE}` does this for you.")
+    return " ".join(parts)
 
 
-if __name__ == "__main__":
-    main()
-'''
+def _int8_text(report: Report) -> str:
+    takes = [
+        f"`{a.name}` takes {_names(k for k, v in a.input_dtypes.items() if v == 'int8')} as int8"
+        for a in report.files
+        if "int8" in a.input_dtypes.values()
+    ]
+    if not takes:
+        return ""
+    return (
+        f"{'; '.join(takes)}. Quantize float arrays with each input's scale and zero point "
+        "from the interpreter's `get_input_details()[...]['quantization']`: "
+        "`q = clip(round(x / scale + zero_point), -128, 127).astype(int8)`; read an int8 output "
+        f"back as `(q - zero_point) * scale` with its own scale and zero point. "
+        f"`{EXAMPLE_TFLITE}` does both."
+    )
+
+
+def _readme(report: Report) -> str:
+    model, tflite = main_onnx(report), tflite_model(report)
+    lines = [
+        "# ModelPress deployment bundle",
+        "",
+        *(f"- `models/{a.name}`: {_describe(a, model)}." for a in report.files),
+        "- `REPORT.md` / `report.json`: what was done and measured (before/after, fidelity, "
+        "charts, notes).",
+        "- `preprocessing.json`: input names, dtypes, shapes, layout and normalisation, and per "
+        "file the inputs it takes in another layout or dtype.",
+    ]
+    if model:
+        lines.append(f"- `{EXAMPLE_ONNX}`: runs the model with ONNX Runtime.")
+    if tflite:
+        lines.append(f"- `{EXAMPLE_TFLITE}`: runs a TFLite file with the LiteRT interpreter.")
+    if model:
+        lines += [
+            "",
+            "```sh",
+            "pip install onnxruntime numpy",
+            f"python {EXAMPLE_ONNX}                 # random inputs of the measured shapes",
+            f"python {EXAMPLE_ONNX} --npz data.npz  # arrays named after the inputs (or `x`)",
+            "```",
+        ]
+    if tflite:
+        lines += [
+            "",
+            "The TFLite files run with LiteRT. The example takes arrays in the ONNX model's "
+            "layout and converts them for the file it runs (channel-last and int8 inputs).",
+            "",
+            "```sh",
+            "pip install ai-edge-litert numpy",
+            f"python {EXAMPLE_TFLITE}                 # models/{tflite}, random inputs",
+            f"python {EXAMPLE_TFLITE} --npz data.npz --model models/NAME.tflite",
+            "```",
+        ]
+        if layout := _layout_text(report):
+            lines += ["", layout]
+    if failed := [a for a in report.artifacts if not a.ok]:
+        lines += ["", "Not included, the export failed (see REPORT.md):", ""]
+        lines += [
+            f"- `{a.name}`: {' '.join((a.failure or 'no reason given').split())}" for a in failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _describe(a: ArtifactInfo, main: str | None) -> str:
+    if a.name == main:
+        return "the compressed model (ONNX, opset kept from the original)"
+    if a.format == "onnx-zip":
+        return "the same ONNX model, deflate-compressed or with its external data beside it"
+    if a.format == "tflite":
+        made = f", converted from {a.source}" if a.source else ""
+        return f"TFLite (LiteRT), {a.precision}{made}"
+    return f"ONNX, {a.precision}"
 
 
 class _Sink:
@@ -294,3 +394,16 @@ def _x(ratio: float | None) -> str:
 
 def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.6g}"
+
+
+def _opt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def _cell(text: str) -> str:
+    """Free text (a failure message) on one line, safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)

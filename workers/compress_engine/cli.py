@@ -14,7 +14,7 @@ from compress_engine.formatting import human_bytes as _bytes
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
 from compress_engine.passes import list_passes
 from compress_engine.presets import PRESETS, get_preset
-from compress_engine.report import Report, TrainingPoint
+from compress_engine.report import ArtifactInfo, Report, TrainingPoint
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
@@ -179,12 +179,12 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if isinstance(progress, _ProgressBar):
             progress.close()
     print(format_report(report))
-    files = [a.name for a in report.artifacts] + ["recipe.yaml", "report.json"]
+    files = [a.name for a in report.files] + ["recipe.yaml", "report.json"]
     if args.bundle:
         from compress_engine.bundle import write_bundle
 
         with (out / "bundle.zip").open("wb") as target:
-            files_in = [(a.name, lambda p=out / a.name: p.open("rb")) for a in report.artifacts]
+            files_in = [(a.name, lambda p=out / a.name: p.open("rb")) for a in report.files]
             write_bundle(target, report, files_in)
         files.append("bundle.zip")
     print(f"\nwritten to {out}/: {', '.join(files)}")
@@ -431,8 +431,26 @@ def format_report(report: Report) -> str:
             f"(best epoch {t.best_epoch} of {t.epochs_run}, {t.optimizer_steps} steps, "
             f"{t.seconds_per_step * 1000:.1f} ms/step)"
         )
+    lines += [_artifact_line(a) for a in report.artifacts if a.check or not a.ok]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def _artifact_line(a: ArtifactInfo) -> str:
+    """One line per checked (or failed) artifact: what its own runtime measured."""
+    if not a.ok:
+        return f"{a.name}: FAILED, not written: {a.failure}"
+    c = a.check
+    assert c is not None
+    parts = [_bytes(a.size_bytes), f"cosine {_num(c.cosine_similarity, 6)}"]
+    if c.accuracy_top1 is not None:
+        parts.append(f"top-1 {c.accuracy_top1:.2%}")
+    if c.conversion_max_abs_diff is not None:
+        parts.append(f"conversion max abs diff {_num(c.conversion_max_abs_diff)}")
+    if c.latency is not None:
+        parts.append(f"p50 {c.latency.p50_ms:.3f} ms ({c.runtime})")
+    parts += [f"{name} {layout}" for name, layout in a.layouts.items()]
+    return f"{a.name}: ok, " + ", ".join(parts)
 
 
 def _x(ratio: float | None) -> str:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from compress_engine.errors import EngineError
+from compress_engine.export_configs import ExportFormat, TfliteConfig
 from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneConfig
 
 # Op types that ONNX Runtime's dynamic quantizer can turn into integer kernels. Gemm is
@@ -433,8 +434,6 @@ Step = Annotated[
     BeforeValidator(_check_step_shape),
 ]
 
-ExportFormat = Literal["onnx"]
-
 # A dimension of an input shape override.
 PositiveDim = Annotated[int, Field(ge=1)]
 
@@ -559,7 +558,14 @@ class Recipe(_Strict):
     export: list[ExportFormat] = Field(
         default_factory=lambda: ["onnx"],
         min_length=1,
-        description="Artifact formats to produce.",
+        description=(
+            "Artifact formats to produce: onnx (the compressed model, always produced) and "
+            "tflite (LiteRT files in the precisions of the `tflite` section)."
+        ),
+    )
+    tflite: TfliteConfig = Field(
+        default_factory=TfliteConfig,
+        description="TFLite files, when `export` lists tflite.",
     )
     evaluate: EvaluateConfig = Field(
         default_factory=EvaluateConfig, description="Measurement and comparison settings."
@@ -606,7 +612,8 @@ class Recipe(_Strict):
     @field_validator("export")
     @classmethod
     def _dedupe_export(cls, export: list[str]) -> list[str]:
-        return list(dict.fromkeys(export))
+        # The compressed ONNX model is the run's result: it is always written.
+        return list(dict.fromkeys(["onnx", *export]))
 
     # --- parsing and serialisation -------------------------------------------------------
 
@@ -656,7 +663,10 @@ class Recipe(_Strict):
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # The tflite section only matters when TFLite is exported; left out, recipes shown
+        # and stored for ONNX-only jobs stay short.
+        exclude = None if "tflite" in self.export else {"tflite"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)

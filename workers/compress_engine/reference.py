@@ -3,6 +3,7 @@ so the documentation cannot drift from what the engine accepts."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from compress_engine.configs import (
     StaticInt8Config,
     WeightInt4Config,
 )
+from compress_engine.export_configs import TfliteConfig
 from compress_engine.presets import PRESETS
 from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneConfig
 
@@ -30,6 +32,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`quantize: {mode: weight-int4}`", WeightInt4Config),
     ("`quantize: {mode: auto}`", AutoConfig),
     ("`evaluate`", EvaluateConfig),
+    ("`tflite`", TfliteConfig),
 ]
 
 
@@ -45,7 +48,7 @@ def recipe_reference_markdown() -> str:
         Recipe.parse(PRESETS["static-int8"].recipe().to_dict()).to_yaml().rstrip(),
         "```",
         "",
-        _describe_fields(Recipe, skip={"steps", "evaluate"}),
+        _describe_fields(Recipe, skip={"steps", "evaluate", "tflite"}),
         "",
         "## Presets",
         "",
@@ -57,7 +60,14 @@ def recipe_reference_markdown() -> str:
         ),
     ]
     for title, model in _SECTIONS:
-        lines += ["", f"## {title}", "", (model.__doc__ or "").strip(), "", _describe_fields(model)]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            inspect.cleandoc(model.__doc__ or ""),
+            "",
+            _describe_fields(model),
+        ]
     return "\n".join(lines) + "\n"
 
 

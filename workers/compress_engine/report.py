@@ -143,16 +143,70 @@ class DataSummary(BaseModel):
     )
 
 
+class ArtifactCheck(BaseModel):
+    """An artifact run in its own runtime and compared with the original before it is offered."""
+
+    runtime: str = Field(description='Runtime that ran it, e.g. "ONNX Runtime 1.31.1".')
+    provider: str = Field(description="Execution provider or interpreter on this worker.")
+    inputs: str = Field(description='"evaluation split" or "random" inputs.')
+    samples: int = Field(description="Samples compared.")
+    cosine_similarity: float | None = Field(
+        default=None, description="Cosine similarity of the first output to the original's."
+    )
+    max_abs_diff: float | None = Field(
+        default=None, description="Largest absolute difference from the original's output."
+    )
+    top1_agreement: float | None = Field(
+        default=None, description="Share of samples with the original's top-1 class."
+    )
+    accuracy_top1: float | None = Field(
+        default=None, description="Top-1 accuracy on the labelled evaluation split."
+    )
+    conversion_max_abs_diff: float | None = Field(
+        default=None,
+        description=(
+            "Converted files: largest absolute difference from the ONNX model they were "
+            "converted from (run in ONNX Runtime), i.e. the converter's own error."
+        ),
+    )
+    latency: Latency | None = Field(default=None, description="Latency in this runtime.")
+
+
 class ArtifactInfo(BaseModel):
-    """A file the run produced."""
+    """A file the run produced, or tried to produce (status failed, with the reason)."""
 
     name: str = Field(description="File name in the output directory.")
-    format: Literal["onnx", "onnx-zip"] = Field(
-        description="File format: onnx, or onnx-zip (the same ONNX file, deflate-compressed)."
+    format: Literal["onnx", "onnx-zip", "tflite"] = Field(
+        description=(
+            "File format: onnx; onnx-zip (the ONNX file deflate-compressed, or with its "
+            "external data beside it); tflite (LiteRT flatbuffer)."
+        )
     )
     precision: str = Field(description='Numeric precision, e.g. "int8-dynamic".')
-    size_bytes: int = Field(description="File size in bytes.")
-    sha256: str = Field(description="SHA-256 of the file.")
+    size_bytes: int = Field(default=0, description="File size in bytes (0 if not produced).")
+    sha256: str = Field(default="", description="SHA-256 of the file (empty if not produced).")
+    status: Literal["ok", "failed"] = Field(
+        default="ok",
+        description="ok: produced and checked in its runtime; failed: not offered (see failure).",
+    )
+    failure: str | None = Field(default=None, description="Why the artifact is not offered.")
+    source: str | None = Field(
+        default=None, description="What the file was made from, where not the compressed model."
+    )
+    layouts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Input layout per input name where it differs from ONNX, e.g. "NHWC".',
+    )
+    input_dtypes: dict[str, str] = Field(
+        default_factory=dict, description="Input element types where not the ONNX ones."
+    )
+    check: ArtifactCheck | None = Field(default=None, description="The run in its runtime.")
+    opset: int | None = Field(default=None, description="ONNX files: opset of the ai.onnx domain.")
+    conversion_s: float | None = Field(default=None, description="Converter wall time.")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 class StepTiming(BaseModel):
@@ -370,7 +424,9 @@ class Report(BaseModel):
     original: ModelMeasurement = Field(description="The uploaded model.")
     result: ModelMeasurement = Field(description="The compressed model.")
     fidelity: Fidelity = Field(description="Compressed vs original outputs.")
-    artifacts: list[ArtifactInfo] = Field(description="Produced files.")
+    artifacts: list[ArtifactInfo] = Field(
+        description="Produced files, and failed exports with the reason (status failed)."
+    )
     steps: list[StepTiming] = Field(description="Wall time per stage.")
     quantization: QuantizationDetails | None = Field(
         default=None, description="Details of the quantize step, if there was one."
@@ -413,6 +469,11 @@ class Report(BaseModel):
     training: list[TrainingDetails] = Field(
         default_factory=list, description="Each distill or finetune step, in order."
     )
+
+    @property
+    def files(self) -> list[ArtifactInfo]:
+        """The artifacts offered for download: produced and checked."""
+        return [a for a in self.artifacts if a.ok]
 
     # Ratios are serialised too (handy for sorting in SQL) and ignored when read back.
     @computed_field  # type: ignore[prop-decorator]

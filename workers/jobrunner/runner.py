@@ -172,16 +172,17 @@ def _fetch_teachers(job: Job, scratch: Path) -> dict[str, Path]:
 
 
 def _store_results(job: Job, report, out_dir: Path) -> None:
-    """Write every artifact, then record them and the report in one transaction.
+    """Write every offered artifact, then record them and the report in one transaction.
 
-    If anything fails (or the job left `running` meanwhile), the stored files are removed,
-    so a job never points at a partial artifact set.
+    Only `report.files` (status ok) exist in out_dir; failed exports stay in the report, with
+    their reason, and get no Artifact row. If anything fails (or the job left `running`
+    meanwhile), the stored files are removed, so a job never points at a partial artifact set.
     """
     stored: list[str] = []
     storage = Artifact._meta.get_field("file").storage
     try:
         artifacts = []
-        for info in report.artifacts:
+        for info in report.files:
             artifact = Artifact(
                 job=job,
                 name=info.name,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from compress_engine.measure.params import iter_nodes
+from compress_engine.measure.params import iter_nodes, topological_order
 
 if TYPE_CHECKING:
     import onnx
@@ -116,7 +116,7 @@ def _inferred_shapes(
     del fixed.graph.value_info[:]
     # ONNX shape inference walks nodes in file order; some tools (the float16 converter)
     # append their Cast nodes at the end, which ONNX Runtime accepts. Sort them first.
-    ordered = _topological(fixed.graph)
+    ordered = topological_order(fixed.graph)
     del fixed.graph.node[:]
     fixed.graph.node.extend(ordered)
     for value in fixed.graph.input:
@@ -142,19 +142,3 @@ def _inferred_shapes(
     for tensor in graph.initializer:
         shapes[tensor.name] = list(tensor.dims)
     return shapes
-
-
-def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The graph's nodes with every producer before its consumers (stable otherwise)."""
-    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered: list[onnx.NodeProto] = []
-    while pending:
-        ready = [n for n in pending if all(i in known for i in n.input)]
-        if not ready:  # a cycle or an outer-scope input: keep the rest in file order
-            return ordered + pending
-        for node in ready:
-            known.update(node.output)
-        ordered += ready
-        pending = [n for n in pending if not any(n is r for r in ready)]
-    return ordered

@@ -70,3 +70,19 @@ def op_type_counts(model: onnx.ModelProto) -> dict[str, int]:
         for n in iter_nodes(model.graph)
     )
     return dict(counts.most_common())
+
+
+def topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes with every producer before its consumers (stable otherwise)."""
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # a cycle or an outer-scope input: keep the rest in file order
+            return ordered + pending
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    return ordered

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from compress_engine.configs import Fp16Config
 from compress_engine.errors import EngineError, short_message
+from compress_engine.measure.params import topological_order
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.quantize import _check_exclude
 from compress_engine.passes.registry import register
@@ -72,6 +73,11 @@ class Fp16Convert(Pass[Fp16Config]):
         except Exception as exc:
             raise EngineError(f"Float16 conversion failed: {short_message(exc)}") from exc
         ctx.progress(0.8)
+        # keep_io_types appends its input Casts after their consumers; ONNX Runtime runs
+        # that, onnx.checker and other tools refuse it.
+        ordered = topological_order(converted.graph)
+        del converted.graph.node[:]
+        converted.graph.node.extend(ordered)
         onnx.save(converted, str(out_path))
 
         kept = _kept_float32(model, blocked, set(cfg.exclude))
