@@ -32,17 +32,14 @@ def litert_session(
     (the engine's report beside it says which inputs the file takes channel-last)."""
     import json
 
-    from compress_engine.export.litert import LiteRTSession
+    from compress_engine.export.litert import LiteRTSession, output_shapes
 
     report = json.loads((path.parent / "report.json").read_text(encoding="utf-8"))
     (info,) = [a for a in report["artifacts"] if a["name"] == path.name]
     return LiteRTSession(  # type: ignore[return-value]
         path,
         input_names=[i.name for i in original.get_inputs()],
-        onnx_outputs={
-            o.name: [d if isinstance(d, int) else None for d in o.shape]
-            for o in original.get_outputs()
-        },
+        onnx_outputs=output_shapes(original.get_outputs()),
         layouts=info.get("layouts", {}),
         threads=threads,
     )

@@ -18,6 +18,7 @@ from compress_engine.configs import TUNABLE_CONFIGS, AutoConfig, EvaluateConfig,
 from compress_engine.data import Dataset, as_dataset, load_dataset
 from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
+from compress_engine.export.litert import output_shapes
 from compress_engine.export.tflite import convert_tflite
 from compress_engine.export.verify import Checked, check_tflite
 from compress_engine.inspect import ModelInfo, inspect_onnx
@@ -525,17 +526,12 @@ def _check_onnx(
         failure = f"onnx.checker rejects it: {short_message(exc)}"
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    s = fidelity.summary
     return _OnnxCheck(
-        ArtifactCheck(
+        ArtifactCheck.measured(
+            fidelity,
+            accuracy,
             runtime=f"ONNX Runtime {ort.__version__}",
             provider=session.get_providers()[0],
-            inputs=fidelity.inputs,
-            samples=fidelity.samples,
-            cosine_similarity=s.cosine_similarity,
-            max_abs_diff=s.max_abs_diff,
-            top1_agreement=s.top1_agreement,
-            accuracy_top1=None if accuracy is None else accuracy.result_top1,
             latency=result.latency,
         ),
         failure,
@@ -572,10 +568,10 @@ def _export_tflite(
         float_model, providers, threads, "ONNX Runtime cannot load the model to convert"
     )
     if data is not None and (batches := data.evaluation_batches()):
-        feeds, inputs = [feed for feed, _ in batches], "evaluation split"
+        feeds = [feed for feed, _ in batches]
     else:
         random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
-        feeds, inputs = list(_feeds(info, random_batches, ev.seed)), "random"
+        feeds = list(_feeds(info, random_batches, ev.seed))
     source_name = (
         "the original model" if float_model == original else f"the model after {made_by[-1]}"
     ) + " (float32)"
@@ -584,11 +580,8 @@ def _export_tflite(
         source=source,
         source_name=source_name,
         feeds=feeds,
-        inputs=inputs,
         compare=compare,
-        onnx_outputs={
-            o.name: [d if isinstance(d, int) else None for d in o.shape] for o in info.outputs
-        },
+        onnx_outputs=output_shapes(info.outputs),
         threads=threads,
         warmup=ev.warmup,
         runs=ev.latency_runs,

@@ -171,6 +171,24 @@ class ArtifactCheck(BaseModel):
     )
     latency: Latency | None = Field(default=None, description="Latency in this runtime.")
 
+    @classmethod
+    def measured(
+        cls, fidelity: Fidelity, accuracy: Accuracy | None, *, runtime: str, provider: str, **more
+    ) -> ArtifactCheck:
+        """A check from the fidelity (and accuracy) the artifact scored against the original."""
+        s = fidelity.summary
+        return cls(
+            runtime=runtime,
+            provider=provider,
+            inputs=fidelity.inputs,
+            samples=fidelity.samples,
+            cosine_similarity=s.cosine_similarity,
+            max_abs_diff=s.max_abs_diff,
+            top1_agreement=s.top1_agreement,
+            accuracy_top1=None if accuracy is None else accuracy.result_top1,
+            **more,
+        )
+
 
 class ArtifactInfo(BaseModel):
     """A file the run produced, or tried to produce (status failed, with the reason)."""

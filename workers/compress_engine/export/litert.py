@@ -8,7 +8,7 @@ so fidelity, accuracy and latency code compare a TFLite file with the original u
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,12 @@ class LiteRTSession:
 
     def _meta(self, name: str, detail: dict[str, Any]) -> _Meta:
         return _Meta(name, _ONNX_TYPES.get(np.dtype(detail["dtype"]), "tensor(float)"), [])
+
+
+def output_shapes(outputs: Iterable[Any]) -> dict[str, list[int | None]]:
+    """Output name -> shape with symbolic dims as None, from ONNX Runtime's or the engine's
+    descriptions of a model's outputs (anything with .name and .shape)."""
+    return {o.name: [d if isinstance(d, int) else None for d in o.shape] for o in outputs}
 
 
 def _fits(shape: Sequence[int], want: Sequence[int | None]) -> bool:

@@ -47,7 +47,6 @@ def check_tflite(
     source: onnxruntime.InferenceSession,
     source_name: str,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    inputs: str,
     compare: Compare,
     onnx_outputs: Mapping[str, Sequence[int | None]],
     threads: int,
@@ -90,16 +89,11 @@ def check_tflite(
             checked.append(Checked(ArtifactInfo(**base, status="failed", failure=failure), None))
             continue
         failure = conversion_failure(made.precision, own)
-        s = fidelity.summary
-        check = ArtifactCheck(
+        check = ArtifactCheck.measured(
+            fidelity,
+            accuracy,
             runtime=_litert_version(),
             provider=PROVIDER,
-            inputs=inputs,
-            samples=fidelity.samples,
-            cosine_similarity=s.cosine_similarity,
-            max_abs_diff=s.max_abs_diff,
-            top1_agreement=s.top1_agreement,
-            accuracy_top1=None if accuracy is None else accuracy.result_top1,
             conversion_max_abs_diff=own.summary.max_abs_diff,
         )
         info = ArtifactInfo(
