@@ -101,6 +101,18 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     assert "logits: shape [1, 10]" in run.stdout
 
 
+def _run_with_patterns(page, recipe: str | None = None) -> None:
+    """Start a job on the patterns dataset (with `recipe` typed into the editor, if given)
+    and wait for it to succeed."""
+    from playwright.sync_api import expect
+
+    if recipe is not None:
+        page.fill("#job-recipe", recipe)
+    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
+    page.click("text=Start job")
+    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
+
+
 def _project_with_dataset_and_model(page, live_server, user, project, data, model) -> None:
     """Sign up, create a project, upload a dataset and a model; ends on the model's page."""
     from playwright.sync_api import expect
@@ -128,9 +140,7 @@ def test_it_runs_static_int8_with_an_uploaded_dataset(
     # Choosing a preset swaps the recipe editor in place (htmx), keeping it editable.
     page.select_option("select[name=preset]", "static-int8")
     expect(page.locator("#job-recipe")).to_have_value(re.compile("mode: static-int8"))
-    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
-    page.click("text=Start job")
-    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
+    _run_with_patterns(page)
     expect(page.get_by_test_id("accuracy")).to_contain_text("Top-1")
     expect(page.locator("#results")).to_contain_text("calibrated with percentile")
     _shot(page, "04-static-results")
@@ -146,8 +156,8 @@ def test_it_exports_tflite_files_and_runs_both_bundled_examples(
         page, live_server, "barbara", "Mobile", pattern_npz, tiny_cnn_onnx
     )
     # The dataset gives the full-integer TFLite file its representative samples.
-    page.fill(
-        "#job-recipe",
+    _run_with_patterns(
+        page,
         "version: 1\n"
         "steps:\n"
         "  - quantize: {mode: dynamic-int8}\n"
@@ -155,9 +165,6 @@ def test_it_exports_tflite_files_and_runs_both_bundled_examples(
         "tflite: {precisions: [fp32, int8], representative_samples: 50}\n"
         "evaluate: {latency_runs: 3, warmup: 1, batch_sizes: []}\n",
     )
-    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
-    page.click("text=Start job")
-    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
 
     rows = page.get_by_test_id("artifact-row")
     expect(rows).to_have_count(3)
@@ -218,17 +225,14 @@ def test_it_prunes_and_distills_with_a_preset_and_draws_the_training_curve(
     page.select_option("select[name=preset]", "prune-distill")
     expect(page.locator("#job-recipe")).to_have_value(re.compile(r"prune:[\s\S]*distill:"))
     # Fewer epochs than the preset's 30 keep the test quick; the editor stays editable.
-    page.fill(
-        "#job-recipe",
+    _run_with_patterns(
+        page,
         "version: 1\n"
         "steps:\n"
         "  - prune: {method: channel, amount: 0.5}\n"
         "  - distill: {epochs: 2, batch_size: 32}\n"
         "evaluate: {latency_runs: 3, warmup: 1, batch_sizes: []}\n",
     )
-    page.select_option("select[name=dataset]", label="patterns (400 samples, labelled)")
-    page.click("text=Start job")
-    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
 
     layers = page.get_by_test_id("pruned-layers")
     expect(layers).to_contain_text("/0/Conv")

@@ -33,6 +33,13 @@ class Preset:
         return Recipe.parse(source)
 
 
+# Half the channels, then up to 30 epochs of distillation from the original (early stopping
+# after 5 without improvement): the pruning presets share it.
+PRUNE_HALF_AND_DISTILL: tuple[dict[str, Any], ...] = (
+    {"prune": {"method": "channel", "amount": 0.5, "importance": "l2"}},
+    {"distill": {"teacher": "original", "epochs": 30, "patience": 5}},
+)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -138,8 +145,7 @@ PRESETS: dict[str, Preset] = {
             ),
             needs_data=True,
             steps=(
-                {"prune": {"method": "channel", "amount": 0.5, "importance": "l2"}},
-                {"distill": {"teacher": "original", "epochs": 30, "patience": 5}},
+                *PRUNE_HALF_AND_DISTILL,
                 {"quantize": {"mode": "static-int8"}},
             ),
         ),
@@ -151,10 +157,7 @@ PRESETS: dict[str, Preset] = {
                 "stays float32, for runtimes without int8. Needs a dataset."
             ),
             needs_data=True,
-            steps=(
-                {"prune": {"method": "channel", "amount": 0.5, "importance": "l2"}},
-                {"distill": {"teacher": "original", "epochs": 30, "patience": 5}},
-            ),
+            steps=(*PRUNE_HALF_AND_DISTILL,),
         ),
         Preset(
             name="mobile-tflite-int8",
@@ -167,8 +170,7 @@ PRESETS: dict[str, Preset] = {
             ),
             needs_data=True,
             steps=(
-                {"prune": {"method": "channel", "amount": 0.5, "importance": "l2"}},
-                {"distill": {"teacher": "original", "epochs": 30, "patience": 5}},
+                *PRUNE_HALF_AND_DISTILL,
                 {"quantize": {"mode": "static-int8"}},
             ),
             tflite=(("precisions", ["fp32", "int8"]),),
