@@ -85,13 +85,7 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     assert logits.shape == (3, 10)
 
     # The deployment bundle: unpacked, its example runs the bundled model as shipped.
-    with page.expect_download() as bundle_info:
-        page.get_by_test_id("bundle-link").click()
-    bundle = tmp_path / bundle_info.value.suggested_filename
-    bundle_info.value.save_as(bundle)
-    unpacked = tmp_path / "bundle"
-    with zipfile.ZipFile(bundle) as zf:
-        zf.extractall(unpacked)
+    unpacked = _download_bundle(page, tmp_path)
     assert (unpacked / "models" / downloaded.name).read_bytes() == downloaded.read_bytes()
     assert "| File size |" in (unpacked / "REPORT.md").read_text()
     run = subprocess.run(
@@ -99,6 +93,18 @@ def test_it_compresses_an_uploaded_model_end_to_end(
     )
     assert run.returncode == 0, run.stderr
     assert "logits: shape [1, 10]" in run.stdout
+
+
+def _download_bundle(page, tmp_path: Path) -> Path:
+    """Click the results page's bundle link and unzip the download; returns the folder."""
+    with page.expect_download() as bundle_info:
+        page.get_by_test_id("bundle-link").click()
+    bundle = tmp_path / bundle_info.value.suggested_filename
+    bundle_info.value.save_as(bundle)
+    unpacked = tmp_path / "bundle"
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(unpacked)
+    return unpacked
 
 
 def _run_with_patterns(page, recipe: str | None = None) -> None:
@@ -176,13 +182,7 @@ def test_it_exports_tflite_files_and_runs_both_bundled_examples(
     expect(tflite).to_contain_text("LiteRT")
     _shot(page, "07-tflite-results")
 
-    with page.expect_download() as bundle_info:
-        page.get_by_test_id("bundle-link").click()
-    bundle = tmp_path / bundle_info.value.suggested_filename
-    bundle_info.value.save_as(bundle)
-    unpacked = tmp_path / "bundle"
-    with zipfile.ZipFile(bundle) as zf:
-        zf.extractall(unpacked)
+    unpacked = _download_bundle(page, tmp_path)
     models = unpacked / "models"
     assert {p.name for p in models.iterdir()} == {
         "model.int8.onnx", "model.fp32.tflite", "model.int8.tflite",

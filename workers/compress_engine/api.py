@@ -20,10 +20,10 @@ from compress_engine.device import CPU_PROVIDER, describe_device, physical_cores
 from compress_engine.errors import EngineError, short_message
 from compress_engine.export.litert import output_shapes
 from compress_engine.export.tflite import convert_tflite
-from compress_engine.export.verify import Checked, check_tflite
+from compress_engine.export.verify import Checked, Compare, check_tflite
 from compress_engine.inspect import ModelInfo, inspect_onnx
 from compress_engine.measure.accuracy import AccuracyCounter
-from compress_engine.measure.fidelity import compare_outputs
+from compress_engine.measure.fidelity import OnOutputs, compare_outputs
 from compress_engine.measure.inputs import (
     batch_dim_dynamic,
     fidelity_batches,
@@ -379,14 +379,14 @@ def _run(
                 [title for title, r in results if float_model == r.model_path],
                 work,
                 data,
-                compare=lambda s: _compare(
-                    original_session, s, info, shapes, ev, data, lambda _: None, []
+                compare=lambda s, hook: _compare(
+                    original_session, s, info, shapes, ev, data, lambda _: None, [], hook
                 ),
-                sessions={model: original_session, current: result_session},
+                sessions={current: result_session},
+                latency_feed=feed,
                 providers=providers,
                 threads=threads,
                 info=info,
-                shapes=shapes,
                 progress=tracker.sub,
             )
 
@@ -547,12 +547,12 @@ def _export_tflite(
     work: Path,
     data: _Data | None,
     *,
-    compare: Callable[[Any], tuple[Fidelity, Accuracy | None]],
+    compare: Compare,
     sessions: Mapping[Path, onnxruntime.InferenceSession],
+    latency_feed: Mapping[str, np.ndarray],
     providers: list[str],
     threads: int,
     info: ModelInfo,
-    shapes: Mapping[str, list[int]],
     progress: Callable[[float], None],
 ) -> list[Checked]:
     """Convert the float model to TFLite in every configured precision and check each file."""
@@ -564,14 +564,15 @@ def _export_tflite(
         None if data is None else data.calibration,
     )
     progress(0.5)
-    source = sessions.get(float_model) or _session(
-        float_model, providers, threads, "ONNX Runtime cannot load the model to convert"
+    # Converted from the original: the comparison's reference outputs are the source's.
+    source = (
+        None
+        if float_model == original
+        else sessions.get(float_model)
+        or _session(
+            float_model, providers, threads, "ONNX Runtime cannot load the model to convert"
+        )
     )
-    if data is not None and (batches := data.evaluation_batches()):
-        feeds = [feed for feed, _ in batches]
-    else:
-        random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
-        feeds = list(_feeds(info, random_batches, ev.seed))
     source_name = (
         "the original model" if float_model == original else f"the model after {made_by[-1]}"
     ) + " (float32)"
@@ -579,9 +580,10 @@ def _export_tflite(
         conversion,
         source=source,
         source_name=source_name,
-        feeds=feeds,
         compare=compare,
+        input_names=[t.name for t in info.inputs],
         onnx_outputs=output_shapes(info.outputs),
+        latency_feed=latency_feed,
         threads=threads,
         warmup=ev.warmup,
         runs=ev.latency_runs,
@@ -673,8 +675,12 @@ def _compare(
     data: _Data | None,
     progress: Callable[[float], None],
     notes: list[str],
+    on_outputs: OnOutputs | None = None,
 ) -> tuple[Fidelity, Accuracy | None]:
-    """Fidelity (and, with labels, accuracy) on the evaluation split, else on random inputs."""
+    """Fidelity (and, with labels, accuracy) on the evaluation split, else on random inputs.
+
+    on_outputs sees every batch's feed and outputs, for another comparison in the same pass.
+    """
     batches = [] if data is None else data.evaluation_batches()
     if not batches:
         random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
@@ -684,15 +690,20 @@ def _compare(
             _feeds(info, random_batches, ev.seed),
             total=len(random_batches),
             progress=progress,
+            on_outputs=on_outputs,
         )
         return fidelity, None
     labelled = all(labels is not None for _, labels in batches)
     counter = AccuracyCounter(output=original.get_outputs()[0].name)
 
-    def score(index: int, ref: list[np.ndarray], got: list[np.ndarray]) -> None:
+    def score(
+        index: int, feed: Mapping[str, np.ndarray], ref: list[np.ndarray], got: list[np.ndarray]
+    ) -> None:
         labels = batches[index][1]
         if labelled and labels is not None:
             counter.add(ref[0], got[0], labels)
+        if on_outputs is not None:
+            on_outputs(index, feed, ref, got)
 
     fidelity = compare_outputs(
         original,

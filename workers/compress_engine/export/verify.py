@@ -18,7 +18,7 @@ import numpy as np
 from compress_engine.errors import short_message
 from compress_engine.export.litert import PROVIDER, RUNTIME, LiteRTSession
 from compress_engine.export.tflite import TfliteConversion
-from compress_engine.measure.fidelity import compare_outputs
+from compress_engine.measure.fidelity import OnOutputs, OutputComparison
 from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.report import Accuracy, ArtifactCheck, ArtifactInfo, Fidelity
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 # float files must match it; quantized ones may lose a little, not collapse.
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "dynamic-int8": 0.9, "int8": 0.9}
 
-Compare = Callable[[Any], tuple[Fidelity, Accuracy | None]]
+# compare(session, on_outputs): the session's fidelity (and accuracy) against the original,
+# calling on_outputs with every batch's feed and outputs on the way.
+Compare = Callable[[Any, OnOutputs], tuple[Fidelity, Accuracy | None]]
 
 
 @dataclass(frozen=True)
@@ -44,19 +46,24 @@ class Checked:
 def check_tflite(
     conversion: TfliteConversion,
     *,
-    source: onnxruntime.InferenceSession,
+    source: onnxruntime.InferenceSession | None,
     source_name: str,
-    feeds: Sequence[Mapping[str, np.ndarray]],
     compare: Compare,
+    input_names: Sequence[str],
     onnx_outputs: Mapping[str, Sequence[int | None]],
+    latency_feed: Mapping[str, np.ndarray],
     threads: int,
     warmup: int,
     runs: int,
     progress: Callable[[float], None],
 ) -> list[Checked]:
     """One row per precision of `conversion`, in order; latency of the files that pass is
-    timed interleaved, so their ratios are comparable."""
-    input_names = [i.name for i in source.get_inputs()]
+    timed interleaved, so their ratios are comparable.
+
+    `source`: the ONNX model the files were converted from, or None when that is the original
+    (whose outputs the comparison already has). One LiteRT pass per file serves both.
+    """
+    names = list(onnx_outputs)
     checked: list[Checked] = []
     sessions: list[tuple[int, LiteRTSession]] = []
     for n, made in enumerate(conversion.files):
@@ -82,8 +89,20 @@ def check_tflite(
                 layouts=conversion.layouts,
                 threads=threads,
             )
-            own = compare_outputs(source, session, feeds, total=len(feeds))
-            fidelity, accuracy = compare(session)
+            against_source = OutputComparison(names)
+
+            def add(
+                _: int,
+                feed: Any,
+                ref: list[np.ndarray],
+                got: list[np.ndarray],
+                sink: OutputComparison = against_source,
+            ) -> None:
+                ref = ref if source is None else list(source.run(names, dict(feed)))
+                sink.add(feed, ref, got)
+
+            fidelity, accuracy = compare(session, add)
+            own = against_source.result()
         except Exception as exc:  # the interpreter raises RuntimeError/ValueError of its own
             failure = f"LiteRT could not run it: {_explain(short_message(exc))}"
             checked.append(Checked(ArtifactInfo(**base, status="failed", failure=failure), None))
@@ -108,7 +127,7 @@ def check_tflite(
             sessions.append((len(checked) - 1, session))
     if sessions and runs:
         latencies = measure_interleaved(
-            [(s, _batch_of(feeds[0], s.batch)) for _, s in sessions],
+            [(s, _batch_of(latency_feed, s.batch)) for _, s in sessions],
             warmup=warmup,
             runs=runs,
             batch_size=sessions[0][1].batch,

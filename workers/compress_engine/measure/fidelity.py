@@ -90,6 +90,30 @@ def _cosine(dot: float, norm_a: float, norm_b: float) -> float:
     return max(-1.0, min(1.0, dot / math.sqrt(norm_a * norm_b)))
 
 
+class OutputComparison:
+    """Fidelity accumulated batch by batch from outputs already computed (by a run that
+    serves another comparison too), one output at a time as in compare_outputs."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._accs = [_Acc(name=n) for n in names]
+        self._samples = 0
+
+    def add(
+        self, feed: Mapping[str, np.ndarray], ref: list[np.ndarray], got: list[np.ndarray]
+    ) -> None:
+        for acc, r, g in zip(self._accs, ref, got, strict=True):
+            acc.add(np.asarray(r), np.asarray(g))
+        first = next(iter(feed.values()), None)
+        self._samples += int(first.shape[0]) if first is not None and first.ndim else 1
+
+    def result(self) -> Fidelity:
+        per_output = [a.result() for a in self._accs]
+        return Fidelity(samples=self._samples, summary=per_output[0], per_output=per_output)
+
+
+OnOutputs = Callable[[int, Mapping[str, np.ndarray], list[np.ndarray], list[np.ndarray]], None]
+
+
 def compare_outputs(
     reference: onnxruntime.InferenceSession,
     candidate: onnxruntime.InferenceSession,
@@ -97,28 +121,23 @@ def compare_outputs(
     *,
     total: int,
     progress: Callable[[float], None] | None = None,
-    on_outputs: Callable[[int, list[np.ndarray], list[np.ndarray]], None] | None = None,
+    on_outputs: OnOutputs | None = None,
 ) -> Fidelity:
     """Run both sessions on every feed and compare each output.
 
     `total` is the number of feeds (for progress); samples are counted from the leading dim
-    of the first input of each feed. on_outputs(index, reference outputs, candidate outputs)
-    sees every batch's outputs (e.g. to score accuracy in the same pass).
+    of the first input of each feed. on_outputs(index, feed, reference outputs, candidate
+    outputs) sees every batch (e.g. to score accuracy in the same pass).
     """
     names = [o.name for o in reference.get_outputs()]
-    accs = [_Acc(name=n) for n in names]
-    samples = 0
+    comparison = OutputComparison(names)
     for i, feed in enumerate(feeds, start=1):
         feed = dict(feed)
-        ref_out = reference.run(names, feed)
-        got_out = candidate.run(names, adapt_feed(candidate, feed))
+        ref_out = [np.asarray(r) for r in reference.run(names, feed)]
+        got_out = [np.asarray(g) for g in candidate.run(names, adapt_feed(candidate, feed))]
         if on_outputs is not None:
-            on_outputs(i - 1, [np.asarray(r) for r in ref_out], [np.asarray(g) for g in got_out])
-        for acc, r, g in zip(accs, ref_out, got_out, strict=True):
-            acc.add(np.asarray(r), np.asarray(g))
-        first = next(iter(feed.values()), None)
-        samples += int(first.shape[0]) if first is not None and first.ndim else 1
+            on_outputs(i - 1, feed, ref_out, got_out)
+        comparison.add(feed, ref_out, got_out)
         if progress is not None:
             progress(i / max(total, 1))
-    per_output = [a.result() for a in accs]
-    return Fidelity(samples=samples, summary=per_output[0], per_output=per_output)
+    return comparison.result()
