@@ -257,3 +257,103 @@ def worker(celery_worker_process, transactional_db) -> WorkerProcess:
     emptied tables, heartbeat rows included."""
     _wait_for_heartbeat(celery_worker_process, timeout=30)
     return celery_worker_process
+
+
+@pytest.fixture
+def admin(team) -> Persona:
+    """A team admin: manages members and invites, but not the team itself."""
+    return _persona(team, "admin")
+
+
+# --- Model files in the formats ingest converts (engine and platform tests) -----------------
+
+
+def tiny_torch_net():
+    """Conv -> ReLU -> pool -> Linear on [N, 3, 16, 16], in eval mode, seeded."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 5),
+    ).eval()
+
+
+@pytest.fixture(scope="session")
+def torch_model_files(tmp_path_factory) -> dict[str, Path]:
+    """tiny_torch_net saved as TorchScript (traced, `net.pt`), as a torch.export program
+    (`net.pt2`) and, for refusals, as torch.save checkpoints (state dict, whole module)."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("torch")
+    net = tiny_torch_net()
+    example = torch.randn(1, 3, 16, 16)
+    files = {
+        "torchscript": folder / "net.pt",
+        "export": folder / "net.pt2",
+        "state_dict": folder / "weights.pt",
+        "module": folder / "module.pt",
+    }
+    torch.jit.save(torch.jit.trace(net, example), files["torchscript"])
+    torch.export.save(torch.export.export(net, (example,)), files["export"])
+    torch.save(net.state_dict(), files["state_dict"])
+    torch.save(net, files["module"])
+    return files
+
+
+_KERAS_BUILDER = """
+import os, sys, zipfile
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, keras
+out = sys.argv[1]
+keras.utils.set_random_seed(0)
+inp = keras.Input((8, 8, 3), name="image")
+y = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+y = keras.layers.GlobalAveragePooling2D()(y)
+model = keras.Model(inp, keras.layers.Dense(5)(y))
+model.save(os.path.join(out, "net.keras"))
+saved = os.path.join(out, "saved")
+model.export(saved)
+with zipfile.ZipFile(os.path.join(out, "saved.zip"), "w") as zf:
+    for root, _, files in os.walk(saved):
+        for f in files:
+            full = os.path.join(root, f)
+            zf.write(full, os.path.join("saved", os.path.relpath(full, saved)))
+x = np.random.default_rng(5).standard_normal((3, 8, 8, 3)).astype("float32")
+np.savez(os.path.join(out, "reference.npz"), x=x, y=model(x, training=False).numpy())
+"""
+
+
+@pytest.fixture(scope="session")
+def keras_model_files(tmp_path_factory) -> Path:
+    """A tiny Keras CNN built in the TensorFlow converter environment: `net.keras`, the same
+    model as a zipped SavedModel `saved.zip`, and `reference.npz` (x, Keras outputs y)."""
+    from compress_engine.export.tflite import converter_python
+
+    python = converter_python()
+    if python is None or not python.is_file():
+        pytest.skip("the TensorFlow converter environment (.venv-tflite) is not installed")
+    folder = tmp_path_factory.mktemp("keras")
+    subprocess.run(
+        [str(python), "-c", _KERAS_BUILDER, str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return folder
+
+
+@pytest.fixture
+def image_folder_dataset(project, owner, tmp_path):
+    """A labelled image-folder dataset (.zip): 8x8 grayscale PNG digits in folders 0-9, 30
+    each (scikit-learn's first of each digit), ingested through the real upload service."""
+    from image_folders import digits_zip
+    from registry.services import ingest_dataset_upload
+
+    content, _ = digits_zip(tuple(range(10)), per_class=30)
+    path = tmp_path / "digit-folders.zip"
+    path.write_bytes(content)
+    return _ingest(ingest_dataset_upload, project, owner, path)

@@ -39,3 +39,28 @@ class ProjectFactory(factory.django.DjangoModelFactory):
 
     team = factory.SubFactory(TeamFactory)
     name = factory.Sequence(lambda n: f"Project {n}")
+
+
+class AuditEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "accounts.AuditEvent"
+
+    team = factory.SubFactory(TeamFactory)
+    actor = factory.SubFactory(UserFactory)
+    actor_label = factory.LazyAttribute(lambda o: o.actor.username if o.actor else "")
+    action = "uploaded_model"
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    """A job row for a given `model_version` (team and project follow from it); queued
+    unless a test moves it on through the model's own transitions."""
+
+    class Meta:
+        model = "jobs.Job"
+
+    model_version = None  # required: pass a version ingested by the `model_version` fixture
+    team = factory.LazyAttribute(lambda o: o.model_version.project.team)
+    project = factory.LazyAttribute(lambda o: o.model_version.project)
+    recipe = factory.LazyFunction(
+        lambda: {"version": 1, "steps": [{"quantize": {"mode": "dynamic-int8"}}]}
+    )

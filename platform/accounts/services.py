@@ -1,11 +1,14 @@
-"""Account workflows: sign-up with a personal team, the local demo login."""
+"""Account workflows: sign-up with a personal team, the profile, the local demo login.
+
+Team workflows live in accounts/teams.py, invitations in accounts/invites.py.
+"""
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts.models import Membership, Team, User
 
@@ -18,6 +21,24 @@ def create_user_with_personal_team(*, username: str, email: str, password: str) 
     user = User.objects.create_user(username=username, email=email, password=password)
     team = Team.objects.create(name=f"{username}'s team", is_personal=True)
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+class AccountsRejected(Exception):
+    """An account or team change that is refused; the message is shown to the user."""
+
+
+def update_profile(*, user: User, first_name: str, last_name: str, email: str) -> User:
+    try:
+        with transaction.atomic():
+            user.first_name = first_name.strip()
+            user.last_name = last_name.strip()
+            user.email = email.strip().lower()
+            user.save(update_fields=["first_name", "last_name", "email"])
+    except IntegrityError as exc:
+        # The form checks uniqueness; this is the race where someone took it meanwhile.
+        user.refresh_from_db(fields=["first_name", "last_name", "email"])
+        raise AccountsRejected("An account with this e-mail already exists.") from exc
     return user
 
 

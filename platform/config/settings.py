@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    # django-ninja: the API docs page and its assets from our own static files, not a CDN.
+    "ninja",
     "accounts",
     "registry",
     "jobs",
@@ -146,7 +148,11 @@ WHITENOISE_USE_FINDERS = True
 # also enforces the size limit while the bytes arrive.
 FILE_UPLOAD_HANDLERS = ["registry.upload_handlers.BoundedTemporaryFileUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR")
-MODELPRESS_MAX_UPLOAD_BYTES = env_int("MODELPRESS_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Room for models past protobuf's 2 GB (uploaded as .onnx.zip with external data).
+MODELPRESS_MAX_UPLOAD_BYTES = env_int("MODELPRESS_MAX_UPLOAD_BYTES", 8 * 1024**3)
+# A model conversion at ingest (TorchScript, torch.export, Keras, SavedModel) that runs
+# longer is stopped and the version marked failed.
+MODELPRESS_INGEST_TIMEOUT_SECONDS = env_int("MODELPRESS_INGEST_TIMEOUT_SECONDS", 1800)
 
 # Celery: Redis in production, kombu's filesystem transport when no broker is configured.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
@@ -178,6 +184,22 @@ MODELPRESS_JOB_STALE_SECONDS = env_int("MODELPRESS_JOB_STALE_SECONDS", 300)
 MODELPRESS_SCRATCH_DIR = env_str("MODELPRESS_SCRATCH_DIR")
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+# SMTP, used when EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend (password
+# resets, team invites).
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Seconds; a hung SMTP server must not hold a web worker (invites send inside the request).
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "ModelPress <modelpress@localhost>"
+
+# Teams: invite links expire; quotas apply to teams whose own fields are empty (site admins
+# set per-team values in Django admin).
+MODELPRESS_INVITE_TTL_HOURS = env_int("MODELPRESS_INVITE_TTL_HOURS", 72)
+MODELPRESS_TEAM_STORAGE_QUOTA_BYTES = env_int("MODELPRESS_TEAM_STORAGE_QUOTA_BYTES", 20 * 1024**3)
+MODELPRESS_TEAM_MAX_CONCURRENT_JOBS = env_int("MODELPRESS_TEAM_MAX_CONCURRENT_JOBS", 4)
 
 LOGGING = {
     "version": 1,

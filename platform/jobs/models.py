@@ -67,6 +67,17 @@ class Job(models.Model):
         help_text="Per-epoch points (compress_engine TrainingPoint) of distill/finetune steps, "
         "recorded while the job runs: the live training curve.",
     )
+    log_tail = models.TextField(
+        blank=True,
+        help_text="The newest lines of the run's log (stage changes, progress), bounded by "
+        "jobs.live.MAX_LOG_LINES; written by the worker while the job runs.",
+    )
+    timeline = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Recent [unix time, progress] samples of the running job, bounded by "
+        "jobs.live.MAX_TIMELINE_SAMPLES: the rate behind the live page's ETA.",
+    )
     celery_task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)

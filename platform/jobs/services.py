@@ -1,4 +1,4 @@
-"""Job workflows: create and enqueue, cancel."""
+"""Job workflows: create and enqueue, cancel, retry; the checks before creating."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.http import HttpRequest
 
+from accounts import audit
 from accounts.models import User
+from accounts.quotas import QuotaExceeded, check_job_start
 from jobs.models import Job
 from registry.access import projects_for
 from registry.models import Dataset, ModelVersion
+from registry.services import RegistryRejected, require_ready
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ def _resolve_teachers(
             project__in=projects_for(user),
             project__team_id=model_version.project.team_id,
             uuid=teacher_uuid,
+            status=ModelVersion.Status.READY,
         ).first()
         if teacher is None:
             raise refusal
@@ -127,19 +132,25 @@ def teacher_uuids(recipe_json: dict[str, Any]) -> list[str]:
 
 
 def create_job(
-    *, model_version: ModelVersion, user: User, recipe: Any, dataset: Dataset | None = None
+    *,
+    model_version: ModelVersion,
+    user: User,
+    recipe: Any,
+    dataset: Dataset | None = None,
+    request: HttpRequest | None = None,
 ) -> Job:
     """Create a queued job and enqueue it once the row is committed."""
     from jobrunner.tasks import run_compression_job
 
-    recipe_json = parse_recipe(recipe)
-    if dataset is not None and dataset.project_id != model_version.project_id:
-        raise JobRejected("The dataset belongs to another project.")
-    if refusal := _data_refusal(recipe_json, dataset):
-        raise JobRejected(refusal)
-    recipe_json = _resolve_teachers(recipe_json, model_version=model_version, user=user)
+    recipe_json = preflight_job(
+        model_version=model_version, user=user, recipe=recipe, dataset=dataset
+    )
     task_id = str(uuid.uuid4())
+    team = model_version.project.team
     with transaction.atomic():
+        # The team row lock serialises starts, so two at once cannot both pass the limit.
+        type(team).objects.select_for_update().get(pk=team.pk)
+        _check_quota(team)
         job = Job.objects.create(
             team=model_version.project.team,
             project=model_version.project,
@@ -159,8 +170,85 @@ def create_job(
                 job.fail(f"Could not reach the job queue: {exc}. Try again later.")
 
         transaction.on_commit(enqueue)
+        audit.record(
+            team=team,
+            actor=user,
+            action=audit.Action.STARTED_JOB,
+            target=job,
+            detail={"model_version": str(model_version.uuid), "steps": _step_names(recipe_json)},
+            request=request,
+        )
     return job
 
 
-def cancel_job(job: Job) -> bool:
-    return job.cancel()
+def _check_quota(team: Any) -> None:
+    try:
+        check_job_start(team)
+    except QuotaExceeded as exc:
+        raise JobRejected(str(exc)) from exc
+
+
+def _step_names(recipe_json: dict[str, Any]) -> list[str]:
+    return [next(iter(step)) for step in recipe_json.get("steps", [])]
+
+
+def cancel_job(job: Job, *, user: User, request: HttpRequest | None = None) -> bool:
+    """Cancel a queued job, or ask its worker to stop a running one; False if it had ended."""
+    with transaction.atomic():
+        cancelled = job.cancel()
+        if cancelled:
+            audit.record(
+                team=job.team,
+                actor=user,
+                action=audit.Action.CANCELLED_JOB,
+                target=job,
+                request=request,
+            )
+    return cancelled
+
+
+def record_download(
+    *, job: Job, filename: str, target: Any, user: User, request: HttpRequest | None = None
+) -> None:
+    """Log a download of a job's file (artifact, bundle, report) in the team's audit log; the
+    web views and the API both call it."""
+    audit.record(
+        team=job.team,
+        actor=user,
+        action=audit.Action.DOWNLOADED,
+        target=target,
+        detail={"file": filename, "job": str(job.uuid)},
+        request=request,
+    )
+
+
+def preflight_job(
+    *, model_version: ModelVersion, user: User, recipe: Any, dataset: Dataset | None = None
+) -> dict[str, Any]:
+    """The checks create_job makes before it queues anything, without creating a job: the
+    job form runs them as the user edits, so a refusal shows before submission. Returns the
+    recipe as create_job would store it; raises JobRejected with the same message."""
+    try:
+        require_ready(model_version)
+    except RegistryRejected as exc:
+        raise JobRejected(str(exc)) from exc
+    recipe_json = parse_recipe(recipe)
+    if dataset is not None and dataset.project_id != model_version.project_id:
+        raise JobRejected("The dataset belongs to another project.")
+    if refusal := _data_refusal(recipe_json, dataset):
+        raise JobRejected(refusal)
+    _check_quota(model_version.project.team)
+    return _resolve_teachers(recipe_json, model_version=model_version, user=user)
+
+
+def retry_job(job: Job, *, user: User, request: HttpRequest | None = None) -> Job:
+    """A new job with the same recipe, model version and dataset (checked again as new)."""
+    if not job.is_terminal:
+        raise JobRejected("The job is still running; cancel it first or wait for it to end.")
+    return create_job(
+        model_version=job.model_version,
+        user=user,
+        recipe=job.recipe,
+        dataset=job.dataset,
+        request=request,
+    )

@@ -6,10 +6,14 @@ from jobs import views
 
 urlpatterns = [
     path("start/<uuid:version_uuid>/", views.job_create, name="jobs-create"),
-    path("recipe-preset/", views.recipe_preset, name="jobs-recipe-preset"),
+    path("start/<uuid:version_uuid>/builder/", views.job_builder, name="jobs-builder"),
+    path("compare/", views.job_compare, name="jobs-compare"),
+    path("projects/<uuid:project_uuid>/", views.project_jobs, name="jobs-project-table"),
     path("<uuid:job_uuid>/", views.job_detail, name="jobs-detail"),
     path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
     path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),
+    path("<uuid:job_uuid>/retry/", views.job_retry, name="jobs-retry"),
+    path("<uuid:job_uuid>/duplicate/", views.job_duplicate, name="jobs-duplicate"),
     path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),
     path("<uuid:job_uuid>/bundle.zip", views.bundle_download, name="jobs-bundle"),
     path("artifacts/<uuid:artifact_uuid>/", views.artifact_download, name="jobs-artifact"),

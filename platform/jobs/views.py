@@ -1,18 +1,30 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling, push_url
 
-from accounts.access import require_write
-from jobs.access import get_artifact_for_user, get_job_for_user
+from accounts.access import can_write, require_write
+from accounts.models import User
+from jobs.access import get_artifact_for_user, get_job_for_user, jobs_for
 from jobs.bundles import bundle_name, stream_bundle
+from jobs.compare import MAX_JOBS, MIN_JOBS, compare_rows
+from jobs.dashboard import jobs_table
+from jobs.forms import form_from_post, initial_form, job_form_context
+from jobs.live import eta_text, log_lines, stage_rows
 from jobs.models import Job
 from jobs.presenters import (
     artifact_check_note,
@@ -23,14 +35,15 @@ from jobs.presenters import (
     pruning_section,
     training_sections,
 )
-from jobs.services import JobRejected, cancel_job, create_job
-from registry.access import get_model_version_for_user
+from jobs.services import JobRejected, cancel_job, create_job, record_download, retry_job
+from registry.access import get_model_version_for_user, get_project_for_user
 from registry.models import ModelVersion
 
 
 @login_required
 @require_POST
 def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    """Start a job from the form's YAML recipe; a refusal shows the form again, as sent."""
     version = get_model_version_for_user(request.user, version_uuid)
     require_write(request.user, version.project.team)
     dataset = None
@@ -43,27 +56,58 @@ def job_create(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
             user=request.user,
             recipe=request.POST.get("recipe", ""),
             dataset=dataset,
+            request=request,
         )
     except JobRejected as exc:
         messages.error(request, f"The job was not started: {exc}")
-        return redirect("registry-model-version", version_uuid=version.uuid)
+        form = form_from_post(version, request.user, request.POST)
+        context = {"version": version, **job_form_context(request.user, version, form)}
+        return render(request, "jobs/new.html", context, status=422)
     return redirect("jobs-detail", job_uuid=job.uuid)
 
 
 @login_required
-@require_GET
-def recipe_preset(request: HttpRequest) -> HttpResponse:
-    """The recipe editor filled with a preset's YAML (htmx swaps it into the job form)."""
-    from compress_engine.presets import PRESETS
+@require_POST
+def job_builder(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    """One builder action (preset, add/remove a step, a field or the YAML changed): the form
+    comes back with the YAML regenerated and every error the engine would raise."""
+    version = get_model_version_for_user(request.user, version_uuid)
+    form = form_from_post(version, request.user, request.POST)
+    context = {"version": version, **job_form_context(request.user, version, form)}
+    if request.htmx:
+        return render(request, "jobs/inc/job_form.html#job-form", context)
+    return render(request, "jobs/new.html", context)
 
-    preset = PRESETS.get(request.GET.get("preset", ""))
-    if preset is None:
-        return HttpResponse("Unknown preset.", status=404, content_type="text/plain")
-    return render(
-        request,
-        "registry/model_version.html#recipe-editor",
-        {"recipe_yaml": preset.recipe().to_yaml(), "preset": preset},
-    )
+
+@login_required
+@require_GET
+def job_duplicate(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    """Duplicate and edit: the job form with this job's recipe and dataset."""
+    job = get_job_for_user(request.user, job_uuid)
+    require_write(request.user, job.team)
+    version = job.model_version
+    form = initial_form(version, request.user, recipe=job.recipe, dataset=job.dataset)
+    context = {
+        "version": version,
+        "source_job": job,
+        **job_form_context(request.user, version, form),
+    }
+    return render(request, "jobs/new.html", context)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    """A new job with the same recipe, model version and dataset."""
+    job = get_job_for_user(request.user, job_uuid)
+    require_write(request.user, job.team)
+    try:
+        new = retry_job(job, user=request.user, request=request)
+    except JobRejected as exc:
+        messages.error(request, f"The job was not started again: {exc}")
+        return redirect("jobs-detail", job_uuid=job.uuid)
+    messages.success(request, "Started again with the same recipe, model and dataset.")
+    return redirect("jobs-detail", job_uuid=new.uuid)
 
 
 def _teacher_names(job: Job, report) -> dict[str, str]:
@@ -80,10 +124,19 @@ def _teacher_names(job: Job, report) -> dict[str, str]:
     return {str(v.uuid): f"{v.name} v{v.version}" for v in versions}
 
 
-def _job_context(job: Job) -> dict:
+def _job_context(job: Job, user: User) -> dict:
     from compress_engine import Report
 
-    context: dict = {"job": job, "report": None, "rows": [], "live_training": None}
+    context: dict = {
+        "job": job,
+        "report": None,
+        "rows": [],
+        "live_training": None,
+        "stages": stage_rows(job),
+        "eta": eta_text(job),
+        "log_lines": log_lines(job),
+        "can_write": can_write(user, job.team),
+    }
     if job.report:
         report = Report.model_validate(job.report)
         context.update(
@@ -105,7 +158,7 @@ def _job_context(job: Job) -> dict:
 @require_GET
 def job_detail(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     job = get_job_for_user(request.user, job_uuid)
-    return render(request, "jobs/detail.html", _job_context(job))
+    return render(request, "jobs/detail.html", _job_context(job, request.user))
 
 
 @login_required
@@ -113,7 +166,7 @@ def job_detail(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
 def job_status(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     """The live status region; answers 286 once the job is terminal so htmx stops polling."""
     job = get_job_for_user(request.user, job_uuid)
-    html = render(request, "jobs/detail.html#job-status", _job_context(job)).content
+    html = render(request, "jobs/detail.html#job-status", _job_context(job, request.user)).content
     if job.is_terminal:
         return HttpResponseStopPolling(html)
     return HttpResponse(html)
@@ -124,7 +177,7 @@ def job_status(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
 def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     job = get_job_for_user(request.user, job_uuid)
     require_write(request.user, job.team)
-    if not cancel_job(job):
+    if not cancel_job(job, user=request.user, request=request):
         messages.info(request, "The job had already finished.")
     return redirect("jobs-detail", job_uuid=job.uuid)
 
@@ -133,6 +186,13 @@ def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
 @require_GET
 def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> FileResponse:
     artifact = get_artifact_for_user(request.user, artifact_uuid)
+    record_download(
+        job=artifact.job,
+        filename=artifact.name,
+        target=artifact,
+        user=request.user,
+        request=request,
+    )
     # FileResponse streams the file in blocks; it is never read whole into memory.
     return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.name)
 
@@ -145,6 +205,9 @@ def bundle_download(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
         return HttpResponse(
             "Only a finished job has a bundle.", status=404, content_type="text/plain"
         )
+    record_download(
+        job=job, filename=bundle_name(job), target=job, user=request.user, request=request
+    )
     response = StreamingHttpResponse(stream_bundle(job), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{bundle_name(job)}"'
     return response
@@ -159,5 +222,92 @@ def report_download(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     response = HttpResponse(
         json.dumps(job.report, indent=2), content_type="application/json; charset=utf-8"
     )
+    record_download(
+        job=job,
+        filename=f"report-{job.uuid}.json",
+        target=job,
+        user=request.user,
+        request=request,
+    )
     response["Content-Disposition"] = f'attachment; filename="report-{job.uuid}.json"'
     return response
+
+
+@login_required
+@require_GET
+def project_jobs(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
+    """The project page's jobs table alone (htmx swaps it on filter, sort and page links)."""
+    project = get_project_for_user(request.user, project_uuid)
+    table = jobs_table(project, request.GET)
+    if not request.htmx:
+        return redirect(table.href(page=request.GET.get("page")))
+    response = render(
+        request, "registry/project.html#project-jobs", {"project": project, "jobs_table": table}
+    )
+    # The address bar shows the project page with these parameters: reload and share work.
+    return push_url(response, table.href(page=table.page.number))
+
+
+@login_required
+@require_GET
+def job_compare(request: HttpRequest) -> HttpResponse:
+    """2-4 jobs side by side; a job outside the user's teams (or no job at all) is a 404."""
+    try:
+        wanted = list(dict.fromkeys(UUID(v) for v in request.GET.getlist("jobs")))
+    except ValueError:
+        raise Http404 from None
+    if not MIN_JOBS <= len(wanted) <= MAX_JOBS:
+        return render(
+            request,
+            "jobs/compare.html",
+            {
+                "problem": f"Pick {MIN_JOBS} to {MAX_JOBS} jobs to compare; "
+                f"{len(wanted)} {'was' if len(wanted) == 1 else 'were'} given.",
+            },
+            status=400,
+        )
+    found = {
+        j.uuid: j
+        for j in jobs_for(request.user)
+        .filter(uuid__in=wanted)
+        .select_related("model_version", "project")
+        .prefetch_related("artifacts")
+    }
+    if len(found) != len(wanted):
+        raise Http404
+    jobs = [found[u] for u in wanted]
+    reports = [_report_or_none(j) for j in jobs]
+    columns = [
+        {
+            "job": job,
+            "report": report,
+            "recipe_yaml": _recipe_yaml(job),
+            "artifacts": artifact_rows(report, job.artifacts.all()) if report else [],
+        }
+        for job, report in zip(jobs, reports, strict=True)
+    ]
+    return render(request, "jobs/compare.html", {"columns": columns, "rows": compare_rows(reports)})
+
+
+def _report_or_none(job: Job) -> Any:
+    """The job's report through the engine's model; None without one (or an unreadable one:
+    the column then shows dashes instead of the page failing)."""
+    from pydantic import ValidationError
+
+    from compress_engine import Report
+
+    if not job.report:
+        return None
+    try:
+        return Report.model_validate(job.report)
+    except ValidationError:
+        return None
+
+
+def _recipe_yaml(job: Job) -> str:
+    from compress_engine import EngineError, Recipe
+
+    try:
+        return Recipe.parse(job.recipe).to_yaml()
+    except EngineError:
+        return json.dumps(job.recipe, indent=2)

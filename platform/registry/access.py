@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 
 from accounts.access import teams_for
 from accounts.models import User
-from registry.models import ModelVersion, Project
+from registry.models import Dataset, ModelVersion, Project
 
 
 def projects_for(user: User) -> QuerySet[Project]:
@@ -26,4 +26,13 @@ def get_model_version_for_user(user: User, version_uuid: UUID) -> ModelVersion:
             "project", "project__team"
         ),
         uuid=version_uuid,
+    )
+
+
+def get_dataset_for_user(user: User, dataset_uuid: UUID) -> Dataset:
+    return get_object_or_404(
+        Dataset.objects.filter(project__in=projects_for(user)).select_related(
+            "project", "project__team", "uploaded_by"
+        ),
+        uuid=dataset_uuid,
     )

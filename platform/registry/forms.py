@@ -10,7 +10,10 @@ class ProjectForm(forms.Form):
 
 class ModelUploadForm(forms.Form):
     file = forms.FileField(
-        help_text="An .onnx file. It is checked with onnx.checker before it is stored."
+        help_text="ONNX (.onnx, or a .zip with its external data), TorchScript (.pt saved "
+        "with torch.jit.save), torch.export (.pt2), Keras (.keras) or a zipped TensorFlow "
+        "SavedModel. ONNX is checked at once; the others are converted to ONNX by a worker. "
+        "Pickled modules and state dicts are refused."
     )
     name = forms.CharField(
         max_length=100,
@@ -18,12 +21,44 @@ class ModelUploadForm(forms.Form):
         help_text="Model name; uploads with the same name become new versions. "
         "Defaults to the file name.",
     )
+    input_shapes = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "input: 1x3x224x224"}),
+        help_text="Needed for TorchScript, which records no input shapes; optional for the "
+        "other formats. One input per line: name: 1x3x224x224, with a dtype when not float32 "
+        "(ids: 1x128 int64).",
+    )
+
+    def clean_input_shapes(self) -> str:
+        from compress_engine import EngineError
+        from compress_engine.ingest import parse_input_shapes
+
+        text = self.cleaned_data["input_shapes"]
+        try:
+            parse_input_shapes(text)
+        except EngineError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return text
+
+
+class InputShapesForm(forms.Form):
+    """One size per dynamic input dim of a model version (registry.shapes.dims_to_ask)."""
+
+    def __init__(self, dims, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for dim in dims:
+            self.fields[dim.key] = forms.IntegerField(
+                label=dim.label, min_value=1, max_value=1_000_000, initial=dim.value
+            )
 
 
 class DatasetUploadForm(forms.Form):
     file = forms.FileField(
         help_text="A .npz: arrays named after the model's inputs (or x), optional integer "
-        "labels y. Used for calibration, training and evaluation."
+        "labels y. Or a .zip of image folders, one per class (cats/001.png, dogs/001.png): "
+        "images are resized to the model's input when a job runs. Used for calibration, "
+        "training and evaluation."
     )
     name = forms.CharField(max_length=100, required=False, help_text="Defaults to the file name.")
 

@@ -7,17 +7,23 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 
+from accounts import audit
 from accounts.models import Team, User
+from accounts.quotas import QuotaExceeded, check_storage
 from registry.models import Dataset, ModelVersion, Project
-from registry.npz import NpzRejected, summarize_npz
+
+if TYPE_CHECKING:
+    from compress_engine import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +58,43 @@ def sha256_of(path: Path) -> str:
 
 
 def ingest_model_upload(
-    *, project: Project, user: User, upload: UploadedFile, name: str = ""
+    *,
+    project: Project,
+    user: User,
+    upload: UploadedFile,
+    name: str = "",
+    input_shapes: str = "",
+    request: HttpRequest | None = None,
 ) -> ModelVersion:
-    """Validate an uploaded ONNX file and store it as the next version of the named model.
+    """Validate an uploaded model and store it as the next version of the named model.
 
-    The file is checked on its temporary path before anything is written; a failure after
-    the storage write removes the stored file, so a rejected upload leaves no row and no file.
+    The format is read from the content. A single `.onnx` is checked here and ready at once.
+    Any other accepted format is stored as the version's source file and the version starts
+    in `converting`; a worker converts it to ONNX (registry.ingest.convert_model_version),
+    enqueued once the row is committed. A failure after the storage write removes the stored
+    file, so a rejected upload leaves no row and no file.
     """
     from compress_engine import EngineError, inspect_onnx
+    from compress_engine.ingest import ModelFormat, detect_format, parse_input_shapes
 
-    if upload.size > settings.MODELPRESS_MAX_UPLOAD_BYTES:
+    max_bytes = settings.MODELPRESS_MAX_UPLOAD_BYTES
+    if upload.size > max_bytes:
         raise RegistryRejected(too_large_message())
-    if not upload.name.lower().endswith(".onnx"):
-        raise RegistryRejected(
-            "Only ONNX files (.onnx) can be uploaded for now. Export your model with "
-            "torch.onnx.export (or tf2onnx) and upload the .onnx file."
-        )
+    _check_quota(project, upload.size)
     path = Path(upload.temporary_file_path())
     try:
-        info = inspect_onnx(path, max_bytes=settings.MODELPRESS_MAX_UPLOAD_BYTES)
+        fmt = detect_format(path, upload.name, max_bytes=max_bytes)
+        specs = parse_input_shapes(input_shapes)
+        info = None
+        if fmt is ModelFormat.ONNX:
+            info = inspect_onnx(path, max_bytes=max_bytes, external_data=False)
     except EngineError as exc:
         raise RegistryRejected(str(exc)) from exc
+    if fmt.needs_input_shapes and not specs:
+        raise RegistryRejected(
+            f"This is a {fmt.label} file, which does not record the shapes of its inputs: give "
+            "them in the input shapes field, e.g. input: 1x3x224x224 (one line per input)."
+        )
     digest = sha256_of(path)
     model_name = (name or "").strip()[:100] or model_name_from_filename(upload.name)
 
@@ -80,44 +102,141 @@ def ingest_model_upload(
         project=project,
         name=model_name,
         original_filename=Path(upload.name).name[:255],
-        size_bytes=upload.size,
+        source_format=fmt.value,
         sha256=digest,
-        opset=info.opset,
-        ir_version=info.ir_version,
-        producer=info.producer[:200],
-        parameters=info.parameters,
-        inputs=[tensor.model_dump(mode="json") for tensor in info.inputs],
-        outputs=[tensor.model_dump(mode="json") for tensor in info.outputs],
-        op_types=info.op_types,
+        input_spec=[s.model_dump(mode="json") for s in specs],
         uploaded_by=user,
     )
+    if info is not None:
+        _set_model_facts(version, info)
+    else:
+        version.status = ModelVersion.Status.CONVERTING
+        version.source_size_bytes = upload.size
+        version.status_message = f"Waiting for a worker to convert the {fmt.label} file to ONNX."
 
     def assign_version() -> None:
         # Lock the project row so two concurrent uploads get distinct version numbers.
         Project.objects.select_for_update().get(pk=project.pk)
         latest = project.model_versions.filter(name=model_name).aggregate(v=Max("version"))
         version.version = (latest["v"] or 0) + 1
+        if info is None:
+            transaction.on_commit(lambda: _enqueue_conversion(version))
+        audit.record(
+            team=project.team,
+            actor=user,
+            action=audit.Action.UPLOADED_MODEL,
+            target=version,
+            detail={"file": version.original_filename, "format": fmt.value, "bytes": upload.size},
+            request=request,
+        )
 
-    _save_row_with_file(version, path, "model.onnx", before_save=assign_version)
-    log.info("stored model version %s (%s bytes, sha256 %s)", version.uuid, upload.size, digest)
+    if info is not None:
+        _save_row_with_file(version, path, "model.onnx", before_save=assign_version)
+    else:
+        source_name = f"source{ModelFormat(fmt).suffix}"
+        _save_row_with_file(
+            version, path, source_name, before_save=assign_version, field="source_file"
+        )
+    log.info(
+        "stored model version %s (%s, %s bytes, sha256 %s, %s)",
+        version.uuid,
+        fmt.value,
+        upload.size,
+        digest,
+        version.status,
+    )
+    return version
+
+
+def _set_model_facts(version: ModelVersion, info: ModelInfo) -> None:
+    for field, value in model_facts(info).items():
+        setattr(version, field, value)
+
+
+def model_facts(info: ModelInfo) -> dict[str, object]:
+    """The ModelVersion fields that describe an ONNX model, from the engine's inspection."""
+    return {
+        "size_bytes": info.size_bytes,
+        "opset": info.opset,
+        "ir_version": info.ir_version,
+        "producer": info.producer[:200],
+        "parameters": info.parameters,
+        "inputs": [tensor.model_dump(mode="json") for tensor in info.inputs],
+        "outputs": [tensor.model_dump(mode="json") for tensor in info.outputs],
+        "op_types": info.op_types,
+    }
+
+
+def _enqueue_conversion(version: ModelVersion) -> None:
+    from jobrunner.tasks import convert_model_version
+
+    try:
+        convert_model_version.apply_async(args=[str(version.uuid)])
+    except Exception as exc:  # broker down: say so on the version instead of converting forever
+        log.exception("could not enqueue the conversion of %s", version.uuid)
+        discard_conversion(version, f"Could not reach the job queue: {exc}. Upload again later.")
+
+
+def discard_conversion(version: ModelVersion, message: str) -> None:
+    """Mark a conversion failed and delete its stored files (source and any partial model)."""
+    names = [n for n in (version.source_file.name, version.file.name) if n]
+    version.fail_conversion(message)
+    storage = version.source_file.storage
+    for name in names:
+        storage.delete(name)
+
+
+def require_ready(version: ModelVersion) -> None:
+    """Jobs start only on a version whose conversion to ONNX has finished."""
+    if version.status == ModelVersion.Status.CONVERTING:
+        raise RegistryRejected(
+            f"{version} is still being converted to ONNX; start the job once it is ready."
+        )
+    if version.status == ModelVersion.Status.FAILED:
+        raise RegistryRejected(
+            f"{version} could not be converted to ONNX, so no job can run on it: "
+            f"{version.status_message}"
+        )
+
+
+def set_input_shapes(version: ModelVersion, values: dict[str, int]) -> ModelVersion:
+    """Remember concrete values for the version's dynamic input dims (keyed as
+    registry.shapes.dims_to_ask names them); jobs use them unless their recipe sets
+    evaluate.input_shapes."""
+    from registry.shapes import ShapesRejected, shapes_from_values
+
+    if not version.is_ready:
+        raise RegistryRejected("Input shapes can be set once the model is ready.")
+    try:
+        shapes = shapes_from_values(version, values)
+    except ShapesRejected as exc:
+        raise RegistryRejected(str(exc)) from exc
+    with transaction.atomic():
+        version.input_shapes = shapes
+        version.save(update_fields=["input_shapes"])
     return version
 
 
 def ingest_dataset_upload(
-    *, project: Project, user: User, upload: UploadedFile, name: str = ""
+    *,
+    project: Project,
+    user: User,
+    upload: UploadedFile,
+    name: str = "",
+    request: HttpRequest | None = None,
 ) -> Dataset:
-    """Validate an uploaded `.npz` (headers only, never unpickled) and store it."""
-    if upload.size > settings.MODELPRESS_MAX_UPLOAD_BYTES:
+    """Validate an uploaded `.npz` (headers only, never unpickled) or `.zip` of image
+    folders (registry.datasets) and store it."""
+    from registry.datasets import DatasetRejected, inspect_upload, stored_filename
+
+    max_bytes = settings.MODELPRESS_MAX_UPLOAD_BYTES
+    if upload.size > max_bytes:
         raise RegistryRejected(too_large_message())
-    if not upload.name.lower().endswith(".npz"):
-        raise RegistryRejected(
-            "Datasets are .npz files for now: numpy.savez(path, x=inputs, y=labels), with "
-            "arrays named after the model's inputs or `x`, and optional integer labels `y`."
-        )
+    _check_quota(project, upload.size)
     path = Path(upload.temporary_file_path())
     try:
-        summary = summarize_npz(path)
-    except NpzRejected as exc:
+        facts = inspect_upload(path, upload.name, max_bytes=max_bytes)
+    except DatasetRejected as exc:
         raise RegistryRejected(str(exc)) from exc
     dataset = Dataset(
         project=project,
@@ -125,12 +244,25 @@ def ingest_dataset_upload(
         original_filename=Path(upload.name).name[:255],
         size_bytes=upload.size,
         sha256=sha256_of(path),
-        samples=summary.samples,
-        arrays=summary.arrays,
-        label_array=summary.label_array,
         uploaded_by=user,
     )
-    _save_row_with_file(dataset, path, "data.npz")
+    facts.apply(dataset)
+
+    def record() -> None:
+        audit.record(
+            team=project.team,
+            actor=user,
+            action=audit.Action.UPLOADED_DATASET,
+            target=dataset,
+            detail={
+                "file": dataset.original_filename,
+                "bytes": upload.size,
+                "kind": dataset.kind,
+            },
+            request=request,
+        )
+
+    _save_row_with_file(dataset, path, stored_filename(upload.name), before_save=record)
     log.info("stored dataset %s (%s samples)", dataset.uuid, dataset.samples)
     return dataset
 
@@ -140,21 +272,30 @@ def _save_row_with_file(
     source: Path,
     filename: str,
     before_save: Callable[[], None] | None = None,
+    field: str = "file",
 ) -> None:
     """Store the file and insert the row together: if either fails, neither is left behind."""
     stored_name: str | None = None
+    file = getattr(row, field)
     try:
         with transaction.atomic():
             if before_save is not None:
                 before_save()
             with source.open("rb") as handle:
-                row.file.save(filename, File(handle), save=False)
-            stored_name = row.file.name
+                file.save(filename, File(handle), save=False)
+            stored_name = file.name
             row.save()
     except BaseException:
         if stored_name:
-            row.file.storage.delete(stored_name)
+            file.storage.delete(stored_name)
         raise
+
+
+def _check_quota(project: Project, incoming: int) -> None:
+    try:
+        check_storage(project.team, incoming)
+    except QuotaExceeded as exc:
+        raise RegistryRejected(str(exc)) from exc
 
 
 def too_large_message() -> str:

@@ -13,5 +13,21 @@ urlpatterns = [
         views.dataset_upload,
         name="registry-dataset-upload",
     ),
+    path("datasets/<uuid:dataset_uuid>/", views.dataset_detail, name="registry-dataset"),
+    path(
+        "datasets/<uuid:dataset_uuid>/samples/<int:index>.png",
+        views.dataset_sample,
+        name="registry-dataset-sample",
+    ),
     path("models/<uuid:version_uuid>/", views.model_version_detail, name="registry-model-version"),
+    path(
+        "models/<uuid:version_uuid>/status/",
+        views.model_version_status,
+        name="registry-model-version-status",
+    ),
+    path(
+        "models/<uuid:version_uuid>/input-shapes/",
+        views.model_version_input_shapes,
+        name="registry-model-version-input-shapes",
+    ),
 ]

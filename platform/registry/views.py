@@ -4,24 +4,30 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from accounts.access import require_write, teams_for
+from accounts.access import can_write, require_write, teams_for
 from accounts.services import personal_team
-from registry.access import get_model_version_for_user, get_project_for_user
-from registry.forms import DatasetUploadForm, ModelUploadForm, ProjectForm
+from registry.access import (
+    get_dataset_for_user,
+    get_model_version_for_user,
+    get_project_for_user,
+)
+from registry.forms import DatasetUploadForm, InputShapesForm, ModelUploadForm, ProjectForm
 from registry.models import ModelVersion
 from registry.services import (
     RegistryRejected,
     create_project,
     ingest_dataset_upload,
     ingest_model_upload,
+    set_input_shapes,
     too_large_message,
 )
+from registry.shapes import dims_to_ask, unknown_rank_inputs
 
 
 @login_required
@@ -49,13 +55,18 @@ def project_create(request: HttpRequest) -> HttpResponse:
     return redirect("web-dashboard")
 
 
-def _project_context(project) -> dict:
+def _project_context(project, user, query=None) -> dict:
+    from jobs.dashboard import project_dashboard
+
     return {
         "project": project,
+        "can_write": can_write(user, project.team),
         "upload_form": ModelUploadForm(),
         "dataset_form": DatasetUploadForm(),
         "versions": project.model_versions.select_related("uploaded_by"),
         "datasets": project.datasets.select_related("uploaded_by"),
+        # The jobs table (GET filter, sort, page) and the trade-off scatter.
+        **project_dashboard(project, query or {}),
     }
 
 
@@ -63,7 +74,9 @@ def _project_context(project) -> dict:
 @require_GET
 def project_detail(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     project = get_project_for_user(request.user, project_uuid)
-    return render(request, "registry/project.html", _project_context(project))
+    return render(
+        request, "registry/project.html", _project_context(project, request.user, request.GET)
+    )
 
 
 def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpResponse:
@@ -80,6 +93,8 @@ def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpR
                 user=request.user,
                 upload=form.cleaned_data["file"],
                 name=form.cleaned_data["name"],
+                # Fields beyond file and name that the form's service takes (input_shapes).
+                **{f: form.cleaned_data[f] for f in form.fields if f not in ("file", "name")},
             )
         except RegistryRejected as exc:
             form.add_error("file", str(exc))
@@ -90,7 +105,7 @@ def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpR
         return render(
             request, f"registry/project.html#{form_key}", {"project": project, form_key: form}
         )
-    context = {**_project_context(project), form_key: form}
+    context = {**_project_context(project, request.user), form_key: form}
     return render(request, "registry/project.html", context, status=422)
 
 
@@ -100,7 +115,7 @@ def model_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     project = get_project_for_user(request.user, project_uuid)
 
     def ingest(**kwargs) -> str:
-        version = ingest_model_upload(**kwargs)
+        version = ingest_model_upload(**kwargs, request=request)
         return reverse("registry-model-version", kwargs={"version_uuid": version.uuid})
 
     return _handle_upload(request, project, ModelUploadForm, ingest, "upload_form")
@@ -112,7 +127,7 @@ def dataset_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     project = get_project_for_user(request.user, project_uuid)
 
     def ingest(**kwargs) -> str:
-        ingest_dataset_upload(**kwargs)
+        ingest_dataset_upload(**kwargs, request=request)
         # No "#datasets" fragment: to the page already open, a fragment-only change would
         # scroll instead of reloading, and the new dataset would not appear.
         return reverse("registry-project", kwargs={"project_uuid": project.uuid})
@@ -120,23 +135,40 @@ def dataset_upload(request: HttpRequest, project_uuid: UUID) -> HttpResponse:
     return _handle_upload(request, project, DatasetUploadForm, ingest, "dataset_form")
 
 
-DEFAULT_PRESET = "fast-int8"
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_uuid: UUID) -> HttpResponse:
+    """The preview: counts, arrays or image facts, class histogram, sample thumbnails."""
+    from registry.datasets import preview_context
+
+    dataset = get_dataset_for_user(request.user, dataset_uuid)
+    return render(request, "registry/dataset.html", preview_context(dataset))
+
+
+@login_required
+@require_GET
+def dataset_sample(request: HttpRequest, dataset_uuid: UUID, index: int) -> HttpResponse:
+    """One preview thumbnail, by its index in the list recorded at upload."""
+    from registry.datasets import PreviewUnavailable, render_preview
+
+    dataset = get_dataset_for_user(request.user, dataset_uuid)
+    try:
+        png = render_preview(dataset, index)
+    except PreviewUnavailable as exc:
+        raise Http404("No such sample.") from exc
+    response = HttpResponse(png, content_type="image/png")
+    # Stored datasets never change; the team's browsers may keep the thumbnail.
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
 
 
 @login_required
 @require_GET
 def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
-    from compress_engine.presets import PRESETS
+    from jobs.forms import job_form_context
 
     version = get_model_version_for_user(request.user, version_uuid)
     jobs = version.jobs.all()[:50]
-    # Candidate distillation teachers: the team's other versions with the same inputs.
-    others = (
-        ModelVersion.objects.filter(project__team=version.project.team)
-        .exclude(pk=version.pk)
-        .select_related("project")[:200]
-    )
-    teachers = [v for v in others if v.takes_same_inputs(version)][:50]
     return render(
         request,
         "registry/model_version.html",
@@ -144,9 +176,64 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
             "version": version,
             "jobs": jobs,
             "datasets": version.project.datasets.all(),
-            "teachers": teachers,
-            "presets": PRESETS.values(),
-            "preset": PRESETS[DEFAULT_PRESET],
-            "recipe_yaml": PRESETS[DEFAULT_PRESET].recipe().to_yaml(),
+            # The job form (templates/jobs/inc/job_form.html): builder, presets, teachers.
+            **job_form_context(request.user, version),
+            **_input_shapes_context(version),
         },
     )
+
+
+def _input_shapes_context(version: ModelVersion, form: InputShapesForm | None = None) -> dict:
+    """The dynamic-dims form of a ready version (registry.shapes.dims_to_ask)."""
+    if not version.is_ready:
+        return {"open_dims": [], "shapes_form": None, "unknown_rank": []}
+    dims = dims_to_ask(version)
+    return {
+        "open_dims": dims,
+        "shapes_form": form or (InputShapesForm(dims) if dims else None),
+        "unknown_rank": unknown_rank_inputs(version),
+    }
+
+
+@login_required
+@require_GET
+def model_version_status(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    """The conversion status region; 286 once the conversion has ended, so htmx stops
+    polling, and a full reload (HX-Refresh) then shows the converted model's facts."""
+    version = get_model_version_for_user(request.user, version_uuid)
+    html = render(
+        request, "registry/model_version.html#version-status", {"version": version}
+    ).content
+    if version.is_converting:
+        return HttpResponse(html)
+    response = HttpResponseStopPolling(html)
+    if request.htmx:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def model_version_input_shapes(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    """Set the concrete values of a version's dynamic input dims (once; changeable)."""
+    version = get_model_version_for_user(request.user, version_uuid)
+    require_write(request.user, version.project.team)
+    dims = dims_to_ask(version) if version.is_ready else []
+    form = InputShapesForm(dims, request.POST)
+    if not dims:
+        messages.error(request, "This model has no dynamic input dims to set.")
+        return redirect("registry-model-version", version_uuid=version.uuid)
+    if form.is_valid():
+        try:
+            set_input_shapes(version, form.cleaned_data)
+        except RegistryRejected as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Input shapes saved; new jobs use them.")
+            return redirect("registry-model-version", version_uuid=version.uuid)
+    messages.error(
+        request,
+        "The input shapes were not saved: "
+        + " ".join(str(e) for errors in form.errors.values() for e in errors),
+    )
+    return redirect("registry-model-version", version_uuid=version.uuid)

@@ -152,6 +152,42 @@ def test_it_runs_static_int8_with_an_uploaded_dataset(
     _shot(page, "04-static-results")
 
 
+# Changes the dataset the moment a swap puts a new form on the page: from a DOM mutation
+# callback, before any timer can run. Resolves with the recipe once the builder answers.
+CHANGE_RIGHT_AFTER_SWAP = """(label) => new Promise((resolve) => {
+  const builder = document.getElementById("job-builder");
+  const old = document.getElementById("job-dataset");
+  new MutationObserver((_, observer) => {
+    const select = document.getElementById("job-dataset");
+    if (!select || select === old) return;
+    observer.disconnect();
+    const option = [...select.options].find((o) => o.text === label);
+    select.value = option.value;
+    select.dispatchEvent(new Event("change", {bubbles: true}));
+    document.body.addEventListener("htmx:afterSettle", () => resolve(
+      document.getElementById("job-dataset").value === option.value), {once: true});
+  }).observe(builder, {childList: true, subtree: true});
+  const preset = document.getElementById("job-preset");
+  preset.value = "static-int8";
+  preset.dispatchEvent(new Event("change", {bubbles: true}));
+})"""
+
+
+def test_a_choice_made_right_after_a_swap_is_not_lost(
+    live_server, worker, page, tiny_cnn_onnx, pattern_npz
+):
+    from playwright.sync_api import expect
+
+    _project_with_dataset_and_model(page, live_server, "grace", "Quick", pattern_npz, tiny_cnn_onnx)
+
+    # htmx gives swapped-in controls their handlers when the swap settles; with a settle
+    # delay, a change in between reaches no handler and the form stays as it was.
+    assert page.evaluate(CHANGE_RIGHT_AFTER_SWAP, "patterns (400 samples, labelled)") is True
+    expect(page.locator("#job-recipe")).to_have_value(re.compile("mode: static-int8"))
+    expect(page.get_by_test_id("data-split")).to_be_visible()
+    expect(page.get_by_test_id("start-job")).to_be_enabled()
+
+
 def test_it_exports_tflite_files_and_runs_both_bundled_examples(
     live_server, worker, page, tiny_cnn_onnx, pattern_npz, tmp_path
 ):

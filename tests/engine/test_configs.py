@@ -87,6 +87,11 @@ def test_yaml_has_the_documented_shape() -> None:
         ("steps: [{quantize: {mode: weight-int4, accuracy_level: 7}}]", "accuracy_level"),
         ("steps: [{quantize: 3}]", "steps.0.quantize.mode: Input should be 'dynamic-int8'"),
         ("steps: [{quantize: {}}]\nevaluate: {calibration_fraction: 1.5}", "calibration_frac"),
+        (
+            "steps: [{quantize: {}}]\n"
+            "evaluate: {calibration_fraction: 0.5, training_fraction: 0.5}",
+            "evaluate: calibration_fraction (0.5) + training_fraction (0.5) is more than 0.95",
+        ),
         ("steps: [{quantize: {}}]\nbogus: 1", "bogus: Extra inputs are not permitted"),
         (
             "steps: [{pruning: {amount: 0.5}}]",
@@ -189,3 +194,8 @@ def test_data_split_settings_live_in_evaluate() -> None:
 
     assert recipe.evaluate.calibration_fraction == 0.3
     assert recipe.evaluate.max_evaluation_samples == 9
+    assert recipe.evaluate.training_fraction is None  # training shares the calibration split
+    three_way = Recipe.parse(
+        "steps: [{distill: {}}]\nevaluate: {calibration_fraction: 0.2, training_fraction: 0.75}"
+    )
+    assert three_way.evaluate.training_fraction == 0.75

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compress_engine import EngineError
-from compress_engine.data import Dataset, as_dataset, load_dataset
+from compress_engine.data import Dataset, as_dataset, load_dataset, split_sizes
 from compress_engine.inspect import TensorInfo
 
 IMAGE = TensorInfo(name="input", dtype="float32", shape=["batch", 1, 8, 8])
@@ -125,6 +125,46 @@ def test_a_tiny_dataset_still_gets_both_splits() -> None:
     cal, ev = data.split(0.01, seed=0)
 
     assert (cal.samples, ev.samples) == (1, 1)
+
+
+def test_three_way_split_keeps_the_calibration_part_of_the_two_way_one() -> None:
+    data = Dataset({"x": np.arange(100, dtype=np.float32)[:, None]}, np.arange(100))
+
+    cal, train, ev = data.split(0.3, 0.5, seed=4)
+    cal2, _ = data.split(0.3, seed=4)
+
+    assert (cal.samples, train.samples, ev.samples) == (30, 50, 20)
+    assert np.array_equal(cal.labels, cal2.labels)  # type: ignore[arg-type]
+    parts = [cal.labels, train.labels, ev.labels]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(100))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("samples", "fractions", "sizes"),
+    [
+        (100, (0.5,), [50, 50]),
+        (2, (0.01,), [1, 1]),
+        (2, (0.99,), [1, 1]),
+        (1, (0.6,), [1, 0]),
+        (10, (0.0,), [0, 10]),
+        (10, (1.0,), [10, 0]),
+        (3, (0.01, 0.01), [1, 1, 1]),
+        (3, (0.9, 0.05), [1, 1, 1]),
+        (10, (0.3, 0.0), [3, 0, 7]),
+        (10, (0.0, 0.3), [0, 3, 7]),
+        (2, (0.4, 0.4), [0, 1, 1]),
+    ],
+)
+def test_split_sizes_give_each_wanted_part_a_sample_later_parts_first(
+    samples: int, fractions: tuple[float, ...], sizes: list[int]
+) -> None:
+    assert split_sizes(samples, fractions) == sizes
+    assert sum(sizes) == samples
+
+
+def test_split_sizes_refuse_fractions_over_one() -> None:
+    with pytest.raises(ValueError, match="at most 1"):
+        split_sizes(10, (0.6, 0.6))
 
 
 def test_batches_cover_every_sample_or_drop_the_partial_last() -> None:

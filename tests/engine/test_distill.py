@@ -146,6 +146,36 @@ def test_distillation_decreases_the_kd_loss(distilled_run: Run) -> None:
     assert history[-1].train_loss < 0.5 * history[1].train_loss
 
 
+def test_a_separate_training_split_is_what_distillation_trains_on(
+    teacher: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    ev = {**FAST, "calibration_fraction": 0.2, "training_fraction": 0.5}
+    steps = [{"prune": {}}, {"distill": DISTILL}, {"quantize": {"mode": "static-int8"}}]
+
+    report = compress(teacher, {"steps": steps, "evaluate": ev}, digits_npz, out_dir=tmp_path)
+
+    # 797 digits: round(159.4) calibrate, round(398.5) train, the other 240 are scored.
+    assert report.data is not None
+    data = report.data
+    assert (data.calibration_samples, data.training_samples) == (159, 398)
+    assert data.evaluation_samples == 240
+    (training,) = report.training
+    assert training.train_samples + training.validation_samples == 398
+    assert report.quantization is not None
+    assert report.quantization.calibration_samples <= 159
+    assert any("159 calibration and 398 training samples" in n for n in report.notes)
+
+
+def test_without_a_training_fraction_training_shares_the_calibration_split(
+    distilled_run: Run,
+) -> None:
+    data = distilled_run.report.data
+    assert data is not None and data.training_samples is None
+    assert distilled_run.training.train_samples + distilled_run.training.validation_samples == (
+        data.calibration_samples
+    )
+
+
 def test_it_keeps_the_best_epoch(distilled_run: Run) -> None:
     details = distilled_run.training
 

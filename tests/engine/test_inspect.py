@@ -73,13 +73,47 @@ def test_it_refuses_files_over_the_size_limit(cnn_path: Path) -> None:
     assert inspect_onnx(cnn_path, max_bytes=10_000_000).parameters > 0
 
 
-def test_it_refuses_external_data(tmp_path: Path, cnn_path: Path) -> None:
+def test_it_accepts_external_data_beside_the_model(tmp_path: Path, cnn_path: Path) -> None:
     path = model_builders.save_with_external_data(cnn_path, tmp_path / "ext.onnx")
-    assert (tmp_path / "ext.onnx.data").exists()
+    data = tmp_path / "ext.onnx.data"
+
+    info = inspect_onnx(path)
+
+    assert info.parameters == inspect_onnx(cnn_path).parameters
+    assert info.size_bytes == path.stat().st_size + data.stat().st_size
+
+
+def test_it_refuses_external_data_for_a_bare_onnx_upload(tmp_path: Path, cnn_path: Path) -> None:
+    path = model_builders.save_with_external_data(cnn_path, tmp_path / "ext.onnx")
 
     with pytest.raises(EngineError, match="external data") as err:
+        inspect_onnx(path, external_data=False)
+    assert "Upload a .zip" in str(err.value)
+
+
+def test_it_refuses_missing_external_data(tmp_path: Path, cnn_path: Path) -> None:
+    path = model_builders.save_with_external_data(cnn_path, tmp_path / "ext.onnx")
+    (tmp_path / "ext.onnx.data").unlink()
+
+    with pytest.raises(EngineError, match=r"not there: ext\.onnx\.data") as err:
         inspect_onnx(path)
-    assert "not supported yet" in str(err.value)
+    assert "Upload a .zip" in str(err.value)
+
+
+def test_it_refuses_external_data_outside_the_model_folder(tmp_path: Path, cnn_path: Path) -> None:
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path = model_builders.save_with_external_data(cnn_path, inner / "ext.onnx")
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../ext.onnx.data"
+    (inner / "ext.onnx.data").rename(tmp_path / "ext.onnx.data")
+    onnx.save(model, str(path))
+
+    with pytest.raises(EngineError, match="outside the model's folder"):
+        inspect_onnx(path)
 
 
 def _tiny_graph_model(**model_kwargs: object) -> onnx.ModelProto:

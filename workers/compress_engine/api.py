@@ -37,6 +37,16 @@ from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.measure.sparsity import count_nonzero_parameters
 from compress_engine.notes import honest_notes
+from compress_engine.onnx_files import (
+    external_threshold,
+    has_external_data,
+    is_onnx_zip,
+    model_bytes,
+    pack_zip,
+    resave,
+    rewrite,
+    unpack_zip,
+)
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
     Accuracy,
@@ -77,11 +87,19 @@ DATA_BATCH = 32
 
 
 class _Data:
-    """A dataset bound to the model and split into calibration and evaluation samples."""
+    """A dataset bound to the model and split into calibration, training and evaluation
+    samples; without evaluate.training_fraction, training is the calibration split."""
 
     def __init__(self, dataset: Dataset, info: ModelInfo, ev: EvaluateConfig) -> None:
         self.dataset = dataset.for_model(info.inputs)
-        self.calibration, evaluation = self.dataset.split(ev.calibration_fraction, seed=ev.seed)
+        if ev.training_fraction is None:
+            self.calibration, evaluation = self.dataset.split(ev.calibration_fraction, seed=ev.seed)
+            self.training, self.separate_training = self.calibration, False
+        else:
+            self.calibration, self.training, evaluation = self.dataset.split(
+                ev.calibration_fraction, ev.training_fraction, seed=ev.seed
+            )
+            self.separate_training = True
         self.evaluation = evaluation.take(slice(0, ev.max_evaluation_samples))
         first = next((t for t in info.inputs if t.shape), None)
         lead = first.shape[0] if first is not None and not batch_dim_dynamic(first) else None
@@ -93,6 +111,7 @@ class _Data:
         return DataSummary(
             samples=self.dataset.samples,
             calibration_samples=self.calibration.samples,
+            training_samples=self.training.samples if self.separate_training else None,
             evaluation_samples=self.evaluation.samples,
             labels=self.dataset.labels is not None,
             seed=seed,
@@ -138,14 +157,10 @@ def compress(
                     "e.g. quantize with mode dynamic-int8."
                 )
     model = Path(model)
-    dataset = None if data is None else _load_data(data, model, recipe.evaluate)
-    if dataset is not None and dataset.labels is None:
-        for technique in techniques:
-            if technique.needs_labels():
-                raise EngineError(
-                    f"{technique.info.title} trains on labels and this dataset has none "
-                    "(add `y` or `labels` to the .npz)."
-                )
+    # Image folders are decoded for the model's inputs, which a zipped model shows only once
+    # unpacked; every other dataset is checked before anything is written.
+    deferred = data is not None and is_onnx_zip(model) and _is_zip(data)
+    dataset = None if data is None or deferred else _checked_data(data, model, recipe, techniques)
     out_dir = Path(out_dir) if out_dir is not None else model.with_suffix(".compressed")
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = _Progress(progress)
@@ -153,8 +168,18 @@ def compress(
     try:
         # Scratch inside out_dir: same filesystem (cheap renames), and big models fit.
         with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as tmp:
-            hooks = _Hooks(on_training=on_training, teachers=dict(teachers or {}))
-            return _run(model, recipe, dataset, out_dir, Path(tmp), tracker, placed, hooks)
+            work = Path(tmp)
+            model = _unpacked(model, work / "input")
+            if deferred:
+                dataset = _checked_data(data, model, recipe, techniques)
+            hooks = _Hooks(
+                on_training=on_training,
+                teachers={
+                    name: _unpacked(path, work / f"teacher{i}")
+                    for i, (name, path) in enumerate((teachers or {}).items())
+                },
+            )
+            return _run(model, recipe, dataset, out_dir, work, tracker, placed, hooks)
     except BaseException:
         # Nothing half-written may look like a finished run.
         for path in placed:
@@ -162,8 +187,24 @@ def compress(
         raise
 
 
+def _is_zip(data: Any) -> bool:
+    return isinstance(data, str | Path) and Path(data).suffix.lower() == ".zip"
+
+
+def _checked_data(data: Any, model: Path, recipe: Recipe, techniques: list[Any]) -> Dataset:
+    dataset = _load_data(data, model, recipe.evaluate)
+    if dataset.labels is None:
+        for technique in techniques:
+            if technique.needs_labels():
+                raise EngineError(
+                    f"{technique.info.title} trains on labels and this dataset has none "
+                    "(add `y` or `labels` to the .npz)."
+                )
+    return dataset
+
+
 def _load_data(data: Any, model: Path, ev: EvaluateConfig) -> Dataset:
-    if isinstance(data, str | Path) and Path(data).suffix.lower() == ".zip":
+    if _is_zip(data):
         # Image folders are decoded to the model's input size, channels and layout.
         inputs = inspect_onnx(model).inputs
         return load_dataset(data, inputs, image_mean=ev.image_mean, image_std=ev.image_std)
@@ -245,6 +286,7 @@ def _run(
         cfg = getattr(step, "quantize", None)
         tuning = isinstance(cfg, TUNABLE_CONFIGS) and (cfg.sensitivity or cfg.accuracy_aware)
         calibration = None if data is None else data.calibration
+        training = None if data is None else data.training
         data_batch = DATA_BATCH if data is None else data.batch_size
 
         def sub_stage(label: str, a: float, b: float, lo: float = lo, hi: float = hi) -> Any:
@@ -282,6 +324,7 @@ def _run(
                         work_dir=step_dir,
                         seed=ev.seed,
                         data=calibration,
+                        training_data=training,
                         batch_size=data_batch,
                         progress=tracker.sub,
                         step_index=i,
@@ -392,7 +435,15 @@ def _run(
 
     # --- report ------------------------------------------------------------------------
     tracker.stage("Writing report", _WRITE, 1.0)
-    artifact_name = f"model.{last.suffix}.onnx"
+    artifact_name, artifact_format = f"model.{last.suffix}.onnx", "onnx"
+    artifact_file = current
+    if has_external_data(current):
+        if result.size_bytes > external_threshold():
+            artifact_file, artifact_name = _external_form(current, work, artifact_name)
+            artifact_format = "onnx-external"
+        else:
+            # A step wrote external data because its input needed it, but the result fits.
+            artifact_file = _one_file(current, work / "single" / artifact_name)
     quant = next(
         (r.details for _, r in results if isinstance(r.details, QuantizationDetails)), None
     )
@@ -433,10 +484,13 @@ def _run(
         artifacts=[
             ArtifactInfo(
                 name=artifact_name,
-                format="onnx",
+                format=artifact_format,
                 precision=last.precision,
-                size_bytes=result.size_bytes,
-                sha256=result.sha256,
+                # Measured already unless the file was re-packed for download.
+                size_bytes=result.size_bytes
+                if artifact_file == current
+                else file_size(artifact_file),
+                sha256=result.sha256 if artifact_file == current else sha256_file(artifact_file),
                 status="ok" if onnx_check.failure is None else "failed",
                 failure=onnx_check.failure,
                 check=onnx_check.check,
@@ -479,7 +533,7 @@ def _run(
     (work / REPORT_NAME).write_text(report.model_dump_json(indent=2), encoding="utf-8")
     # The report goes last: its presence means the run finished.
     for src, name in (
-        (current, artifact_name),
+        (artifact_file, artifact_name),
         *((path, name) for _, path, name in extras),
         *((c.path, c.info.name) for c in converted if c.path is not None),
         (work / RECIPE_NAME, RECIPE_NAME),
@@ -731,7 +785,7 @@ def _static_figures(path: Path, macs_shapes: Mapping[str, list[int]]) -> dict[st
     except Exception:  # unreadable external data: the figure is left out, not the run
         nonzero = None
     return {
-        "size_bytes": file_size(path),
+        "size_bytes": model_bytes(path),
         "parameters": count_parameters(proto),
         "nonzero_parameters": nonzero,
         "nodes": sum(counts.values()),
@@ -782,6 +836,31 @@ def _scorer(
         random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
         batches = [(f, None) for f in _feeds(info, random_batches, ev.seed)]
     return Scorer(original, batches, providers=providers, threads=threads)
+
+
+def _unpacked(model: Path, folder: Path) -> Path:
+    """The `.onnx` to work on: a model zip (an ONNX file with its external data, the form of
+    models over 2 GB) is unpacked into the run's scratch folder first."""
+    if not is_onnx_zip(model):
+        return model
+    return unpack_zip(model, folder)
+
+
+def _external_form(model: Path, work: Path, name: str) -> tuple[Path, str]:
+    """A result with external data leaves as one zip: the graph named `name` and its data
+    file renamed after it (`name.data`), as ONNX Runtime expects them side by side."""
+    folder = work / "external"
+    folder.mkdir()
+    rewrite(model, folder / name)
+    target = work / f"{name}.zip"
+    pack_zip(folder / name, target)
+    return target, target.name
+
+
+def _one_file(model: Path, target: Path) -> Path:
+    target.parent.mkdir()
+    resave(model, target)
+    return target
 
 
 def _place(src: Path, dst: Path, placed: list[Path]) -> None:

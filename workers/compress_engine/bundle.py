@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 import yaml
@@ -31,15 +32,30 @@ def iter_bundle(
     `files`), stored under models/; everything else is generated from the report."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        external = {a.name for a in report.files if a.format == "onnx-external"}
         for name, opener in artifacts:
-            with opener() as src, zf.open(f"models/{name}", "w", force_zip64=True) as dst:
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    yield from sink.drain()
+            with opener() as src:
+                # An external-data zip is unpacked: the bundle is a zip already.
+                members = _zip_members(src) if name in external else [(name, src)]
+                for member, stream in members:
+                    with zf.open(f"models/{member}", "w", force_zip64=True) as dst:
+                        while chunk := stream.read(CHUNK):
+                            dst.write(chunk)
+                            yield from sink.drain()
         for name, content in {**bundle_texts(report), **bundle_binaries(report)}.items():
             zf.writestr(name, content)
             yield from sink.drain()
     yield from sink.drain()
+
+
+def _zip_members(src: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+    """Each file of an external-data zip that ModelPress itself packed (pack_zip: flat
+    names, checked when the artifact was made), opened in turn."""
+    with zipfile.ZipFile(src) as inner:
+        for info in inner.infolist():
+            if not info.is_dir():
+                with inner.open(info) as stream:
+                    yield PurePosixPath(info.filename).name, stream
 
 
 def write_bundle(target: IO[bytes], report: Report, artifacts: Sequence[tuple[str, Any]]) -> None:
@@ -70,7 +86,9 @@ def bundle_binaries(report: Report) -> dict[str, bytes]:
 
 def main_onnx(report: Report) -> str | None:
     """Name of the main ONNX artifact (the compressed model), if it was produced."""
-    return next((a.name for a in report.files if a.format == "onnx"), None)
+    return next(
+        (a.unpacked_name for a in report.files if a.format in ("onnx", "onnx-external")), None
+    )
 
 
 def tflite_model(report: Report) -> str | None:
@@ -109,7 +127,7 @@ def preprocessing(report: Report) -> dict[str, Any]:
             "or dtype (int8: quantize with the file's input scale and zero point)."
         ),
         "artifacts": {
-            a.name: {
+            a.unpacked_name: {
                 "format": a.format,
                 "precision": a.precision,
                 "layouts": a.layouts,
@@ -231,7 +249,7 @@ def _files_section(report: Report) -> list[str]:
         c = a.check
         lat = c.latency if c else None
         cells = [
-            f"[models/{a.name}](models/{a.name})" if a.ok else a.name,
+            f"[models/{a.unpacked_name}](models/{a.unpacked_name})" if a.ok else a.name,
             a.format,
             a.precision,
             _bytes(a.size_bytes) if a.ok else "-",
@@ -311,7 +329,7 @@ def _readme(report: Report) -> str:
     lines = [
         "# ModelPress deployment bundle",
         "",
-        *(f"- `models/{a.name}`: {_describe(a, model)}." for a in report.files),
+        *(f"- `models/{a.unpacked_name}`: {_describe(a, model)}." for a in report.files),
         "- `REPORT.md` / `report.json`: what was done and measured (before/after, fidelity, "
         "charts, notes).",
         "- `preprocessing.json`: input names, dtypes, shapes, layout and normalisation, and per "
@@ -353,7 +371,13 @@ def _readme(report: Report) -> str:
 
 
 def _describe(a: ArtifactInfo, main: str | None) -> str:
-    if a.name == main:
+    if a.format == "onnx-external":
+        return (
+            f"the compressed model (ONNX) with its weights in `{a.unpacked_name}.data` beside "
+            "it: a model over 2 GB cannot be one protobuf file. Keep both files in one folder; "
+            "ONNX Runtime finds the data file next to the model"
+        )
+    if a.unpacked_name == main:
         return "the compressed model (ONNX, opset kept from the original)"
     if a.format == "onnx-zip":
         return "the same ONNX model, deflate-compressed or with its external data beside it"

@@ -1,17 +1,22 @@
-"""`modelpress` command line: inspect, compress, print the default recipe, list techniques."""
+"""`modelpress` command line: inspect, compress, print the default recipe, list techniques;
+and, against a ModelPress server (compress_engine.remote), login, upload, submit, status,
+download."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from compress_engine import remote
 from compress_engine.configs import Recipe, default_recipe
 from compress_engine.errors import EngineError
 from compress_engine.formatting import human_bytes as _bytes
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
+from compress_engine.onnx_files import is_onnx_zip, unpack_zip
 from compress_engine.passes import list_passes
 from compress_engine.presets import PRESETS, get_preset
 from compress_engine.report import ArtifactInfo, Report, TrainingPoint
@@ -124,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
         "--out PATH, --threads N.",
     )
     p.set_defaults(func=_cmd_bench, bench_args=[])
+
+    # login, projects, upload, submit, status, download: against a ModelPress server.
+    remote.add_commands(sub, common)
     return parser
 
 
@@ -133,10 +141,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from compress_engine.measure.inputs import resolve_shapes
     from compress_engine.measure.macs import count_macs
 
-    info = inspect_onnx(args.model)
+    with tempfile.TemporaryDirectory(prefix="modelpress-inspect-") as tmp:
+        # A model zip (ONNX with external data) is looked at unpacked.
+        model = unpack_zip(args.model, Path(tmp)) if is_onnx_zip(args.model) else args.model
+        info = inspect_onnx(model)
+        macs_proto = onnx.load(str(model), load_external_data=False)
     print(format_model_info(info))
     shapes = resolve_shapes(info.inputs, 1)
-    macs = count_macs(onnx.load(str(args.model), load_external_data=False), shapes)
+    macs = count_macs(macs_proto, shapes)
     if macs.total is None:
         print("MACs:       unknown (shapes could not be inferred)")
     else:

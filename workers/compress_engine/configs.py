@@ -491,8 +491,20 @@ class EvaluateConfig(_Strict):
         le=0.95,
         description=(
             "With a dataset: the fraction of its samples (shuffled with `seed`) set aside for "
-            "calibration and training (distill, finetune); the rest is the evaluation split on "
-            "which accuracy and fidelity are measured, so no sample is used for both."
+            "calibration, and for training (prune, distill, finetune) unless "
+            "`training_fraction` gives training its own share; the rest is the evaluation "
+            "split on which accuracy and fidelity are measured, so no sample is used for both."
+        ),
+    )
+    training_fraction: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.95,
+        description=(
+            "With a dataset: the fraction of its samples, after the calibration share, that "
+            "prune, distill and finetune steps train on, so calibration, training and "
+            "evaluation samples are three disjoint splits. Unset: training uses the "
+            "calibration split. calibration_fraction + training_fraction is at most 0.95."
         ),
     )
     max_evaluation_samples: int = Field(
@@ -543,6 +555,18 @@ class EvaluateConfig(_Strict):
     @model_validator(mode="after")
     def _dedupe(self) -> EvaluateConfig:
         self.batch_sizes = _unique(self.batch_sizes)  # type: ignore[arg-type]
+        return self
+
+    @model_validator(mode="after")
+    def _leaves_evaluation_samples(self) -> EvaluateConfig:
+        if self.training_fraction is not None and (
+            round(self.calibration_fraction + self.training_fraction, 9) > 0.95
+        ):
+            raise ValueError(
+                f"calibration_fraction ({self.calibration_fraction}) + training_fraction "
+                f"({self.training_fraction}) is more than 0.95: leave at least 5% of the "
+                "samples for evaluation."
+            )
         return self
 
     @property

@@ -8,6 +8,7 @@ are refused instead of unpickled.
 
 from __future__ import annotations
 
+import itertools
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,29 @@ MAX_ARRAYS = 64
 MAX_DATASET_BYTES = 4 * 1024**3
 
 _SAVE_HINT = "Save it with numpy.savez(path, x=inputs, y=labels)."
+
+
+def split_sizes(samples: int, fractions: Sequence[float]) -> list[int]:
+    """Samples per part when `samples` are split by `fractions`, the rest last.
+
+    Each part gets round(samples * fraction). With at least two samples, a part with a
+    fraction above zero gets at least one, but each part first keeps one back for every later
+    non-empty part and for the rest (when the fractions leave any): with fewer samples than
+    parts, the earlier parts give way.
+    """
+    if any(not 0.0 <= f <= 1.0 for f in fractions) or sum(fractions) > 1.0 + 1e-9:
+        raise ValueError("split fractions must lie in [0, 1] and add up to at most 1")
+    sizes, left = [], samples
+    for i, fraction in enumerate(fractions):
+        size = round(samples * fraction)
+        if samples >= 2:
+            # Keep one sample for each later non-empty part (and the rest, if any is left).
+            later = sum(1 for f in fractions[i + 1 :] if f > 0) + (sum(fractions) < 1.0)
+            size = min(max(size, 1 if fraction > 0 else 0), max(left - later, 0))
+        size = min(size, left)
+        sizes.append(size)
+        left -= size
+    return [*sizes, left]
 
 
 @dataclass(frozen=True)
@@ -61,20 +85,17 @@ class Dataset:
         inputs = {n: a[index] for n, a in self.inputs.items()}
         return Dataset(inputs, labels, self.classes, self.description)
 
-    def split(self, calibration: float, *, seed: int) -> tuple[Dataset, Dataset]:
-        """(calibration, evaluation) splits of a fixed-seed shuffle; disjoint, together all.
+    def split(self, *fractions: float, seed: int) -> tuple[Dataset, ...]:
+        """Consecutive parts of a fixed-seed shuffle, one per fraction, then the rest.
 
-        `calibration` is the fraction of samples for the first split; with at least two
-        samples and 0 < calibration < 1 both splits get at least one.
+        split(0.5, seed=0) gives (calibration, evaluation); split(0.3, 0.4, seed=0) gives
+        (calibration, training, evaluation), whose first part is the same as with one
+        fraction of 0.3. Parts are disjoint and together hold every sample (split_sizes).
         """
-        if not 0.0 <= calibration <= 1.0:
-            raise ValueError("calibration must be a fraction in [0, 1]")
-        n = self.samples
-        order = np.random.default_rng(seed).permutation(n)
-        cut = round(n * calibration)
-        if n >= 2 and 0.0 < calibration < 1.0:
-            cut = min(max(cut, 1), n - 1)
-        return self.take(order[:cut]), self.take(order[cut:])
+        sizes = split_sizes(self.samples, fractions)
+        order = np.random.default_rng(seed).permutation(self.samples)
+        bounds = np.cumsum([0, *sizes])
+        return tuple(self.take(order[a:b]) for a, b in itertools.pairwise(bounds))
 
     def batches(
         self, batch_size: int, *, drop_last: bool = False

@@ -66,7 +66,7 @@ def load_image_folder(
     except (zipfile.BadZipFile, OSError) as exc:
         raise EngineError(f"The dataset is not a readable .zip archive: {exc}") from None
     with archive:
-        entries = _image_entries(archive)
+        entries = image_entries(archive.infolist())
         classes = sorted({folder for folder, _ in entries})
         index = {name: i for i, name in enumerate(classes)}
         pixels = np.stack([_decode(archive, member, layout) for _, member in entries])
@@ -100,10 +100,12 @@ def _normaliser(
     return np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
 
 
-def _image_entries(archive: zipfile.ZipFile) -> list[tuple[str, zipfile.ZipInfo]]:
-    """(class folder, member) for every image, in a stable order."""
+def image_entries(infos: Sequence[zipfile.ZipInfo]) -> list[tuple[str, zipfile.ZipInfo]]:
+    """(class folder, member) for every image, in a stable order: how an image-folder zip is
+    read (hidden files, macOS metadata and non-images skipped; each image's folder is its
+    class)."""
     entries = []
-    for member in archive.infolist():
+    for member in infos:
         name = PurePosixPath(member.filename)
         hidden = any(part.startswith((".", "__MACOSX")) for part in name.parts)
         if member.is_dir() or hidden or name.suffix.lower() not in IMAGE_SUFFIXES:

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from compress_engine.errors import EngineError, short_message
 from compress_engine.measure.params import (
     count_parameters,
-    iter_graphs,
     iter_nodes,
     op_type_counts,
 )
@@ -56,7 +55,9 @@ class ModelInfo(BaseModel):
     parameters: int = Field(description="Elements in initializers and Constant nodes.")
     nodes: int = Field(description="Node count, subgraphs included.")
     op_types: dict[str, int] = Field(description="Node count per op type.")
-    size_bytes: int = Field(default=0, description="File size in bytes.")
+    size_bytes: int = Field(
+        default=0, description="Size on disk in bytes: the .onnx file plus its external data."
+    )
 
 
 def same_inputs(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> bool:
@@ -72,13 +73,20 @@ def same_inputs(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> bool:
     )
 
 
-def inspect_onnx(path: Path, max_bytes: int | None = None) -> ModelInfo:
-    """Validate an ONNX file and describe it; EngineError says what is wrong and what to do."""
+def inspect_onnx(
+    path: Path, max_bytes: int | None = None, *, external_data: bool = True
+) -> ModelInfo:
+    """Validate an ONNX file and describe it; EngineError says what is wrong and what to do.
+
+    A model with external data is accepted when its data files lie beside it (inside its
+    folder); `external_data=False` refuses such a model outright, for a bare `.onnx` upload
+    whose data files cannot have come with it. `max_bytes` bounds the graph and data together.
+    """
     import onnx
 
     path = Path(path)
     model = _load(path, max_bytes)
-    _check_external_data(model)
+    size = _check_external_data(model, path, allowed=external_data, max_bytes=max_bytes)
     opsets = _check_versions(model)
     try:
         # On the path, not the proto: the C++ checker then handles files over 2 GB.
@@ -100,7 +108,7 @@ def inspect_onnx(path: Path, max_bytes: int | None = None) -> ModelInfo:
         parameters=count_parameters(model),
         nodes=sum(1 for _ in iter_nodes(graph)),
         op_types=op_type_counts(model),
-        size_bytes=path.stat().st_size,
+        size_bytes=size,
     )
 
 
@@ -124,7 +132,7 @@ def _load(path: Path, max_bytes: int | None) -> onnx.ModelProto:
         "Export the model with torch.onnx.export or tf2onnx and upload the .onnx file."
     )
     try:
-        # External data stays on disk: we only look at dims, and we refuse it anyway.
+        # External data stays on disk: its files are checked, not read, here.
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise EngineError(f"{not_onnx} Parser said: {short_message(exc)}") from None
@@ -141,30 +149,50 @@ def _guess_format(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head.startswith(b"PK"):
-        return (
-            "it is a zip archive, e.g. a torch.save checkpoint; .zip uploads are not supported yet"
-        )
+        return "it is a zip archive: upload it as a .zip, which is unpacked and checked"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "it looks like a Python pickle, e.g. a PyTorch state dict; pickles are never loaded"
     return "is it truncated, or a different format such as a PyTorch checkpoint?"
 
 
-def _check_external_data(model: onnx.ModelProto) -> None:
-    import onnx
+def _check_external_data(
+    model: onnx.ModelProto, path: Path, *, allowed: bool, max_bytes: int | None
+) -> int:
+    """The model's size on disk, graph and data files together. External data must lie in
+    the model's folder (a location like '../x' or '/etc/x' is refused) and be present."""
+    from compress_engine.archives import inside
+    from compress_engine.onnx_files import external_locations
 
-    external: list[str] = []
-    for g in iter_graphs(model.graph):
-        tensors = list(g.initializer) + [
-            a.t for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
-        ]
-        external += [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
+    locations = external_locations(model)
+    if locations and not allowed:
         raise EngineError(
-            f"The model keeps {len(external)} weight tensor(s) in external data files "
-            f"(e.g. {external[0]!r}). Models with external data (a .zip with the .onnx and its "
-            "data files) are not supported yet. If the model is under 2 GB, save it as a single "
-            "file: onnx.save(onnx.load(path), 'model.onnx', save_as_external_data=False)."
+            f"The model keeps its weights in external data files ({', '.join(locations[:3])}), "
+            "which a single .onnx upload cannot carry. Upload a .zip holding the .onnx file "
+            "and its data files, or, if the model is under 2 GB, save it as one file: "
+            "onnx.save(onnx.load(path), 'model.onnx', save_as_external_data=False)."
         )
+    size = path.stat().st_size
+    missing: list[str] = []
+    for location in locations:
+        data = inside(path.parent, location, "the model's folder")
+        if data.is_symlink() or (data.exists() and not data.is_file()):
+            raise EngineError(f"The external data file {location!r} is not a regular file.")
+        if not data.is_file():
+            missing.append(location)
+            continue
+        size += data.stat().st_size
+    if missing:
+        raise EngineError(
+            f"The model refers to external data files that are not there: "
+            f"{', '.join(missing[:3])}. Upload a .zip holding the .onnx file together with the "
+            "data files saved beside it."
+        )
+    if max_bytes is not None and size > max_bytes:
+        raise EngineError(
+            f"The model and its external data are {size / 1e6:.1f} MB, larger than the limit "
+            f"of {max_bytes / 1e6:.1f} MB."
+        )
+    return size
 
 
 def _check_versions(model: onnx.ModelProto) -> dict[str, int]:

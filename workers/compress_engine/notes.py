@@ -103,10 +103,17 @@ def honest_notes(
         )
     elif data is not None:
         measured = "Fidelity and accuracy were" if accuracy else "Fidelity was"
+        if data.separate_training:
+            held_out = (
+                f"{data.calibration.samples} calibration and {data.training.samples} "
+                "training samples"
+            )
+        else:
+            held_out = f"{data.calibration.samples} calibration{' and training' * trained} samples"
         notes.append(
             f"{measured} measured on the "
             f"{fidelity.samples}-sample evaluation split of the dataset, disjoint from the "
-            f"{data.calibration.samples} calibration{' and training' if trained else ''} samples."
+            f"{held_out}."
         )
         if accuracy is None and data.dataset.labels is None:
             notes.append("The dataset has no labels (`y`), so accuracy was not measured.")

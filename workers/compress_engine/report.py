@@ -132,6 +132,13 @@ class DataSummary(BaseModel):
 
     samples: int = Field(description="Samples in the dataset.")
     calibration_samples: int = Field(description="Samples in the calibration split.")
+    training_samples: int | None = Field(
+        default=None,
+        description=(
+            "Samples in the training split when it is separate (evaluate.training_fraction); "
+            "None: training steps used the calibration split."
+        ),
+    )
     evaluation_samples: int = Field(description="Samples in the evaluation split that were used.")
     labels: bool = Field(description="Whether the dataset has class labels.")
     seed: int = Field(description="Seed of the shuffle before splitting.")
@@ -194,10 +201,12 @@ class ArtifactInfo(BaseModel):
     """A file the run produced, or tried to produce (status failed, with the reason)."""
 
     name: str = Field(description="File name in the output directory.")
-    format: Literal["onnx", "onnx-zip", "tflite"] = Field(
+    format: Literal["onnx", "onnx-external", "onnx-zip", "tflite"] = Field(
         description=(
-            "File format: onnx; onnx-zip (the ONNX file deflate-compressed, or with its "
-            "external data beside it); tflite (LiteRT flatbuffer)."
+            "File format: onnx; onnx-external (a zip of the ONNX file and the external data "
+            "file beside it, the form of models over 2 GB); onnx-zip (the ONNX file "
+            "deflate-compressed, to show the storage saving of zeros); tflite (LiteRT "
+            "flatbuffer)."
         )
     )
     precision: str = Field(description='Numeric precision, e.g. "int8-dynamic".')
@@ -225,6 +234,12 @@ class ArtifactInfo(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def unpacked_name(self) -> str:
+        """The model file's name once unpacked: an external-data zip becomes its `.onnx`
+        (with `<name>.data` beside it)."""
+        return self.name.removesuffix(".zip") if self.format == "onnx-external" else self.name
 
 
 class StepTiming(BaseModel):

@@ -6,7 +6,6 @@ and know nothing of ONNX Runtime; this module binds them to real passes, session
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from compress_engine.errors import EngineError
 from compress_engine.measure.accuracy import AccuracyCounter
 from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.runtime import adapt_feed, create_session
-from compress_engine.measure.size import file_size
+from compress_engine.onnx_files import model_bytes, rewrite
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.report import (
     AutoCandidate,
@@ -370,7 +369,7 @@ def tune(
                 kept_in_float=list(t.kept_in_float),
                 metric=t.metric,
                 meets_budget=t.meets_budget,
-                size_bytes=file_size(t.model_path),
+                size_bytes=model_bytes(t.model_path),
             )
             for t in outcome.trials
         ],
@@ -473,13 +472,13 @@ def auto_quantize(
         candidates.append(
             AutoCandidate(
                 mode=mode,
-                size_bytes=file_size(res.model_path),
+                size_bytes=model_bytes(res.model_path),
                 p50_ms=lat.p50_ms,
                 meets_budget=True if metric is None else budget.meets(metric),  # type: ignore[union-attr]
                 metric=metric,
             )
         )
-    original_size = file_size(model_in)
+    original_size = model_bytes(model_in)
     decision = choose(
         Candidate("original", original_size, original_latency.p50_ms, True),
         [Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget) for c in candidates],
@@ -500,7 +499,7 @@ def auto_quantize(
         notes = [f"auto picked {decision.pick.name}: {decision.reason}", *notes, *res.notes]
         return AutoOutcome(result=res, summary=summary, notes=notes)
     kept = work / "auto-original.onnx"
-    shutil.copyfile(model_in, kept)
+    rewrite(model_in, kept)
     notes.insert(0, f"auto: keep the original model. {decision.reason}")
     unchanged = PassResult(model_path=kept, suffix="original", precision="unchanged")
     return AutoOutcome(result=unchanged, summary=summary, notes=notes)

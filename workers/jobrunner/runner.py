@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobrunner.storage_io import fetch_to_scratch, save_atomically
+from jobs.live import note_progress
 from jobs.models import Artifact, Job
 from jobs.services import teacher_uuids
 from registry.models import ModelVersion
@@ -103,6 +104,12 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _report(job: Job, stage: str, fraction: float) -> None:
+    """Stage and progress on the row (with the heartbeat), and the live page's log tail."""
+    job.record_progress(stage, fraction)
+    note_progress(job, stage, fraction)
+
+
 def _execute(job: Job, scratch: Path) -> None:
     from compress_engine import Recipe, compress
 
@@ -111,24 +118,32 @@ def _execute(job: Job, scratch: Path) -> None:
             raise JobCancelled()
 
     def progress(stage: str, fraction: float) -> None:
-        job.record_progress(stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
+        _report(job, stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
         check_cancel()
 
     def on_training(point: TrainingPoint) -> None:
         job.record_training(point.model_dump(mode="json"))
         check_cancel()
 
-    job.record_progress("Fetching the model", 0.0)
+    _report(job, "Fetching the model", 0.0)
     version = job.model_version
-    model_path = fetch_to_scratch(version.file.storage, version.file.name, scratch / "model.onnx")
+    model_path = fetch_to_scratch(
+        version.file.storage, version.file.name, scratch / f"model{version.stored_suffix}"
+    )
     data_path = None
     if job.dataset is not None:
-        job.record_progress("Fetching the dataset", 0.02)
+        _report(job, "Fetching the dataset", 0.02)
         data_path = fetch_to_scratch(
-            job.dataset.file.storage, job.dataset.file.name, scratch / "data.npz"
+            job.dataset.file.storage,
+            job.dataset.file.name,
+            # .zip (image folders) or .npz: the engine reads the format off the suffix.
+            scratch / f"data{job.dataset.stored_suffix}",
         )
     teachers = _fetch_teachers(job, scratch)
     recipe = Recipe.parse(job.recipe)
+    if version.input_shapes and not recipe.evaluate.input_shapes:
+        # The concrete dims chosen once on the version page, unless the recipe sets its own.
+        recipe.evaluate.input_shapes = version.evaluation_shapes(recipe.evaluate.batch_size)
     out_dir = scratch / "out"
     report = compress(
         model_path,
@@ -139,7 +154,7 @@ def _execute(job: Job, scratch: Path) -> None:
         on_training=on_training,
         teachers=teachers,
     )
-    job.record_progress("Storing artifacts", _ENGINE_END)
+    _report(job, "Storing artifacts", _ENGINE_END)
     check_cancel()
     _store_results(job, report, out_dir)
 
@@ -164,9 +179,9 @@ def _fetch_teachers(job: Job, scratch: Path) -> dict[str, Path]:
                 f"The teacher model version {name} no longer exists in this team; start the job "
                 "again with another teacher."
             )
-        job.record_progress(f"Fetching the teacher {version}", 0.03)
+        _report(job, f"Fetching the teacher {version}", 0.03)
         teachers[name] = fetch_to_scratch(
-            version.file.storage, version.file.name, scratch / f"teacher{i}.onnx"
+            version.file.storage, version.file.name, scratch / f"teacher{i}{version.stored_suffix}"
         )
     return teachers
 

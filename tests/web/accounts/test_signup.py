@@ -46,3 +46,21 @@ def test_it_sends_anonymous_visitors_to_the_login_page(client):
     response = client.get(reverse("web-dashboard"))
     assert response.status_code == 302
     assert reverse("accounts-login") in response["Location"]
+
+
+@pytest.mark.parametrize(
+    ("next_url", "landing"),
+    [("/accounts/teams/", "/accounts/teams/"), ("https://evil.example/", "/dashboard/")],
+)
+def test_it_follows_only_a_local_next_after_signup(client, next_url, landing):
+    response = client.post(
+        f"{reverse('accounts-signup')}?next={next_url}",
+        {
+            "username": "ada",
+            "email": "ada@example.com",
+            "password1": "a-long-unusual-passphrase",
+            "password2": "a-long-unusual-passphrase",
+            "next": next_url,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == landing

@@ -27,19 +27,6 @@ steps:
 
 
 @pytest.fixture
-def unlabelled_dataset(project, owner, tmp_path):
-    import numpy as np
-
-    from model_builders import pattern_dataset
-    from registry.services import ingest_dataset_upload
-
-    x, _y = pattern_dataset(64, seed=3)
-    path = tmp_path / "unlabelled.npz"
-    np.savez(path, x=x)
-    return _ingest(ingest_dataset_upload, project, owner, path)
-
-
-@pytest.fixture
 def teacher_version(project, owner, trained_cnn_onnx):
     """A second model of the same team, with the same inputs as `model_version`."""
     from registry.services import ingest_model_upload

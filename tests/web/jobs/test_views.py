@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import html
-
 import pytest
 from django.urls import reverse
 
-from compress_engine import Recipe
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -90,17 +87,6 @@ def test_it_refuses_static_int8_without_a_dataset_before_queueing(client, owner,
     )
     assert not Job.objects.exists()
     assert "needs calibration samples: choose a dataset" in response.content.decode()
-
-
-def test_it_fills_the_recipe_editor_from_a_preset(client, owner):
-    client.force_login(owner.user)
-    response = client.get(reverse("jobs-recipe-preset"), {"preset": "static-int8"})
-    body = response.content.decode()
-    assert response.status_code == 200 and body.lstrip().startswith('<div id="recipe-editor"')
-    yaml_text = body.split('name="recipe"', 1)[1].split(">", 1)[1].split("</textarea>")[0]
-    recipe = Recipe.parse(html.unescape(yaml_text))
-    assert recipe.steps[0].quantize.mode == "static-int8"
-    assert client.get(reverse("jobs-recipe-preset"), {"preset": "nope"}).status_code == 404
 
 
 def test_it_starts_a_static_int8_job_with_a_dataset(

@@ -55,7 +55,8 @@ def test_it_numbers_versions_of_the_same_model(client, owner, project, tiny_cnn_
     [
         ("garbage.onnx", b"\x00\xffnot a protobuf at all" * 50, "not a valid onnx"),
         ("empty.onnx", b"", "empty"),
-        ("notes.txt", b"hello", "only onnx files"),
+        ("notes.txt", b"hello", "not a model format modelpress recognises"),
+        ("weights.pt", b"\x80\x04\x95 a pickled state dict", "never loads them"),
     ],
 )
 def test_it_rejects_a_bad_file_and_leaves_nothing_behind(

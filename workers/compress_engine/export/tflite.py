@@ -20,9 +20,12 @@ import numpy as np
 from compress_engine.data import Dataset
 from compress_engine.errors import short_message
 from compress_engine.export_configs import TfliteConfig
+from compress_engine.onnx_files import model_bytes
 
 CONVERTER_ENV = "MODELPRESS_TFLITE_PYTHON"
 SCRIPT = Path(__file__).with_name("tflite_convert.py")
+# A .tflite file is one FlatBuffer, whose offsets are 32-bit.
+FLATBUFFER_LIMIT = 2**31 - 1
 # Where `make install` puts the converter environment: beside the main one, at the repo root.
 _DEFAULT_VENV = ".venv-tflite"
 _INSTALL_HINT = (
@@ -72,6 +75,12 @@ def convert_tflite(
 
     Never raises for a conversion problem: each precision gets a file or an error.
     """
+    if (size := model_bytes(source)) > FLATBUFFER_LIMIT:
+        return _all_failed(
+            config,
+            f"TFLite files hold at most 2 GB (a FlatBuffers limit) and this model's weights "
+            f"take {size / 1e9:.2f} GB; use the ONNX file (external-data form) instead",
+        )
     python = converter_python()
     if python is None or not python.is_file():
         return _all_failed(config, _INSTALL_HINT)

@@ -39,6 +39,8 @@ class PassContext:
     seed: int = 0
     # The calibration split, checked against the model's inputs; None without a dataset.
     data: Dataset | None = None
+    # The training split for prune/distill/finetune; None: they train on `data`.
+    training_data: Dataset | None = None
     # Samples per run when feeding `data` (the model's fixed batch dim, if it has one).
     batch_size: int = 1
     progress: Callable[[float], None] = field(default=lambda _fraction: None)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from compress_engine.configs import Fp16Config
 from compress_engine.errors import EngineError, short_message
 from compress_engine.measure.params import topological_order
+from compress_engine.onnx_files import save_model
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.quantize import _check_exclude
 from compress_engine.passes.registry import register
@@ -78,7 +79,7 @@ class Fp16Convert(Pass[Fp16Config]):
         ordered = topological_order(converted.graph)
         del converted.graph.node[:]
         converted.graph.node.extend(ordered)
-        onnx.save(converted, str(out_path))
+        save_model(converted, out_path)
 
         kept = _kept_float32(model, blocked, set(cfg.exclude))
         converted_types = {op: n for op, n in before.items() if op not in kept or n > kept[op]}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress_engine.configs import DynamicInt8Config
 from compress_engine.errors import EngineError, short_message
+from compress_engine.onnx_files import rewrite, save_model, too_big_for_one_file
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
 from compress_engine.report import QuantizationDetails
@@ -82,7 +82,7 @@ class DynamicInt8Quantize(Pass[DynamicInt8Config]):
                 "and were left in float."
             )
         prepared = ctx.work_dir / "prepared.onnx"
-        onnx.save(model, str(prepared))
+        external = save_model(model, prepared)
 
         # ONNX Runtime's CPU ConvInteger has long supported only uint8 weights; uint8 is the
         # choice that loads everywhere once convolutions are in.
@@ -104,6 +104,7 @@ class DynamicInt8Quantize(Pass[DynamicInt8Config]):
                     nodes_to_quantize=sorted(targets),
                     nodes_to_exclude=list(cfg.exclude),
                     extra_options={"MatMulConstBOnly": True},
+                    use_external_data_format=external,
                 )
             except Exception as exc:  # the quantizer raises bare Exceptions/asserts
                 raise EngineError(
@@ -119,7 +120,7 @@ class DynamicInt8Quantize(Pass[DynamicInt8Config]):
         quantized = sum(by_type.values())
         if quantized == 0:
             # Nothing changed: hand back the original bytes, not a re-serialised graph.
-            shutil.copyfile(model_path, out_path)
+            rewrite(model_path, out_path)
             notes.append(
                 f"No {'/'.join(cfg.op_types)} layers with constant weights were found; nothing "
                 "was quantized, so the result is a copy of the original model."
@@ -163,6 +164,7 @@ def _preprocess(
     # Absolute paths: pre-processing runs with work_dir as the current directory.
     model_path, work_dir = model_path.resolve(), work_dir.resolve()
     out = work_dir / "preprocessed.onnx"
+    big = too_big_for_one_file(model_path)
     attempts = ({"skip_symbolic_shape": False}, {"skip_symbolic_shape": True})
     failure: Exception | None = None
     for options in attempts:
@@ -173,7 +175,13 @@ def _preprocess(
             with contextlib.chdir(work_dir):
                 # Optimisation fuses and renames nodes, which would defeat `exclude`.
                 quant_pre_process(
-                    str(model_path), str(out), skip_optimization=keep_names, **options
+                    str(model_path),
+                    str(out),
+                    skip_optimization=keep_names,
+                    save_as_external_data=big,
+                    all_tensors_to_one_file=True,
+                    external_data_location=f"{out.name}.data",
+                    **options,
                 )
         except Exception as exc:  # recoverable: try the next, lighter pre-processing
             log.info("quantization pre-processing %s failed: %s", options, exc)

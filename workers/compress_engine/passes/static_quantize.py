@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from compress_engine.configs import StaticInt8Config
 from compress_engine.errors import EngineError, short_message
+from compress_engine.onnx_files import save_model
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.quantize import _check_exclude, _name_unnamed_nodes, _preprocess
 from compress_engine.passes.registry import register
@@ -88,7 +89,7 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
         _name_unnamed_nodes(model)
         excluded_by_type = [n.name for n in model.graph.node if n.op_type in cfg.exclude_op_types]
         prepared = ctx.work_dir / "prepared.onnx"
-        onnx.save(model, str(prepared))
+        external = save_model(model, prepared)
 
         calibration = ctx.data.take(slice(0, cfg.samples))
         fixed_batch = _fixed_batch(model)
@@ -134,6 +135,7 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
                         "WeightSymmetric": cfg.symmetric_weights,
                         "CalibPercentile": cfg.percentile,
                     },
+                    use_external_data_format=external,
                     **cache,
                 )
         except Exception as exc:  # the quantizer raises bare Exceptions/asserts
@@ -262,7 +264,7 @@ def _upgrade_opset(
             f"opset_version={MIN_OPSET} or newer."
         ) from exc
     out = work_dir / "upgraded.onnx"
-    onnx.save(converted, str(out))
+    save_model(converted, out)
     notes.append(
         f"The model was upgraded from opset {opset} to {MIN_OPSET}, the oldest opset with "
         "per-channel quantization in QDQ format."

@@ -32,12 +32,13 @@ def example_inputs(model: TorchModel) -> tuple:
 def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: int) -> Split:
     from compress_engine.torch_side.training import split_data
 
-    if ctx.data is None:
+    data = ctx.data if ctx.training_data is None else ctx.training_data
+    if data is None:
         raise EngineError(
             "This step trains or scores on data: give a dataset (.npz with arrays named after "
             "the model inputs or `x`, labels in `y` optional)."
         )
-    return split_data(ctx.data, model.input_names, fraction, seed)
+    return split_data(data, model.input_names, fraction, seed)
 
 
 def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from compress_engine.configs import WeightInt4Config
 from compress_engine.errors import EngineError, short_message
+from compress_engine.onnx_files import too_big_for_one_file
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.quantize import _attr, _check_exclude, _name_unnamed_nodes
 from compress_engine.passes.registry import register
@@ -89,7 +90,7 @@ class WeightInt4Quantize(Pass[WeightInt4Config]):
             )
             with contextlib.redirect_stdout(io.StringIO()), _quiet(_ORT_LOGGER):
                 quantizer.process()
-            quantizer.model.save_model_to_file(str(out_path), False)
+            quantizer.model.save_model_to_file(str(out_path), too_big_for_one_file(model_path))
         except Exception as exc:  # the quantizer raises bare Exceptions/asserts
             raise EngineError(
                 f"Weight-only int4 quantization failed in ONNX Runtime: {short_message(exc)}"

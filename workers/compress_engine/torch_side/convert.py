@@ -17,6 +17,7 @@ import numpy as np
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
 from compress_engine.measure.inputs import batch_dim_dynamic, random_feed, resolve_shapes
+from compress_engine.onnx_files import PROTOBUF_LIMIT, save_model
 from compress_engine.report import TorchRoundTrip
 
 if TYPE_CHECKING:
@@ -60,12 +61,23 @@ def module_name(node_name: str, op_type: str, domain: str = "") -> str:
     return (f"{domain}/" + (node_name.replace(".", "/") or op_type)).lstrip("/")
 
 
+# onnx2torch serialises the model (shape inference), which protobuf refuses past 2 GB.
+TORCH_SIDE_LIMIT = PROTOBUF_LIMIT
+
+
 def load_torch(path: Path) -> TorchModel:
     """Rebuild `path` as a torch module; EngineError naming the op if that is impossible."""
     import onnx
     from onnx2torch import convert
 
     info = inspect_onnx(path)
+    if (size := info.size_bytes) > TORCH_SIDE_LIMIT:
+        raise EngineError(
+            f"This model's weights take {size / 1e9:.2f} GB. Pruning, distillation and "
+            "fine-tuning rebuild it as a torch module with onnx2torch, which serialises the "
+            "whole model through protobuf and so cannot take models over 2 GB. Quantize it "
+            "instead (dynamic-int8, static-int8, int4-weights or fp16 run on ONNX directly)."
+        )
     proto = onnx.load(str(path))
     _constants_to_initializers(proto)
     try:
@@ -222,7 +234,7 @@ def export_onnx(model: TorchModel, out_path: Path) -> None:
         ) from None
     proto = onnx.load(str(out_path))
     _restore_node_names(proto, model.node_names)
-    onnx.save(proto, str(out_path))
+    save_model(proto, out_path)
 
 
 def _unnamed_batch(info: ModelInfo) -> dict[str, dict[int, str]]:

@@ -1,0 +1,194 @@
+"""The project dashboard: the jobs table (filter, sort, pages) and the trade-off scatter with
+its Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.paginator import Page, Paginator
+from django.db.models import F, FloatField, QuerySet
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+from django.urls import reverse
+
+from jobs.models import Job
+from registry.models import Project
+
+PAGE_SIZE = 25
+# Newest succeeded jobs drawn in the scatter; older ones stay in the table.
+SCATTER_LIMIT = 500
+
+# Sort keys (GET ?sort=, "-" for descending) -> the annotation or field sorted on.
+SORTS: dict[str, str] = {
+    "created": "created_at",
+    "finished": "finished_at",
+    "size_ratio": "size_ratio",
+    "accuracy_drop": "accuracy_drop",
+    "latency_ratio": "latency_ratio",
+}
+DEFAULT_SORT = "-created"
+STATUSES = [s.value for s in Job.Status]
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
+    """For each point, whether no other point dominates it, every objective minimised.
+
+    A point dominates another when it is no worse in every objective and better in at least
+    one; identical points do not dominate each other, so both stay on the front.
+    """
+
+    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and any(
+            x < y for x, y in zip(a, b, strict=True)
+        )
+
+    return [not any(dominates(other, p) for other in points if other is not p) for p in points]
+
+
+def _annotated(project: Project) -> QuerySet[Job]:
+    # The report stores its ratios (compress_engine Report computed fields) for sorting here.
+    return project.jobs.select_related("model_version").annotate(
+        size_ratio=Cast(KT("report__size_ratio"), FloatField()),
+        latency_ratio=Cast(KT("report__latency_ratio"), FloatField()),
+        accuracy_drop=Cast(KT("report__accuracy__drop_points"), FloatField()),
+        cosine=Cast(KT("report__fidelity__summary__cosine_similarity"), FloatField()),
+    )
+
+
+@dataclass(frozen=True)
+class Link:
+    href: str  # the project page with these parameters: a real link, and the pushed URL
+    fragment: str  # the same table alone, for htmx
+
+
+@dataclass(frozen=True)
+class SortLink:
+    key: str
+    label: str
+    link: Link
+    active: str  # "", "asc" or "desc": how the table is sorted by this column now
+
+
+@dataclass(frozen=True)
+class JobsTable:
+    page: Page
+    status: str
+    sort: str
+    sort_links: dict[str, SortLink]
+    previous: Link | None
+    next: Link | None
+    base_href: str  # the project page
+    fragment_url: str  # the htmx endpoint serving this table alone
+
+    @property
+    def status_choices(self) -> list[tuple[str, str]]:
+        return list(Job.Status.choices)
+
+    def href(self, **params: Any) -> str:
+        return _href(self.base_href, {"status": self.status, "sort": self.sort, **params})
+
+
+def _href(base: str, params: Mapping[str, Any]) -> str:
+    clean = {k: v for k, v in params.items() if v not in (None, "")}
+    # Defaults stay out of the address, so the plain project URL is the first page.
+    if clean.get("sort") == DEFAULT_SORT:
+        del clean["sort"]
+    if str(clean.get("page", "")) == "1":
+        del clean["page"]
+    return f"{base}?{urlencode(clean)}" if clean else base
+
+
+def jobs_table(project: Project, query: Mapping[str, str]) -> JobsTable:
+    status = query.get("status", "")
+    status = status if status in STATUSES else ""
+    sort = query.get("sort", DEFAULT_SORT)
+    if sort.lstrip("-") not in SORTS:
+        sort = DEFAULT_SORT
+    jobs = _annotated(project)
+    if status:
+        jobs = jobs.filter(status=status)
+    column = F(SORTS[sort.lstrip("-")])
+    # Jobs without the figure (not finished, no labels) go last either way.
+    order = column.desc(nulls_last=True) if sort.startswith("-") else column.asc(nulls_last=True)
+    jobs = jobs.order_by(order, "-created_at")
+    page = Paginator(jobs, PAGE_SIZE).get_page(query.get("page"))
+    base = reverse("registry-project", kwargs={"project_uuid": project.uuid})
+    fragment = reverse("jobs-project-table", kwargs={"project_uuid": project.uuid})
+
+    def link(**params: Any) -> Link:
+        return Link(_href(base, params), _href(fragment, params))
+
+    labels = {
+        "created": "Created",
+        "finished": "Finished",
+        "size_ratio": "Size",
+        "accuracy_drop": "Accuracy drop",
+        "latency_ratio": "Latency",
+    }
+    links = {}
+    for key, label in labels.items():
+        active = "desc" if sort == f"-{key}" else "asc" if sort == key else ""
+        # Clicking the active column flips it; another column starts ascending (dates
+        # newest first).
+        first = f"-{key}" if key in ("created", "finished") else key
+        target = (key if active == "desc" else f"-{key}") if active else first
+        links[key] = SortLink(key, label, link(status=status, sort=target), active)
+    return JobsTable(
+        page=page,
+        status=status,
+        sort=sort,
+        sort_links=links,
+        previous=link(status=status, sort=sort, page=page.previous_page_number())
+        if page.has_previous()
+        else None,
+        next=link(status=status, sort=sort, page=page.next_page_number())
+        if page.has_next()
+        else None,
+        base_href=base,
+        fragment_url=fragment,
+    )
+
+
+def scatter(project: Project) -> dict[str, Any] | None:
+    """Accuracy (or fidelity cosine when any job has no labels) against latency and size of
+    the project's succeeded jobs, with the Pareto front marked; None with no such job."""
+    # Read from the report JSON in the query (as the table sorts): no report is parsed here.
+    jobs = list(
+        _annotated(project)
+        .filter(status=Job.Status.SUCCEEDED, size_ratio__isnull=False, latency_ratio__isnull=False)
+        .annotate(top1=Cast(KT("report__accuracy__result_top1"), FloatField()))
+        .order_by("-finished_at")[:SCATTER_LIMIT]
+    )
+    if not jobs:
+        return None
+    # Accuracy and cosine are not on one scale: one metric for every point.
+    use_accuracy = all(job.top1 is not None for job in jobs)
+    rows = [(job, 100 * job.top1 if use_accuracy else job.cosine) for job in jobs]
+    rows = [(job, m) for job, m in rows if m is not None]
+    front = pareto_front([(job.latency_ratio, job.size_ratio, -m) for job, m in rows])
+    points = [
+        {
+            "job": str(job.uuid),
+            "label": f"{job.model_version.name} v{job.model_version.version} · {str(job.uuid)[:8]}",
+            "url": reverse("jobs-detail", kwargs={"job_uuid": job.uuid}),
+            "latency_ratio": round(job.latency_ratio, 4),
+            "size_ratio": round(job.size_ratio, 4),
+            "metric": round(m, 6),
+            "front": on_front,
+        }
+        for (job, m), on_front in zip(rows, front, strict=True)
+    ]
+    return {
+        "metric": "accuracy" if use_accuracy else "cosine",
+        "metric_label": "Top-1 accuracy (%)" if use_accuracy else "Cosine similarity to original",
+        "points": points,
+        "front": [p for p in points if p["front"]],
+    }
+
+
+def project_dashboard(project: Project, query: Mapping[str, str]) -> dict[str, Any]:
+    """Context for the jobs section of templates/registry/project.html."""
+    return {"jobs_table": jobs_table(project, query), "scatter": scatter(project)}

@@ -1,0 +1,80 @@
+"""Reports for the dashboard and compare tests: one real engine run per session, varied per
+job. Every variant goes through compress_engine.Report, so its ratios are recomputed exactly
+as a worker stores them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+REPORT_RECIPE = {
+    "version": 1,
+    "steps": [{"quantize": {"mode": "dynamic-int8"}}],
+    "evaluate": {"latency_runs": 3, "warmup": 1, "batch_sizes": [], "fidelity_samples": 8},
+}
+
+
+@pytest.fixture(scope="session")
+def base_report(tiny_cnn_onnx, pattern_npz, tmp_path_factory) -> dict[str, Any]:
+    """A real report of a labelled run (so it has accuracy), as stored on a job."""
+    from compress_engine import compress
+
+    out = tmp_path_factory.mktemp("dashboard-run") / "out"
+    return compress(tiny_cnn_onnx, REPORT_RECIPE, data=pattern_npz, out_dir=out).model_dump(
+        mode="json"
+    )
+
+
+@pytest.fixture
+def report_variant(base_report) -> Callable[..., dict[str, Any]]:
+    """The base report with the result's size, p50 latency, top-1 (None: no labels) and
+    cosine replaced."""
+    from compress_engine import Report
+
+    def make(*, size: int, p50: float, top1: float | None, cosine: float = 0.999) -> dict:
+        report = copy.deepcopy(base_report)
+        result = report["result"]
+        result["size_bytes"] = size
+        result["latency"]["p50_ms"] = p50
+        for latency in result["latency_by_batch"].values():
+            latency["p50_ms"] = p50
+        report["fidelity"]["summary"]["cosine_similarity"] = cosine
+        if top1 is None:
+            report["accuracy"] = None
+        else:
+            report["accuracy"]["result_top1"] = top1
+            report["accuracy"]["drop_points"] = 100 * (report["accuracy"]["original_top1"] - top1)
+        return Report.model_validate(report).model_dump(mode="json")
+
+    return make
+
+
+@pytest.fixture
+def succeeded_job() -> Callable[..., Any]:
+    """A job of `version` that ran to success with `report`, through the model's transitions."""
+    from factories import JobFactory
+
+    def make(version, report: dict[str, Any], **fields: Any):
+        job = JobFactory(model_version=version, recipe=REPORT_RECIPE, **fields)
+        assert job.claim(worker="w@test") and job.succeed(report)
+        return job
+
+    return make
+
+
+@pytest.fixture
+def unlabelled_dataset(project, owner, tmp_path):
+    import numpy as np
+
+    from model_builders import pattern_dataset
+    from registry.services import ingest_dataset_upload
+
+    x, _y = pattern_dataset(64, seed=3)
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x=x)
+    from conftest import _ingest
+
+    return _ingest(ingest_dataset_upload, project, owner, path)
