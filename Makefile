@@ -12,7 +12,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 TFLITE_VENV ?= .venv-tflite
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint format bench worker web install install-dev assets migrate browser clean
+.PHONY: run test lint format bench bench-load worker web install install-dev assets migrate browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,13 @@ test: install-dev assets browser
 bench: install
 	$(PIP) install -e ".[bench]" 2> >(grep -v "is ignored" >&2)
 	$(PY) -m benchmarks --suite quick
+
+# Not part of `make test` or CI: 100 Locust users against gunicorn + PostgreSQL + Redis with
+# a worker running jobs (needs both services up, as for `make test`); writes
+# benchmarks/results/load.json.
+bench-load: install
+	$(PIP) install -e ".[load]" 2> >(grep -v "is ignored" >&2)
+	$(PY) -m benchmarks.load
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -176,7 +176,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait_for_heartbeat(worker: WorkerProcess, timeout: float) -> None:
+def wait_for_heartbeat(worker: WorkerProcess, timeout: float) -> None:
     from jobs.models import WorkerHeartbeat
 
     deadline = time.monotonic() + timeout
@@ -189,6 +189,63 @@ def _wait_for_heartbeat(worker: WorkerProcess, timeout: float) -> None:
     raise RuntimeError(f"the Celery worker sent no heartbeat in {timeout} s:\n{worker.log()}")
 
 
+def subprocess_database_url() -> str:
+    """The URL of the test database, for processes the tests start (workers, web servers)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_worker(
+    log_path: Path,
+    *,
+    queues: str,
+    env: dict[str, str] | None = None,
+    hostname: str | None = None,
+) -> WorkerProcess:
+    """Start a real `celery worker` process (one prefork child) against the test database,
+    in a session of its own so it can be signalled as a group. `env` adds to (or overrides)
+    the environment: the broker, queue names, heartbeat and reaper intervals."""
+    from django.conf import settings
+
+    hostname = hostname or f"test-worker-{uuid.uuid4().hex[:8]}@localhost"
+    full_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": subprocess_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "MODELPRESS_WORKER_HEARTBEAT_SECONDS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO / "workers")]),
+        **(env or {}),
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
+        "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
+        "--queues", queues, "--hostname", hostname,
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return WorkerProcess(process, hostname, log_path)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process group started with start_new_session (SIGKILL if it lingers)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(
     django_db_setup, django_db_blocker, tmp_path_factory
@@ -199,45 +256,16 @@ def celery_worker_process(
     worker reads the database over its own connection.
     """
     from django.conf import settings
-    from django.db import connection
 
-    db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    hostname = f"test-worker-{uuid.uuid4().hex[:8]}@localhost"
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings_test",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-        "MODELPRESS_WORKER_HEARTBEAT_SECONDS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO / "workers")]),
-    }
-    command = [
-        sys.executable, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
-        "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
-        "--queues", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", hostname,
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    worker = WorkerProcess(process, hostname, log_path)
+    with django_db_blocker.unblock():
+        worker = start_worker(log_path, queues=settings.CELERY_TASK_DEFAULT_QUEUE)
     try:
         with django_db_blocker.unblock():
-            _wait_for_heartbeat(worker, timeout=90)
+            wait_for_heartbeat(worker, timeout=90)
         yield worker
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process(worker.process)
 
 
 def wait_for_job(job, timeout: float = 180.0):
@@ -255,7 +283,7 @@ def wait_for_job(job, timeout: float = 180.0):
 def worker(celery_worker_process, transactional_db) -> WorkerProcess:
     """The session's worker, once it has beaten again: each transactional test starts from
     emptied tables, heartbeat rows included."""
-    _wait_for_heartbeat(celery_worker_process, timeout=30)
+    wait_for_heartbeat(celery_worker_process, timeout=30)
     return celery_worker_process
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
+from accounts.forms import AdminLoginForm
 from accounts.models import ApiToken, AuditEvent, Invite, Membership, Team, User
 
+# The admin's login page counts toward the same login rate limits (accounts.ratelimit).
+admin.site.login_form = AdminLoginForm
 admin.site.register(User, UserAdmin)
 admin.site.register(Membership)
 

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from django import forms
-from django.contrib.auth.forms import UserCreationForm
+from typing import Any
 
+from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+from accounts import ratelimit
 from accounts.models import AuditEvent, Membership, User
 
 
@@ -67,3 +71,33 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args, actors: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["actor"].choices = [("", "Everyone"), *((a, a) for a in actors)]
+
+
+class RateLimitedLoginMixin:
+    """Refuses a login while its username or address is locked out (accounts.ratelimit),
+    without checking the password; counts failed logins and clears the username's count on
+    success. `lockout` says why a form was refused, for the view's 429."""
+
+    lockout: ratelimit.Lockout | None = None
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username") or ""  # type: ignore[attr-defined]
+        self.lockout = ratelimit.lockout(self.request, username)  # type: ignore[attr-defined]
+        if self.lockout is not None:
+            raise forms.ValidationError(self.lockout.message(), code="too_many_attempts")
+        try:
+            cleaned = super().clean()  # type: ignore[misc]
+        except forms.ValidationError as exc:
+            if getattr(exc, "code", None) == "invalid_login":
+                ratelimit.record_failure(self.request, username)  # type: ignore[attr-defined]
+            raise
+        ratelimit.record_success(username)
+        return cleaned
+
+
+class LoginForm(RateLimitedLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(RateLimitedLoginMixin, AdminAuthenticationForm):
+    pass

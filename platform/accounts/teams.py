@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -20,8 +19,8 @@ from accounts.access import require_role
 from accounts.models import AuditEvent, Membership, Team, User
 from accounts.quotas import active_jobs
 from accounts.services import AccountsRejected
-from jobs.models import Artifact, Job
-from registry.models import Dataset, ModelVersion
+from jobs.models import Job
+from registry.models import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -115,29 +114,10 @@ def delete_team(*, team: Team, actor: User) -> None:
             f"“{team.name}” has {converting} model upload(s) still converting. Wait for them "
             "to finish, then delete the team."
         )
-    files = [
-        *versions.values_list("file", flat=True),
-        *versions.values_list("source_file", flat=True),
-        *Dataset.objects.filter(project__team=team).values_list("file", flat=True),
-        *Artifact.objects.filter(job__team=team).values_list("file", flat=True),
-    ]
-    # Jobs first: Job.dataset is PROTECT, so the cascade from the team would refuse to
-    # delete datasets that jobs still point at.
+    # The stored files go with their rows, once this commits (registry.stored_files).
     Job.objects.filter(team=team).delete()
     team.delete()
     log.info("team %s (%s) deleted by %s", team.uuid, team.name, actor.get_username())
-
-    def remove_files() -> None:
-        for name in files:
-            if not name:
-                continue
-            try:
-                default_storage.delete(name)
-            except OSError:
-                log.exception("could not remove %s of deleted team %s", name, team.uuid)
-
-    # Only once the rows are gone for good: a rollback must not leave rows without files.
-    transaction.on_commit(remove_files)
 
 
 def assignable_roles(actor_role: str, team: Team) -> list[str]:

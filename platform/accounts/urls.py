@@ -6,11 +6,7 @@ from django.urls import path, reverse_lazy
 from accounts import token_views, views
 
 urlpatterns = [
-    path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="accounts/login.html"),
-        name="accounts-login",
-    ),
+    path("login/", views.LoginView.as_view(), name="accounts-login"),
     path("logout/", auth_views.LogoutView.as_view(), name="accounts-logout"),
     path("signup/", views.signup, name="accounts-signup"),
     path("profile/", views.profile, name="accounts-profile"),

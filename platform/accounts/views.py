@@ -27,6 +27,7 @@ from accounts.access import (
 from accounts.forms import (
     AuditFilterForm,
     InviteForm,
+    LoginForm,
     ProfileForm,
     RoleForm,
     SignupForm,
@@ -95,6 +96,21 @@ def password_change(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Password changed.")
         return redirect("accounts-profile")
     return render(request, "accounts/password_change.html", {"form": form})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, rate limited (accounts.ratelimit): a locked-out attempt answers 429
+    with Retry-After and the form saying when to try again."""
+
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:  # type: ignore[override]
+        response = super().form_invalid(form)
+        if form.lockout is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(form.lockout.retry_after)
+        return response
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

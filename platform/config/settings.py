@@ -175,6 +175,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("MODELPRESS_JOB_SOFT_TIME_LIMIT", 6 * 3600
 CELERY_TASK_TIME_LIMIT = env_int("MODELPRESS_JOB_TIME_LIMIT", 6 * 3600 + 300)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Job queues (jobs.routing): recipes that train go to the gpu queue while a live worker with
+# a CUDA device consumes it; everything else, and training without such a worker, to cpu.
+MODELPRESS_CPU_QUEUE = env_str("MODELPRESS_CPU_QUEUE") or CELERY_TASK_DEFAULT_QUEUE
+MODELPRESS_GPU_QUEUE = env_str("MODELPRESS_GPU_QUEUE") or "gpu"
 
 # A worker is "alive" when its heartbeat row is younger than this; a running job whose
 # heartbeat is older than MODELPRESS_JOB_STALE_SECONDS is failed by the reaper.
@@ -201,11 +205,61 @@ MODELPRESS_INVITE_TTL_HOURS = env_int("MODELPRESS_INVITE_TTL_HOURS", 72)
 MODELPRESS_TEAM_STORAGE_QUOTA_BYTES = env_int("MODELPRESS_TEAM_STORAGE_QUOTA_BYTES", 20 * 1024**3)
 MODELPRESS_TEAM_MAX_CONCURRENT_JOBS = env_int("MODELPRESS_TEAM_MAX_CONCURRENT_JOBS", 4)
 
+# Login rate limits (accounts.ratelimit): after this many failed logins for one username, or
+# from one client address, within the window, logins are refused until it ends.
+MODELPRESS_LOGIN_MAX_FAILURES = env_int("MODELPRESS_LOGIN_MAX_FAILURES", 10)
+# Higher: an office behind one NAT address shares it.
+MODELPRESS_LOGIN_MAX_FAILURES_PER_IP = env_int("MODELPRESS_LOGIN_MAX_FAILURES_PER_IP", 30)
+MODELPRESS_LOGIN_WINDOW_SECONDS = env_int("MODELPRESS_LOGIN_WINDOW_SECONDS", 15 * 60)
+# Reverse proxies in front of the app that append the client's address to X-Forwarded-For.
+# Production runs behind one (its TLS proxy or ingress; see SECURE_PROXY_SSL_HEADER); 0 uses
+# REMOTE_ADDR, since the header is client-controlled. Too low, and every user shares the
+# proxy's address and its failure count.
+MODELPRESS_TRUSTED_PROXIES = env_int("MODELPRESS_TRUSTED_PROXIES", 1 if PRODUCTION else 0)
+# Those counts live in the cache, which every web process must share: Redis (CACHE_URL, by
+# default the broker's Redis) where there is one, else this process's memory.
+_CACHE_URL = env_str("CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends."
+        + ("redis.RedisCache" if _CACHE_URL else "locmem.LocMemCache"),
+        "LOCATION": _CACHE_URL,
+        "KEY_PREFIX": "modelpress",
+    }
+}
+
+# /metrics answers only requests with `Authorization: Bearer <this token>`; empty: 404.
+MODELPRESS_METRICS_TOKEN = env_str("MODELPRESS_METRICS_TOKEN") or ""
+
+# text: one readable line per record; json: one JSON object per line (for log collectors),
+# with `job_id` on every record emitted while a worker runs a job (null otherwise).
+MODELPRESS_LOG_FORMAT = (env_str("MODELPRESS_LOG_FORMAT") or "text").strip().lower()
+if MODELPRESS_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(
+        f"MODELPRESS_LOG_FORMAT must be text or json, got {MODELPRESS_LOG_FORMAT!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"job_id": {"()": "jobrunner.log_context.JobIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s %(job_id)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",  # ISO 8601 in UTC
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": MODELPRESS_LOG_FORMAT,
+            "filters": ["job_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
@@ -221,5 +275,6 @@ if PRODUCTION:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    # /healthz is probed over plain HTTP by load balancers and orchestrators.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # /healthz is probed over plain HTTP by load balancers and orchestrators, and /metrics
+    # scraped (with its token) from inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]

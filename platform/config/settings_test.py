@@ -24,3 +24,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault(
     "CELERY_TASK_DEFAULT_QUEUE", f"modelpress-test-{os.getpid()}"
 )
+# The job queues follow that run-own default queue (settings.py read it before it was set).
+MODELPRESS_CPU_QUEUE = os.environ.get("MODELPRESS_CPU_QUEUE") or CELERY_TASK_DEFAULT_QUEUE
+MODELPRESS_GPU_QUEUE = os.environ.get("MODELPRESS_GPU_QUEUE") or f"{CELERY_TASK_DEFAULT_QUEUE}-gpu"
+# Each test process keeps its own cache: login rate-limit counts must not outlive a run or
+# leak between concurrent runs through a shared Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -91,6 +91,9 @@ class JobOut(Schema):
     progress: float = Field(description="0..1 within the whole job.")
     error: str
     cancel_requested: bool
+    queue: str = Field(description="The Celery queue the job was sent to (gpu or cpu).")
+    worker: str = Field(description="The worker that ran the job; empty until one claims it.")
+    device: str = Field(description="That worker's hardware, e.g. GPU and CPU model.")
     created_by: str | None
     created_at: datetime
     started_at: datetime | None

@@ -195,12 +195,11 @@ def note_progress(job: Job, stage: str, fraction: float, *, at: datetime | None 
         line = f"{clock}  {stage}: {round(fraction * 100)}% of the job"
     with transaction.atomic():
         # Row lock: the heartbeat thread and this callback must not overwrite each other.
-        row = (
-            Job.objects.select_for_update()
-            .filter(pk=job.pk, status=Job.Status.RUNNING)
-            .values("log_tail", "timeline")
-            .first()
+        # Only while the job runs the attempt this worker claimed (Job.attempts fencing).
+        this_run = Job.objects.filter(
+            pk=job.pk, status=Job.Status.RUNNING, attempts=job.run_attempt
         )
+        row = this_run.select_for_update().values("log_tail", "timeline").first()
         if row is None:
             return False
         timeline = [*(row["timeline"] or []), [round(now, 2), round(fraction, 5)]]
@@ -208,6 +207,6 @@ def note_progress(job: Job, stage: str, fraction: float, *, at: datetime | None 
         if line is not None:
             lines = [*row["log_tail"].splitlines(), line][-MAX_LOG_LINES:]
             fields["log_tail"] = "\n".join(lines)
-        Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(**fields)
+        this_run.update(**fields)
     job._live_note = (stage, now, decile)  # type: ignore[attr-defined]
     return True

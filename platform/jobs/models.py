@@ -8,11 +8,13 @@ never move a job backwards or out of a terminal state.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Team
@@ -21,6 +23,22 @@ from registry.models import Dataset, ModelVersion, Project
 
 class InvalidTransition(Exception):
     pass
+
+
+WORKER_LOST = (
+    "Worker lost: the job stopped sending heartbeats (its worker died or was killed) on each "
+    "of its {runs} runs, so it was not re-queued again. Start the job again; if it keeps "
+    "happening, the job may be too big for the worker (memory or time limits)."
+)
+
+
+@dataclass
+class Reaped:
+    """What Job.reap_stale did with the running jobs whose heartbeat stopped."""
+
+    requeued: list[Job] = field(default_factory=list)
+    failed: int = 0
+    cancelled: int = 0
 
 
 class Job(models.Model):
@@ -32,11 +50,14 @@ class Job(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    # Runs a job gets when its worker is lost: the reaper re-queues it once, then fails it.
+    MAX_ATTEMPTS = 2
     # Bound on `training`: a 1000-epoch run with recovery steps stays a few hundred kB.
     MAX_TRAINING_POINTS = 2000
     # The whole state machine: from-state -> states it may move to.
     TRANSITIONS: dict[str, frozenset[str]] = {
         Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+        # back to queued only through reap_stale, when the worker running it was lost
         Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
         Status.SUCCEEDED: frozenset(),
         Status.FAILED: frozenset(),
@@ -47,9 +68,11 @@ class Job(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="jobs")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="jobs")
+    # RESTRICT, not PROTECT: a dataset that jobs used cannot be deleted on its own, but goes
+    # with them when its project or team is deleted (PROTECT refused even that).
     dataset = models.ForeignKey(
         Dataset,
-        on_delete=models.PROTECT,
+        on_delete=models.RESTRICT,
         null=True,
         blank=True,
         related_name="jobs",
@@ -79,8 +102,24 @@ class Job(models.Model):
         "jobs.live.MAX_TIMELINE_SAMPLES: the rate behind the live page's ETA.",
     )
     celery_task_id = models.CharField(max_length=64, blank=True)
+    queue = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The Celery queue the job was sent to (jobs.routing decides, from the recipe).",
+    )
     worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The hardware of the worker that ran the job (compress_engine WorkerDevice).",
+    )
     cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="How many times a worker claimed the job. A job whose worker was lost is "
+        "re-queued while this is below Job.MAX_ATTEMPTS, then failed. Worker-side writes are "
+        "fenced on it, so a worker that lost its claim cannot touch a newer run.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -110,30 +149,57 @@ class Job(models.Model):
     def percent(self) -> int:
         return round(self.progress * 100)
 
-    def _transition(self, to: str, **fields: Any) -> bool:
-        """Move to `to` if the row is still in a state that allows it. Returns True if moved."""
+    def _transition(self, to: str, *, any_attempt: bool = False, **fields: Any) -> bool:
+        """Move to `to` if the row is still in a state that allows it. Returns True if moved.
+
+        Unless `any_attempt`, the row must also still be on this instance's attempt: a worker
+        whose job was re-queued behind its back (and claimed again) cannot finish it.
+        """
         sources = [s for s, targets in self.TRANSITIONS.items() if to in targets]
         if not sources:
             raise InvalidTransition(f"no state may move to {to}")
-        moved = Job.objects.filter(pk=self.pk, status__in=sources).update(status=to, **fields)
+        rows = Job.objects.filter(pk=self.pk, status__in=sources)
+        if not any_attempt:
+            rows = rows.filter(attempts=self.run_attempt)
+        moved = rows.update(status=to, **fields)
         self.refresh_from_db()
         return moved == 1
 
-    def claim(self, *, worker: str, task_id: str = "") -> bool:
-        """queued -> running, for exactly one worker."""
+    @property
+    def run_attempt(self) -> int:
+        """The attempt this instance speaks for: the one it claimed (kept when a refresh shows
+        a newer one), else the row's as loaded. Worker-side writes are fenced on it."""
+        return self.__dict__.get("_claimed_attempt", self.attempts)
+
+    def _this_run(self) -> models.QuerySet[Job]:
+        """The row while it is running the attempt this instance claimed."""
+        return Job.objects.filter(pk=self.pk, status=self.Status.RUNNING, attempts=self.run_attempt)
+
+    def claim(self, *, worker: str, task_id: str = "", device: str = "") -> bool:
+        """queued -> running, for exactly one worker (recorded with its hardware); counts the
+        attempt. A running job is never claimed: a duplicate or re-delivered message does
+        nothing, and a job whose worker died is re-queued by reap_stale instead."""
         now = timezone.now()
-        fields: dict[str, Any] = {"started_at": now, "heartbeat_at": now, "worker": worker[:200]}
+        fields: dict[str, Any] = {
+            "attempts": F("attempts") + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker": worker[:200],
+            "device": device[:300],
+        }
         if task_id:
             fields["celery_task_id"] = task_id
         moved = Job.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
             status=self.Status.RUNNING, **fields
         )
         self.refresh_from_db()
+        if moved:
+            self._claimed_attempt = self.attempts
         return moved == 1
 
     def record_progress(self, stage: str, fraction: float) -> None:
         """Progress and heartbeat of a running job; a no-op once the job left `running`."""
-        Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+        self._this_run().update(
             stage=stage[:200],
             progress=min(max(fraction, 0.0), 1.0),
             heartbeat_at=timezone.now(),
@@ -149,10 +215,7 @@ class Job(models.Model):
         with transaction.atomic():
             # Row lock: two writers (say, a retried callback) must not lose each other's point.
             current = (
-                Job.objects.select_for_update()
-                .filter(pk=self.pk, status=self.Status.RUNNING)
-                .values_list("training", flat=True)
-                .first()
+                self._this_run().select_for_update().values_list("training", flat=True).first()
             )
             if current is None:
                 return False
@@ -160,9 +223,7 @@ class Job(models.Model):
             if points and points[-1] == point:
                 return False
             points = [*points, point][-self.MAX_TRAINING_POINTS :]
-            Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
-                training=points, heartbeat_at=timezone.now()
-            )
+            self._this_run().update(training=points, heartbeat_at=timezone.now())
         self.training = points
         return True
 
@@ -185,6 +246,7 @@ class Job(models.Model):
             return True
         return self._transition(
             self.Status.CANCELLED,
+            any_attempt=True,  # the user's cancel, not a worker's
             cancel_requested=True,
             stage="Cancelled",
             finished_at=timezone.now(),
@@ -200,19 +262,57 @@ class Job(models.Model):
         return Job.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
     @classmethod
-    def reap_stale(cls, older_than: timedelta) -> int:
-        """Fail running jobs whose worker stopped sending heartbeats."""
-        cutoff = timezone.now() - older_than
-        return cls.objects.filter(status=cls.Status.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=cls.Status.FAILED,
-            error="Worker lost: the job stopped sending heartbeats (the worker died or was "
-            "killed). Start the job again.",
-            finished_at=timezone.now(),
+    def reap_stale(cls, older_than: timedelta) -> Reaped:
+        """Running jobs whose worker stopped sending heartbeats (it died, was killed, lost its
+        machine): each is re-queued once, then failed with "Worker lost"; one the user asked
+        to cancel is cancelled.
+
+        Re-queued jobs are back in `queued` with their progress reset; the caller sends them
+        to a worker (jobs.services.reap_stale_jobs). Every update repeats its conditions, so
+        the reapers of several workers running at once act on a job once.
+        """
+        now = timezone.now()
+        cutoff = now - older_than
+        stale = cls.objects.filter(status=cls.Status.RUNNING, heartbeat_at__lt=cutoff)
+        reaped = Reaped()
+        reaped.cancelled = stale.filter(cancel_requested=True).update(
+            status=cls.Status.CANCELLED, stage="Cancelled", finished_at=now
         )
+        reaped.failed = stale.filter(attempts__gte=cls.MAX_ATTEMPTS).update(
+            status=cls.Status.FAILED,
+            error=WORKER_LOST.format(runs=cls.MAX_ATTEMPTS),
+            finished_at=now,
+        )
+        clock = f"{timezone.localtime(now):%H:%M:%S}"
+        for pk, attempts, log_tail in stale.values_list("pk", "attempts", "log_tail"):
+            note = (
+                f"{clock}  Worker lost (no heartbeat for {older_than.total_seconds():g} s): "
+                f"re-queued for run {attempts + 1} of {cls.MAX_ATTEMPTS}"
+            )
+            moved = stale.filter(pk=pk, attempts=attempts).update(
+                status=cls.Status.QUEUED,
+                stage="Waiting for a worker (re-queued: its worker was lost)",
+                progress=0.0,
+                training=[],
+                timeline=[],
+                log_tail=f"{log_tail}\n{note}".strip(),
+                worker="",
+                device="",
+                started_at=None,
+                heartbeat_at=None,
+            )
+            if moved:
+                reaped.requeued.append(cls.objects.get(pk=pk))
+        return reaped
+
+
+def artifact_folder(job: Job) -> str:
+    """The storage folder of a job's artifacts; nothing else is stored in it."""
+    return f"artifacts/{job.team.uuid}/{job.uuid}"
 
 
 def _artifact_upload_to(instance: Artifact, filename: str) -> str:
-    return f"artifacts/{instance.job.team.uuid}/{instance.job.uuid}/{filename}"
+    return f"{artifact_folder(instance.job)}/{filename}"
 
 
 class Artifact(models.Model):
@@ -235,22 +335,57 @@ class Artifact(models.Model):
 
 class WorkerHeartbeat(models.Model):
     """One row per worker process, refreshed periodically; /healthz reads worker liveness here
-    because the filesystem broker has no broadcast (no celery ping)."""
+    because the filesystem broker has no broadcast (no celery ping). Job routing reads the
+    hardware fields: a job that trains goes to the gpu queue only while a live worker with a
+    CUDA device consumes it."""
 
     hostname = models.CharField(max_length=200, unique=True)
-    queues = models.CharField(max_length=200, blank=True)
-    device = models.CharField(max_length=300, blank=True)
+    queues = models.CharField(max_length=200, blank=True, help_text="Consumed queues, a,b,c.")
+    device = models.CharField(max_length=300, blank=True, help_text="One-line description.")
+    cuda_device = models.CharField(
+        max_length=200, blank=True, help_text="Name of CUDA device 0; empty without a GPU."
+    )
+    cuda_device_count = models.PositiveIntegerField(default=0)
+    cuda_memory_bytes = models.BigIntegerField(default=0, help_text="Total memory of device 0.")
+    cpu_cores = models.PositiveIntegerField(default=0)
+    providers = models.CharField(
+        max_length=300, blank=True, help_text="Usable ONNX Runtime execution providers, a,b."
+    )
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return self.hostname
 
+    @property
+    def queue_names(self) -> list[str]:
+        return [q for q in self.queues.split(",") if q]
+
     @classmethod
-    def beat(cls, hostname: str, *, queues: str = "", device: str = "") -> None:
+    def beat(
+        cls,
+        hostname: str,
+        *,
+        queues: str = "",
+        device: str = "",
+        cuda_device: str = "",
+        cuda_device_count: int = 0,
+        cuda_memory_bytes: int = 0,
+        cpu_cores: int = 0,
+        providers: str = "",
+    ) -> None:
         cls.objects.update_or_create(
             hostname=hostname,
-            defaults={"last_seen": timezone.now(), "queues": queues, "device": device},
+            defaults={
+                "last_seen": timezone.now(),
+                "queues": queues[:200],
+                "device": device[:300],
+                "cuda_device": cuda_device[:200],
+                "cuda_device_count": cuda_device_count,
+                "cuda_memory_bytes": cuda_memory_bytes,
+                "cpu_cores": cpu_cores,
+                "providers": providers[:300],
+            },
         )
 
     @classmethod

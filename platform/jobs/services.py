@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -12,7 +13,8 @@ from django.http import HttpRequest
 from accounts import audit
 from accounts.models import User
 from accounts.quotas import QuotaExceeded, check_job_start
-from jobs.models import Job
+from jobs.models import Job, Reaped
+from jobs.routing import choose_queue
 from registry.access import projects_for
 from registry.models import Dataset, ModelVersion
 from registry.services import RegistryRejected, require_ready
@@ -139,13 +141,13 @@ def create_job(
     dataset: Dataset | None = None,
     request: HttpRequest | None = None,
 ) -> Job:
-    """Create a queued job and enqueue it once the row is committed."""
-    from jobrunner.tasks import run_compression_job
-
+    """Create a queued job and enqueue it, on the queue its recipe calls for (jobs.routing),
+    once the row is committed."""
     recipe_json = preflight_job(
         model_version=model_version, user=user, recipe=recipe, dataset=dataset
     )
     task_id = str(uuid.uuid4())
+    queue = choose_queue(recipe_json)
     team = model_version.project.team
     with transaction.atomic():
         # The team row lock serialises starts, so two at once cannot both pass the limit.
@@ -159,17 +161,11 @@ def create_job(
             dataset=dataset,
             created_by=user,
             celery_task_id=task_id,
+            queue=queue,
             stage="Waiting for a worker",
         )
 
-        def enqueue() -> None:
-            try:
-                run_compression_job.apply_async(args=[str(job.uuid)], task_id=task_id)
-            except Exception as exc:  # broker down: say so on the job instead of leaving it queued
-                log.exception("could not enqueue job %s", job.uuid)
-                job.fail(f"Could not reach the job queue: {exc}. Try again later.")
-
-        transaction.on_commit(enqueue)
+        transaction.on_commit(lambda: _enqueue(job, "Could not reach the job queue"))
         audit.record(
             team=team,
             actor=user,
@@ -178,7 +174,49 @@ def create_job(
             detail={"model_version": str(model_version.uuid), "steps": _step_names(recipe_json)},
             request=request,
         )
+    log.info("job %s created", job.uuid, extra=_log_extra(job))
     return job
+
+
+def _enqueue(job: Job, failure: str) -> None:
+    """Send a queued job's task (its celery_task_id, on its queue); if the broker cannot be
+    reached, fail the job with `failure` and the reason instead of leaving it queued."""
+    from jobrunner.tasks import run_compression_job
+
+    try:
+        run_compression_job.apply_async(
+            args=[str(job.uuid)], task_id=job.celery_task_id, queue=job.queue
+        )
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job.uuid, extra=_log_extra(job))
+        job.fail(f"{failure}: {exc}. Try again later.")
+
+
+def reap_stale_jobs(older_than: timedelta) -> Reaped:
+    """The reaper, run by every worker's heartbeat thread: running jobs whose heartbeat is
+    older than `older_than` are re-queued once (sent again, on the queue routing picks now:
+    the GPU worker that ran one may be the one that died), then failed (Job.reap_stale)."""
+    reaped = Job.reap_stale(older_than)
+    for job in reaped.requeued:
+        job.celery_task_id, job.queue = str(uuid.uuid4()), choose_queue(job.recipe)
+        Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            celery_task_id=job.celery_task_id, queue=job.queue
+        )
+        log.warning(
+            "job %s re-queued on %s: its worker was lost (run %d of %d)",
+            job.uuid,
+            job.queue,
+            job.attempts + 1,
+            Job.MAX_ATTEMPTS,
+            extra=_log_extra(job),
+        )
+        _enqueue(job, "Worker lost, and the job could not be re-queued")
+    return reaped
+
+
+def _log_extra(job: Job) -> dict[str, str]:
+    # The web side is outside any job's log context (jobrunner.log_context): say which job.
+    return {"job_id": str(job.uuid)}
 
 
 def _check_quota(team: Any) -> None:
@@ -204,6 +242,8 @@ def cancel_job(job: Job, *, user: User, request: HttpRequest | None = None) -> b
                 target=job,
                 request=request,
             )
+    if cancelled:
+        log.info("job %s cancel requested (%s)", job.uuid, job.status, extra=_log_extra(job))
     return cancelled
 
 

@@ -26,8 +26,11 @@ from typing import IO, Any
 
 import numpy as np
 
+from compress_engine.archives import ZIP_ERRORS
+from compress_engine.data import NPY_HEADER_READERS
+from compress_engine.errors import short_message
 from registry.models import Dataset
-from registry.npz import _HEADER_READERS, NpzRejected, summarize_npz
+from registry.npz import NpzRejected, summarize_npz
 
 # Decoded pixels over all images at upload (the preview's statistics need every image):
 # about 20,000 RGB images of 224x224. Bigger sets should be resized before zipping.
@@ -110,6 +113,11 @@ def _inspect_npz(path: Path) -> DatasetFacts:
     labels = None
     if summary.label_array and summary.samples <= MAX_HISTOGRAM_SAMPLES:
         labels = _npz_labels(path, summary.label_array)
+        if labels.size and int(labels.min()) < 0:
+            # The engine refuses them when a job loads the dataset: say so now.
+            raise DatasetRejected(
+                f"Labels {summary.label_array!r} must be class ids >= 0; found {int(labels.min())}."
+            )
     if labels is not None:
         values, counts = np.unique(labels, return_counts=True)
         if len(values) <= MAX_HISTOGRAM_CLASSES:
@@ -141,8 +149,8 @@ def _npz_labels(path: Path, name: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return np.asarray(npz[name])
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetRejected(f"The labels {name!r} cannot be read: {exc}") from exc
+    except ZIP_ERRORS as exc:
+        raise DatasetRejected(f"The labels {name!r} cannot be read: {short_message(exc)}") from exc
 
 
 def npz_image_layout(shape: list[int]) -> str | None:
@@ -162,13 +170,16 @@ def npz_image_layout(shape: list[int]) -> str | None:
 
 def _c_ordered(path: Path, name: str) -> bool:
     # Leading samples of a C-ordered array are its first bytes: previews read only those.
-    with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as handle:
-        return not _npy_header(handle)[1]
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as handle:
+            return not _npy_header(handle)[1]
+    except ZIP_ERRORS:
+        return False  # no previews; the header itself was checked already
 
 
 def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(handle)
-    reader = _HEADER_READERS.get(version)
+    reader = NPY_HEADER_READERS.get(version)
     if reader is None:
         raise ValueError(f"unsupported .npy format version {version}")
     return reader(handle)
@@ -228,7 +239,7 @@ def _inspect_image_folders(path: Path, *, max_bytes: int) -> DatasetFacts:
 
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise DatasetRejected(f"The file is not a readable .zip archive. {_IMAGE_HINT}") from exc
     with archive:
         infos = archive.infolist()
@@ -324,7 +335,7 @@ def _decode(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> tuple[np.ndarr
             gray = np.asarray(image.convert("L"), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise DatasetRejected(f"{member.filename!r} is too large to decode: {exc}") from exc
-    except (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (*ZIP_ERRORS, UnidentifiedImageError) as exc:
         raise _Unreadable(_short(exc)) from exc
     return rgb, gray
 
@@ -356,7 +367,7 @@ def render_preview(dataset: Dataset, index: int) -> bytes:
                 image = _image_member(handle, preview["member"], dataset.image_channels or "RGB")
             else:
                 image = _npz_sample(handle, dataset, preview["array"], int(preview["index"]))
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (KeyError, *ZIP_ERRORS) as exc:
         raise PreviewUnavailable(str(exc)) from exc
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
     out = io.BytesIO()

@@ -1,5 +1,6 @@
 """Reads the structure of an uploaded `.npz` from array headers only: no pickles, no data
-loaded into memory, object arrays refused."""
+loaded into memory, object arrays refused. The header checks are the engine's
+(compress_engine.data.read_array_header), so an upload accepted here is one a job can load."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-LABEL_NAMES = ("y", "labels")
+from compress_engine.archives import ZIP_ERRORS
+from compress_engine.data import (
+    LABEL_NAMES,
+    MAX_ARRAYS,
+    MAX_DATASET_BYTES,
+    ArrayHeader,
+    read_array_header,
+)
+from compress_engine.errors import EngineError
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
-MAX_ARRAYS = 64
-# numpy.savez writes format 1.0, or 2.0 for very large headers; 3.0 (utf-8 field names) is
-# rare enough to refuse with a clear message.
-_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
+# Dataset.samples is a PostgreSQL integer.
+MAX_SAMPLES = 2**31 - 1
 
 
 class NpzRejected(Exception):
@@ -35,7 +40,7 @@ class NpzSummary:
 def summarize_npz(path: Path) -> NpzSummary:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise NpzRejected(
             "The file is not a NumPy .npz archive. Save your arrays with "
             "numpy.savez(path, x=inputs, y=labels)."
@@ -46,36 +51,34 @@ def summarize_npz(path: Path) -> NpzSummary:
             raise NpzRejected("The .npz archive holds no arrays.")
         if len(members) > MAX_ARRAYS:
             raise NpzRejected(f"The .npz archive holds more than {MAX_ARRAYS} arrays.")
-        arrays = {name: header for name, header in (_header(archive, m) for m in members)}
+        headers = [_header(archive, m) for m in members]
+    total = sum(h.nbytes for h in headers)
+    if total > MAX_DATASET_BYTES:
+        # What a job could not load: the engine holds the whole dataset in memory.
+        raise NpzRejected(
+            f"The arrays hold {total / 1024**3:.1f} GiB; a dataset may hold at most "
+            f"{MAX_DATASET_BYTES / 1024**3:.0f} GiB. Use a subset for calibration and evaluation."
+        )
+    arrays = {h.name: {"shape": list(h.shape), "dtype": h.dtype.name} for h in headers}
     return _validate(arrays)
 
 
-def _header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> tuple[str, dict]:
+def _header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> ArrayHeader:
     if not member.filename.endswith(".npy"):
         raise NpzRejected(f"{member.filename!r} is not a .npy array; only arrays are accepted.")
     name = member.filename[: -len(".npy")]
     if not _NAME_RE.match(name):
         raise NpzRejected(f"Array name {name!r} is not allowed.")
-    with archive.open(member) as handle:
-        try:
-            version = np.lib.format.read_magic(handle)
-            read_header = _HEADER_READERS.get(version)
-            if read_header is None:
-                raise ValueError(f"unsupported .npy format version {version}")
-            shape, _fortran, dtype = read_header(handle)
-        except ValueError as exc:
-            raise NpzRejected(f"Array {name!r} is not a valid .npy array: {exc}") from exc
-    if dtype.hasobject:
-        raise NpzRejected(
-            f"Array {name!r} holds Python objects (dtype {dtype}); only numeric arrays are "
-            "accepted (they would need unpickling, which ModelPress never does)."
-        )
-    if dtype.kind not in "biuf":
-        raise NpzRejected(f"Array {name!r} has dtype {dtype}; only numbers and booleans.")
-    return name, {"shape": [int(d) for d in shape], "dtype": dtype.name}
+    # The engine's checks, so that an upload accepted here is one a job can load.
+    try:
+        return read_array_header(archive, member)
+    except EngineError as exc:
+        raise NpzRejected(str(exc)) from exc
 
 
 def _validate(arrays: dict[str, dict]) -> NpzSummary:
+    if all(n in arrays for n in LABEL_NAMES):
+        raise NpzRejected("The .npz holds both `y` and `labels`; keep one label array.")
     label = next((n for n in LABEL_NAMES if n in arrays), "")
     inputs = {n: a for n, a in arrays.items() if n not in LABEL_NAMES}
     if not inputs:
@@ -89,6 +92,8 @@ def _validate(arrays: dict[str, dict]) -> NpzSummary:
     samples = next(iter(counts.values()))
     if samples == 0:
         raise NpzRejected("The dataset has no samples.")
+    if samples > MAX_SAMPLES:
+        raise NpzRejected(f"The dataset has {samples:,} samples; at most {MAX_SAMPLES:,}.")
     if label:
         labels = arrays[label]
         if len(labels["shape"]) != 1 or np.dtype(labels["dtype"]).kind not in "iu":

@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.home, name="web-home"),
     path("dashboard/", views.dashboard, name="web-dashboard"),
     path("healthz", views.healthz, name="web-healthz"),
+    path("metrics", views.metrics, name="web-metrics"),
 ]

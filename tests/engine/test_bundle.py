@@ -50,6 +50,10 @@ def test_it_holds_every_artifact_the_report_and_the_preprocessing(run: Path) -> 
         markdown = zf.read("REPORT.md").decode()
         spec = zf.read("preprocessing.json").decode()
     assert "| Latency p50, batch 4 |" in markdown
+    assert "## Latency by runtime" in markdown
+    cpu = next(r for r in report.runtimes if r.runtime == "CPU")
+    assert f"| CPU | {cpu.original.p50_ms:.4g} ms | {cpu.compressed.p50_ms:.4g} ms |" in markdown
+    assert all(f"| {r.runtime} |" in markdown for r in report.runtimes)
     assert "## Pruning" in markdown and "magnitude pruning" in markdown
     assert "Top-1 on" in markdown  # the dataset has labels
     assert '"layout": "NCHW"' in spec and '"dtype": "float32"' in spec

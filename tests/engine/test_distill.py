@@ -305,6 +305,34 @@ def test_without_labels_it_imitates_the_teacher_by_cosine(
     assert run.report.accuracy is None
 
 
+def test_each_epoch_moves_the_progress_of_the_training_stage(
+    teacher: Path, digits_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compress_engine.torch_side import training
+
+    # As on a fast machine, where a whole short run fits in one throttle interval of the
+    # per-step reports: only the per-epoch reports can move the bar.
+    monkeypatch.setattr(training, "PROGRESS_EVERY_S", 1e9)
+    events: list[tuple[str, float]] = []
+    recipe = {"steps": [{"distill": {"epochs": 4, "patience": None}}], "evaluate": FAST}
+
+    compress(
+        teacher,
+        recipe,
+        digits_npz,
+        out_dir=tmp_path,
+        progress=lambda _stage, f: events.append(("progress", f)),
+        on_training=lambda point: events.append(("epoch", point.epoch)),
+    )
+
+    # Every epoch reports, right after its point, further than the report before.
+    epochs = [i for i, (kind, _) in enumerate(events) if kind == "epoch"]
+    assert len(epochs) == 5  # epoch 0 (before training) and four epochs
+    for i in epochs[1:]:
+        after, before = events[i + 1], [f for kind, f in events[:i] if kind == "progress"]
+        assert after[0] == "progress" and after[1] > before[-1], events
+
+
 def test_finetune_without_labels_is_refused_before_any_work(
     teacher: Path, unlabelled_npz: Path, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -227,3 +228,26 @@ def test_device_description_names_cpu_and_provider() -> None:
     text = device_mod.describe_device()
     assert device_mod.cpu_model_name() in text
     assert "CPUExecutionProvider" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [("max 100000", None), ("400000 100000", 4), ("150000 100000", 1), ("50000 100000", 1)],
+)
+def test_a_container_cpu_quota_caps_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, limit: int | None
+) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(text + "\n")
+    monkeypatch.setattr(device_mod, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(device_mod.os, "sched_getaffinity", lambda _pid: set(range(64)))
+
+    assert device_mod.cgroup_cpu_limit(cpu_max) == limit
+    assert device_mod.usable_cpus() == (64 if limit is None else limit)
+
+
+def test_without_a_cgroup_file_the_affinity_mask_decides(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(device_mod, "CGROUP_CPU_MAX", tmp_path / "absent")
+    monkeypatch.setattr(device_mod.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+
+    assert device_mod.usable_cpus() == 3

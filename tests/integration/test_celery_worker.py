@@ -20,7 +20,7 @@ def _replace_stored_file(version, content: bytes) -> None:
 
 
 def test_it_runs_a_job_through_redis_and_keeps_serving_after_a_failure(
-    worker, model_version, owner, fast_recipe
+    worker, model_version, owner, fast_recipe, settings
 ):
     good_bytes = model_version.file.storage.open(model_version.file.name, "rb").read()
 
@@ -38,6 +38,19 @@ def test_it_runs_a_job_through_redis_and_keeps_serving_after_a_failure(
     assert job.status == "succeeded", job.error + "\n" + worker.log()
     assert job.celery_task_id and job.artifacts.count() == 1
     assert WorkerHeartbeat.alive().filter(hostname=worker.hostname).exists()
+    # No GPU worker here: the job went to the cpu queue, the one this worker reads.
+    assert job.queue == settings.MODELPRESS_CPU_QUEUE
+    assert job.device == WorkerHeartbeat.objects.get(hostname=worker.hostname).device != ""
+
+
+def test_it_advertises_the_queues_it_reads_and_its_hardware(worker, settings):
+    from compress_engine.device import cuda_devices
+
+    row = WorkerHeartbeat.alive().get(hostname=worker.hostname)
+    # Only the -Q queues (the fixture's run-own queue), not every queue the app knows.
+    assert row.queue_names == [settings.CELERY_TASK_DEFAULT_QUEUE]
+    assert row.cpu_cores > 0 and "cores" in row.device
+    assert (row.cuda_device != "") == bool(cuda_devices())
 
 
 def test_it_reports_the_worker_alive_on_healthz(worker, client):

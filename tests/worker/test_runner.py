@@ -109,6 +109,32 @@ def test_it_removes_stored_artifacts_when_recording_them_fails(job, monkeypatch)
     assert not Artifact.objects.exists()
 
 
+def test_it_records_where_the_job_ran_and_shows_it(
+    model_version, owner, fast_recipe, client, settings, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from compress_engine.device import probe_worker_device
+    from jobs.services import create_job
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job = create_job(model_version=model_version, user=owner.user, recipe=fast_recipe)
+    run_job(str(job.uuid), task_id=job.celery_task_id, worker="w@test")
+
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert job.queue == settings.MODELPRESS_CPU_QUEUE  # no GPU worker in the test database
+    assert job.device == probe_worker_device().summary and "cores" in job.device
+    client.force_login(owner.user)
+    page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
+    assert (
+        f'data-testid="job-ran-on">Ran on w@test ({job.device}) from the '
+        f"{settings.MODELPRESS_CPU_QUEUE} queue</span>"
+    ) in page
+    api = client.get(f"/api/v1/jobs/{job.uuid}").json()
+    assert (api["queue"], api["worker"], api["device"]) == (job.queue, "w@test", job.device)
+
+
 def test_it_ignores_a_job_that_does_not_exist():
     run_job("00000000-0000-0000-0000-000000000000")
 

@@ -34,6 +34,7 @@ from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.macs import count_macs
 from compress_engine.measure.params import count_parameters, op_type_counts
 from compress_engine.measure.runtime import adapt_feed, create_session
+from compress_engine.measure.runtimes import runtime_latencies
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.measure.sparsity import count_nonzero_parameters
 from compress_engine.notes import honest_notes
@@ -403,6 +404,18 @@ def _run(
             original_by_batch[str(b)], result_by_batch[str(b)] = o_lat, r_lat
         original = _measurement(model, original_static, original_by_batch)
         result = _measurement(current, _static_figures(current, macs_shapes), result_by_batch)
+        first = batch_sizes[0]
+        runtimes = runtime_latencies(
+            model,
+            current,
+            (feeds[first], result_feeds[first]),
+            (original.latency, result.latency),
+            warmup=ev.warmup,
+            runs=ev.latency_runs,
+            batch_size=first,
+            threads=threads,
+            work=work,
+        )
         tracker.stage("Measuring compressed model", _FIDELITY, _EXPORT)
         fidelity, accuracy = _compare(
             original_session, result_session, info, shapes, ev, data, tracker.sub, notes
@@ -516,6 +529,7 @@ def _run(
         inputs=info.inputs,
         outputs=info.outputs,
         device=describe_device(original.latency.provider),
+        runtimes=runtimes,
         versions=_versions(),
         notes=notes,
         latency_ratio_by_batch={

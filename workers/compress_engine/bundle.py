@@ -167,6 +167,7 @@ def report_markdown(report: Report) -> str:
         f"{o.latency.runs} timed runs after {o.latency.warmup} warm-up, original and compressed "
         "interleaved on the same inputs.",
     ]
+    lines += _runtimes_section(report)
     s = report.fidelity.summary
     lines += [
         "",
@@ -235,6 +236,29 @@ def report_markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _runtimes_section(report: Report) -> list[str]:
+    if not report.runtimes:
+        return []
+    lines = [
+        "",
+        "## Latency by runtime",
+        "",
+        "| runtime | original p50 | compressed p50 | ratio | |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for rt in report.runtimes:
+        if rt.status != "ok" or rt.compressed is None:
+            lines.append(f"| {rt.runtime} | - | - | - | {rt.status}: {_cell(rt.reason)} |")
+            continue
+        before = rt.original.p50_ms if rt.original else None
+        ratio = rt.compressed.p50_ms / before if before else None
+        lines.append(
+            f"| {rt.runtime} | {'-' if before is None else f'{before:.4g} ms'} | "
+            f"{rt.compressed.p50_ms:.4g} ms | {_x(ratio)} | {rt.provider} |"
+        )
+    return lines
 
 
 def _files_section(report: Report) -> list[str]:

@@ -9,6 +9,7 @@ are refused instead of unpickled.
 from __future__ import annotations
 
 import itertools
+import math
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compress_engine.errors import EngineError
+from compress_engine.archives import ZIP_ERRORS
+from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import TensorInfo
 
 LABEL_NAMES = ("y", "labels")
@@ -25,6 +27,16 @@ MAX_ARRAYS = 64
 MAX_DATASET_BYTES = 4 * 1024**3
 
 _SAVE_HINT = "Save it with numpy.savez(path, x=inputs, y=labels)."
+# numpy.savez writes format 1.0, or 2.0 for very large headers; 3.0 (UTF-8 field names, for
+# structured dtypes, which datasets cannot use anyway) is refused.
+NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+_PICKLE_REFUSAL = (
+    "holds Python objects; only numeric arrays are accepted (they would need unpickling, "
+    "which ModelPress never does)."
+)
 
 
 def split_sizes(samples: int, fractions: Sequence[float]) -> list[int]:
@@ -187,20 +199,74 @@ def as_dataset(data: Dataset | Path | str | Mapping[str, np.ndarray]) -> Dataset
 # --- helpers ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What one `.npy` member of an `.npz` declares, read without loading its data."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_array_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> ArrayHeader:
+    """The header of one `.npy` member, checked before any data is read: a known format, a
+    numeric dtype (never objects, which would need unpickling), no negative or zero-size
+    sample dims, and data that fits in the member: a header cannot make a reader allocate
+    more than the archive holds. Raises EngineError."""
+    name = member.filename.removesuffix(".npy")
+    try:
+        with archive.open(member) as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = NPY_HEADER_READERS.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran_order, dtype = reader(handle)
+            data_start = handle.tell()
+    except ZIP_ERRORS as exc:
+        raise EngineError(
+            f"Array {name!r} is not a valid .npy array: {short_message(exc, 200)}"
+        ) from None
+    if dtype.hasobject:
+        raise EngineError(f"Array {name!r} {_PICKLE_REFUSAL}")
+    if dtype.kind not in "biuf":
+        raise EngineError(f"Array {name!r} has dtype {dtype}; only numbers and booleans.")
+    header = ArrayHeader(name, tuple(int(d) for d in shape), dtype, bool(fortran_order))
+    if any(d < 0 for d in header.shape):
+        raise EngineError(f"Array {name!r} declares a negative dimension: {list(header.shape)}.")
+    if len(header.shape) > 1 and math.prod(header.shape[1:]) == 0:
+        raise EngineError(
+            f"Array {name!r} has shape {list(header.shape)}: every sample needs at least one value."
+        )
+    held = member.file_size - data_start
+    if header.nbytes > held:
+        raise EngineError(
+            f"Array {name!r} is truncated: its header declares shape {list(header.shape)} of "
+            f"{dtype} ({header.nbytes:,} bytes), but the archive holds {max(held, 0):,} bytes "
+            f"of data. {_SAVE_HINT}"
+        )
+    return header
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError):
+            if not members:
+                raise EngineError("The dataset .npz holds no arrays.")
+            if len(members) > MAX_ARRAYS:
+                raise EngineError(f"The dataset .npz holds more than {MAX_ARRAYS} arrays.")
+            bad = [m.filename for m in members if not m.filename.endswith(".npy")]
+            if bad:
+                raise EngineError(f"The dataset .npz holds {bad[0]!r}, which is not a .npy array.")
+            headers = [read_array_header(archive, m) for m in members]
+    except ZIP_ERRORS:
         raise EngineError(f"The dataset is not a NumPy .npz archive. {_SAVE_HINT}") from None
-    if not members:
-        raise EngineError("The dataset .npz holds no arrays.")
-    if len(members) > MAX_ARRAYS:
-        raise EngineError(f"The dataset .npz holds more than {MAX_ARRAYS} arrays.")
-    bad = [m.filename for m in members if not m.filename.endswith(".npy")]
-    if bad:
-        raise EngineError(f"The dataset .npz holds {bad[0]!r}, which is not a .npy array.")
-    total = sum(m.file_size for m in members)
+    total = sum(h.nbytes for h in headers)
     if total > MAX_DATASET_BYTES:
         raise EngineError(
             f"The dataset holds {total / 1024**3:.1f} GiB of arrays; the limit is "
@@ -209,23 +275,15 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            for name in npz.files:
-                arrays[name] = npz[name]
-    except ValueError as exc:
-        # allow_pickle=False: object arrays raise instead of being unpickled.
-        if "pickle" in str(exc).lower():
-            raise EngineError(
-                "The dataset holds Python objects; only numeric arrays are accepted (they would "
-                "need unpickling, which ModelPress never does)."
-            ) from None
-        raise EngineError(f"The dataset .npz cannot be read: {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise EngineError(f"The dataset .npz cannot be read: {exc}") from None
+            # The checked members only: np.load lists folder entries as arrays too.
+            for header in headers:
+                arrays[header.name] = npz[header.name]
+    except ZIP_ERRORS as exc:
+        # The headers were checked; what fails now is the data (a bad CRC, a cut stream).
+        raise EngineError(f"The dataset .npz cannot be read: {short_message(exc, 200)}") from None
     for name, arr in arrays.items():
-        if arr.dtype.kind not in "biuf":
-            raise EngineError(
-                f"Dataset array {name!r} has dtype {arr.dtype}; only numbers and booleans."
-            )
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+            raise EngineError(f"Dataset array {name!r} is not a numeric array.")
     return arrays
 
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from compress_engine.archives import ZIP_ERRORS
 from compress_engine.data import Dataset
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import TensorInfo
@@ -63,7 +64,7 @@ def load_image_folder(
     mean_arr, std_arr = _normaliser(mean, std, layout.channels)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise EngineError(f"The dataset is not a readable .zip archive: {exc}") from None
     with archive:
         entries = image_entries(archive.infolist())
@@ -126,7 +127,7 @@ def image_entries(infos: Sequence[zipfile.ZipInfo]) -> list[tuple[str, zipfile.Z
 
 
 def _decode(archive: zipfile.ZipFile, member: zipfile.ZipInfo, layout: ImageLayout) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with archive.open(member) as handle, Image.open(handle) as image:
@@ -139,7 +140,9 @@ def _decode(archive: zipfile.ZipFile, member: zipfile.ZipInfo, layout: ImageLayo
             converted = image.convert("L" if layout.channels == 1 else "RGB")
             resized = converted.resize((layout.width, layout.height), Image.Resampling.BILINEAR)
             array = np.asarray(resized, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (*ZIP_ERRORS, Image.DecompressionBombError) as exc:
+        # UnidentifiedImageError is an OSError. A header claiming over twice Pillow's own
+        # pixel bound raises DecompressionBombError in Image.open, before the check above.
         raise EngineError(
             f"{member.filename!r} could not be read as an image: {short_message(exc)}"
         ) from None

@@ -86,6 +86,7 @@ def inspect_onnx(
 
     path = Path(path)
     model = _load(path, max_bytes)
+    _check_strings(model)
     size = _check_external_data(model, path, allowed=external_data, max_bytes=max_bytes)
     opsets = _check_versions(model)
     try:
@@ -93,6 +94,12 @@ def inspect_onnx(
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise EngineError(f"The model failed ONNX validation: {short_message(exc)}") from None
+    except UnicodeDecodeError:
+        # The checker's message quotes bytes from the file that are not UTF-8.
+        raise EngineError(
+            "The model failed ONNX validation: it holds names or strings that are not valid "
+            "UTF-8 text."
+        ) from None
 
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
@@ -102,7 +109,7 @@ def inspect_onnx(
         ir_version=model.ir_version,
         opset=opsets.get("", 0),
         opsets=opsets,
-        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        producer=_plain(f"{model.producer_name} {model.producer_version}"),
         inputs=inputs,
         outputs=[tensor_info(v) for v in graph.output],
         parameters=count_parameters(model),
@@ -144,6 +151,40 @@ def _load(path: Path, max_bytes: int | None) -> onnx.ModelProto:
     return model
 
 
+def _checked_name(value: str | bytes, what: str) -> str:
+    """A name from the model, refused when it is not text a database or ONNX Runtime's C
+    API can take: bytes that are not UTF-8 (protobuf hands those over undecoded), or NUL."""
+    if isinstance(value, bytes):
+        raise EngineError(
+            f"The model's {what} is not valid UTF-8 text, which ONNX names must be: {value[:80]!r}."
+        )
+    if "\x00" in value:
+        raise EngineError(f"The model's {what} holds a NUL character: {value[:80]!r}.")
+    return value
+
+
+def _check_strings(model: onnx.ModelProto) -> None:
+    """The names ModelInfo reports (and the platform stores) are text without NUL."""
+    for opset in model.opset_import:
+        _checked_name(opset.domain, "opset domain")
+    for value in [*model.graph.input, *model.graph.output]:
+        _checked_name(value.name, "input or output name")
+        if value.type.HasField("tensor_type"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param"):
+                    _checked_name(dim.dim_param, f"symbolic dim of {value.name!r}")
+    for node in iter_nodes(model.graph):
+        _checked_name(node.op_type, "operator type")
+        _checked_name(node.domain, "operator domain")
+
+
+def _plain(text: str | bytes) -> str:
+    """Free text (the producer) as plain text: undecodable bytes replaced, NUL dropped."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return text.replace("\x00", "").strip()
+
+
 def _guess_format(path: Path) -> str:
     """A hint at what the file is instead, from its first bytes (read, never unpickled)."""
     with open(path, "rb") as fh:
@@ -173,8 +214,18 @@ def _check_external_data(
         )
     size = path.stat().st_size
     missing: list[str] = []
+    folder = path.parent.resolve()
     for location in locations:
         data = inside(path.parent, location, "the model's folder")
+        try:
+            # A folder on the way may be a link: only the real path tells where it leads.
+            outside = not data.resolve().is_relative_to(folder)
+        except (OSError, RuntimeError):  # a link loop, or a path the system cannot resolve
+            outside = True
+        if outside:
+            raise EngineError(
+                f"Refused the external data path {location!r}: it leads outside the model's folder."
+            )
         if data.is_symlink() or (data.exists() and not data.is_file()):
             raise EngineError(f"The external data file {location!r} is not a regular file.")
         if not data.is_file():
@@ -263,4 +314,11 @@ def dtype_name(elem_type: int) -> str:
     try:
         return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
     except (KeyError, ValueError, TypeError):
+        pass
+    try:
         return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        raise EngineError(
+            f"The model uses element type {elem_type}, which the installed ONNX "
+            f"({onnx.__version__}) does not define. Save it with a standard type such as float32."
+        ) from None

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress_engine.archives import extract_checked, inside, is_metadata
-from compress_engine.errors import EngineError
+from compress_engine.archives import ZIP_ERRORS, extract_checked, inside, is_metadata
+from compress_engine.errors import EngineError, short_message
 
 if TYPE_CHECKING:
     import onnx
@@ -186,10 +186,12 @@ def unpack_zip(archive: Path, dest: Path, *, max_bytes: int | None = None) -> Pa
     """Extract a zip holding one `.onnx` model and its external data into `dest`; returns
     the model's path. Untrusted input: the archive checks (member names inside `dest`, no
     links, sizes) run before anything is written."""
+    from google.protobuf.message import DecodeError
+
     dest.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
+    except ZIP_ERRORS:
         raise EngineError("The file is not a valid zip archive.") from None
     with zf:
         names = [
@@ -203,7 +205,13 @@ def unpack_zip(archive: Path, dest: Path, *, max_bytes: int | None = None) -> Pa
             )
         extract_checked(zf, dest, max_bytes, MAX_ZIP_MEMBERS)
     model = inside(dest, models[0])
-    missing = [p for p in model_files(model) if not p.is_file()]
+    try:
+        files = model_files(model)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise EngineError(
+            f"The zip's {models[0]!r} is not a valid ONNX model: {short_message(exc, 200)}"
+        ) from None
+    missing = [p for p in files if not p.is_file()]
     if missing:
         names_missing = ", ".join(p.name for p in missing)
         raise EngineError(

@@ -38,6 +38,19 @@ class Latency(BaseModel):
     )
 
 
+class RuntimeLatency(BaseModel):
+    """Latency on one runtime a deployment might use, or why this worker could not time it."""
+
+    runtime: str = Field(description='"CPU", "CUDA", "TensorRT fp16" or "TensorRT int8".')
+    provider: str = Field(description="ONNX Runtime execution provider behind it.")
+    status: Literal["ok", "unavailable", "failed", "not applicable"] = Field(
+        description="ok: timed here; otherwise `reason` says why not."
+    )
+    reason: str = Field(default="", description="Why there is no figure.")
+    original: Latency | None = Field(default=None, description="The original model's latency.")
+    compressed: Latency | None = Field(default=None, description="The compressed model's latency.")
+
+
 class ModelMeasurement(BaseModel):
     """Static and timed figures of one model file."""
 
@@ -478,6 +491,13 @@ class Report(BaseModel):
         default_factory=list, description="The model's outputs: names, dtypes, declared shapes."
     )
     device: str = Field(description="Hardware the measurements ran on.")
+    runtimes: list[RuntimeLatency] = Field(
+        default_factory=list,
+        description=(
+            "Latency at the first batch size per runtime (CPU, CUDA, TensorRT fp16 and int8), "
+            "each timed where this worker has it, else listed with the reason."
+        ),
+    )
     versions: dict[str, str] = Field(description="Library versions.")
     notes: list[str] = Field(default_factory=list, description="Things the user should know.")
     latency_ratio_by_batch: dict[str, float] = Field(

@@ -10,38 +10,56 @@ import logging
 import os
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from celery.signals import worker_ready, worker_shutdown
+
+if TYPE_CHECKING:
+    from compress_engine.device import WorkerDevice
 
 log = logging.getLogger(__name__)
 
 _stop = threading.Event()
 
 
-def _describe_device() -> str:
-    try:
-        from compress_engine.device import describe_device
-
-        return describe_device()
-    except Exception:  # device description is informative only
-        return f"{os.cpu_count()} CPU cores"
-
-
-def beat_once(hostname: str, queues: str, device: str) -> None:
+def beat_once(hostname: str, queues: str, device: WorkerDevice) -> None:
+    """Refresh this worker's row (liveness, consumed queues, hardware) and reap stale jobs
+    (re-queued once, then failed: jobs.services.reap_stale_jobs)."""
     from django.conf import settings
     from django.db import close_old_connections
 
-    from jobs.models import Job, WorkerHeartbeat
+    from jobs.models import WorkerHeartbeat
+    from jobs.services import reap_stale_jobs
 
     close_old_connections()
-    WorkerHeartbeat.beat(hostname, queues=queues, device=device)
-    reaped = Job.reap_stale(timedelta(seconds=settings.MODELPRESS_JOB_STALE_SECONDS))
-    if reaped:
-        log.warning("marked %d job(s) failed: their worker stopped sending heartbeats", reaped)
+    WorkerHeartbeat.beat(
+        hostname,
+        queues=queues,
+        device=device.summary,
+        cuda_device=device.cuda_device,
+        cuda_device_count=device.cuda_device_count,
+        cuda_memory_bytes=device.cuda_memory_bytes,
+        cpu_cores=device.cpu_cores,
+        providers=",".join(device.providers),
+    )
+    reaped = reap_stale_jobs(timedelta(seconds=settings.MODELPRESS_JOB_STALE_SECONDS))
+    if reaped.failed or reaped.cancelled:
+        log.warning(
+            "their worker was lost: failed %d job(s) after their last run, cancelled %d",
+            reaped.failed,
+            reaped.cancelled,
+        )
 
 
 def _loop(hostname: str, queues: str, interval: float) -> None:
-    device = _describe_device()
+    from compress_engine.device import WorkerDevice, cpu_model_name, probe_worker_device
+
+    try:
+        # Probes the GPU in a child process: this (forking) process must not initialise CUDA.
+        device = probe_worker_device()
+    except Exception:  # never let the description stop the heartbeats; CPU-only gets no GPU jobs
+        log.exception("could not describe this worker's hardware")
+        device = WorkerDevice(cpu_model_name(), os.cpu_count() or 1)
     while not _stop.is_set():
         try:
             beat_once(hostname, queues, device)
@@ -55,7 +73,9 @@ def _start_heartbeat(sender, **kwargs) -> None:
     from django.conf import settings
 
     hostname = sender.hostname
-    queues = ",".join(sorted(sender.app.amqp.queues.keys()))
+    # The queues this worker reads (-Q), not every queue the app knows (the default queue is
+    # always among those): routing trusts this list.
+    queues = ",".join(sorted(sender.app.amqp.queues.consume_from.keys()))
     _stop.clear()
     thread = threading.Thread(
         target=_loop,

@@ -5,6 +5,7 @@ The task is a thin wrapper around this function, so tests call it directly.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import socket
@@ -19,7 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobrunner.storage_io import fetch_to_scratch, save_atomically
+from jobrunner.log_context import with_job_log_context
+from jobrunner.storage_io import delete_stored, fetch_to_scratch, save_atomically
 from jobs.live import note_progress
 from jobs.models import Artifact, Job
 from jobs.services import teacher_uuids
@@ -39,12 +41,28 @@ class JobCancelled(Exception):
     """Raised from the progress callback when the user asked to cancel."""
 
 
+class ArtifactNotStored(Exception):
+    """Writing an artifact to storage failed (full, unreachable, no permission); the message
+    is the job's error."""
+
+    def __init__(self, name: str, exc: Exception) -> None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "the storage is full (no space left on the device or over quota)"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        super().__init__(
+            f"Could not store the artifact {name}: {reason}. No artifact of this job was kept; "
+            "make room on (or repair) the storage, then start the job again."
+        )
+
+
 class _JobHeartbeat:
     """Touches job.heartbeat_at on a timer, so a long engine step with no progress callbacks
     is not mistaken for a dead worker by the reaper."""
 
     def __init__(self, job: Job, interval: float) -> None:
         self._job_pk = job.pk
+        self._attempt = job.run_attempt
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
@@ -62,15 +80,16 @@ class _JobHeartbeat:
 
         try:
             while not self._stop.wait(self._interval):
-                Job.objects.filter(pk=self._job_pk, status=Job.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                Job.objects.filter(
+                    pk=self._job_pk, status=Job.Status.RUNNING, attempts=self._attempt
+                ).update(heartbeat_at=timezone.now())
         except Exception:
             log.exception("job heartbeat failed")
         finally:
             connection.close()
 
 
+@with_job_log_context  # every record logged during the run carries job_id
 def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
     job = (
         Job.objects.select_related("model_version", "team", "dataset").filter(uuid=job_uuid).first()
@@ -78,7 +97,7 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
     if job is None:
         log.warning("job %s does not exist; nothing to do", job_uuid)
         return
-    if not job.claim(worker=worker or socket.gethostname(), task_id=task_id):
+    if not job.claim(worker=worker or socket.gethostname(), task_id=task_id, device=_device()):
         # Re-delivery of a job that already ran (or was cancelled): idempotent no-op.
         log.info("job %s is %s, not queued; skipping", job.uuid, job.status)
         return
@@ -92,6 +111,9 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
         log.info("job %s cancelled", job.uuid)
     except SoftTimeLimitExceeded:
         job.fail("The job ran past its time limit and was stopped.")
+    except ArtifactNotStored as exc:
+        log.warning("job %s: %s", job.uuid, exc)
+        job.fail(str(exc))
     except Exception as exc:
         from compress_engine import EngineError
 
@@ -102,6 +124,13 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
             job.fail(f"Internal error ({type(exc).__name__}): {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _device() -> str:
+    """This worker's hardware in one line, recorded on the job it claims."""
+    from compress_engine.device import probe_worker_device
+
+    return probe_worker_device().summary
 
 
 def _report(job: Job, stage: str, fraction: float) -> None:
@@ -207,7 +236,10 @@ def _store_results(job: Job, report, out_dir: Path) -> None:
                 sha256=info.sha256,
             )
             target = artifact.file.field.generate_filename(artifact, info.name)
-            artifact.file.name = save_atomically(storage, target, out_dir / info.name)
+            try:
+                artifact.file.name = save_atomically(storage, target, out_dir / info.name)
+            except Exception as exc:
+                raise ArtifactNotStored(info.name, exc) from exc
             stored.append(artifact.file.name)
             artifacts.append(artifact)
         with transaction.atomic():
@@ -216,5 +248,5 @@ def _store_results(job: Job, report, out_dir: Path) -> None:
                 raise RuntimeError(f"job left the running state ({job.status}) before finishing")
     except BaseException:
         for name in stored:
-            storage.delete(name)
+            delete_stored(storage, name)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -34,8 +35,38 @@ def save_atomically(storage: Storage, name: str, source: Path) -> str:
         try:
             shutil.copyfile(source, partial)
             os.replace(partial, final)
-        finally:
+        except BaseException:
             partial.unlink(missing_ok=True)
+            _remove_if_empty(final.parent)  # made above for this file (disk full, say)
+            raise
         return name
     with source.open("rb") as handle:
         return storage.save(name, File(handle))
+
+
+def delete_stored(storage: Storage, name: str) -> None:
+    """Delete a stored file; on a local filesystem also its folder once empty.
+
+    Every stored file lives in a folder of its own object (models/<team>/<version>/,
+    datasets/<team>/<dataset>/, artifacts/<team>/<job>/), which nothing else writes to once the
+    object is gone, so removing it cannot race another upload. Object stores have no folders.
+    """
+    storage.delete(name)
+    if isinstance(storage, FileSystemStorage):
+        _remove_if_empty(Path(storage.path(name)).parent)
+
+
+def delete_folder(storage: Storage, folder: str) -> None:
+    """Delete every file in a folder of one object (hidden leftovers included), and the folder."""
+    try:
+        _, files = storage.listdir(folder)
+    except FileNotFoundError:  # a local folder never made; object stores list nothing instead
+        return
+    for name in files:
+        delete_stored(storage, f"{folder}/{name}")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    # OSError: not empty (another file of the object), or already gone.
+    with contextlib.suppress(OSError):
+        folder.rmdir()

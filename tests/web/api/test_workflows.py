@@ -49,6 +49,8 @@ def test_it_uploads_a_model_and_a_dataset_and_starts_a_job(
     assert (job.status, job.dataset, job.created_by) == ("queued", dataset, member.user)
     assert job.recipe["steps"][0]["quantize"]["mode"] == "static-int8"
     assert response.json()["summary"] is None and response.json()["artifacts"] == []
+    assert response.json()["queue"] == job.queue != ""
+    assert (response.json()["worker"], response.json()["device"]) == ("", "")
 
     actions = list(
         AuditEvent.objects.filter(team=project.team, actor=member.user)

@@ -67,20 +67,66 @@ def test_it_records_progress_only_while_running(job):
     assert job.stage == "Quantizing" and job.progress == 1.0
 
 
-def test_it_reaps_running_jobs_whose_heartbeat_stopped(job, model_version, owner, fast_recipe):
+def _stop_heartbeat(job: Job) -> None:
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+
+
+def test_it_requeues_a_job_whose_heartbeat_stopped_once_then_fails_it(
+    job, model_version, fast_recipe
+):
     job.claim(worker="w1")
+    job.record_training({"epoch": 0})
     fresh = Job.objects.create(
         team=job.team, project=job.project, model_version=model_version, recipe=fast_recipe
     )
     fresh.claim(worker="w2")
-    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    _stop_heartbeat(job)
 
-    assert Job.reap_stale(timedelta(minutes=5)) == 1
+    reaped = Job.reap_stale(timedelta(minutes=5))
 
+    assert [j.pk for j in reaped.requeued] == [job.pk] and reaped.failed == 0
     job.refresh_from_db()
+    assert job.status == "queued" and job.attempts == 1 and job.error == ""
+    assert job.training == [] and job.progress == 0.0 and job.worker == ""
+    assert "Worker lost" in job.log_tail and "run 2 of 2" in job.log_tail
     fresh.refresh_from_db()
-    assert job.status == "failed" and "Worker lost" in job.error
     assert fresh.status == "running"
+    assert Job.reap_stale(timedelta(minutes=5)).requeued == []  # acted on once
+
+    # The second run's worker is lost too: no third run.
+    assert job.claim(worker="w3") and job.attempts == 2
+    _stop_heartbeat(job)
+    reaped = Job.reap_stale(timedelta(minutes=5))
+    assert (reaped.requeued, reaped.failed) == ([], 1)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error.startswith("Worker lost")
+
+
+def test_it_cancels_a_lost_job_whose_cancel_was_requested(job):
+    job.claim(worker="w1")
+    job.cancel()
+    _stop_heartbeat(job)
+    assert Job.reap_stale(timedelta(minutes=5)).cancelled == 1
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+
+
+def test_it_ignores_a_lost_run_that_comes_back_after_its_job_was_requeued(job):
+    lost = Job.objects.get(pk=job.pk)
+    assert lost.claim(worker="w1")
+    _stop_heartbeat(lost)
+    Job.reap_stale(timedelta(minutes=5))
+    assert job.claim(worker="w2") and job.attempts == 2
+
+    # The first worker was only cut off; its late writes must not touch the second run.
+    lost.record_progress("late", 0.9)
+    assert not lost.record_training({"epoch": 7})
+    assert not lost.succeed({"from": "the lost run"})
+    assert not lost.fail("late failure")
+    job.refresh_from_db()
+    assert job.status == "running" and job.stage != "late" and job.training == []
+    assert job.succeed({"from": "the second run"})
+    assert job.report == {"from": "the second run"}
 
 
 def _point(epoch: int, step: int = 1) -> dict:

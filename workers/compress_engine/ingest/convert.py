@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress_engine.archives import extract_checked
+from compress_engine.archives import ZIP_ERRORS, extract_checked
 from compress_engine.errors import EngineError, short_message
 from compress_engine.ingest.formats import ModelFormat
 from compress_engine.ingest.shapes import InputSpec
@@ -185,7 +185,11 @@ def _extract_saved_model(archive: Path, dest: Path, max_bytes: int | None) -> Pa
     import zipfile
 
     dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except ZIP_ERRORS:
+        raise EngineError("The SavedModel zip cannot be read as a zip archive.") from None
+    with zf:
         written = extract_checked(zf, dest, max_bytes)
     root = next((p.parent for p in written if p.name == "saved_model.pb"), None)
     if root is None:

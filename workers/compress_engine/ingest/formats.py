@@ -13,7 +13,7 @@ import zipfile
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from compress_engine.archives import check_members, is_metadata
+from compress_engine.archives import ZIP_ERRORS, check_members, is_metadata
 from compress_engine.errors import EngineError
 
 # TorchScript archives hold one file per submodule's code; SavedModels one per asset.
@@ -126,7 +126,7 @@ def _zip_format(path: Path, max_bytes: int | None) -> ModelFormat:
             if fmt is ModelFormat.TORCH_EXPORT:
                 _check_export_payloads(zf, names)
             return fmt
-    except zipfile.BadZipFile:
+    except ZIP_ERRORS:
         raise EngineError("The file looks like a zip archive but cannot be read.") from None
 
 

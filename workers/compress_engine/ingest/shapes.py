@@ -53,24 +53,31 @@ def parse_input_shapes(text: str) -> list[InputSpec]:
     for part in parts:
         match = _ENTRY.match(part)
         if match is None:
-            raise EngineError(f"Cannot read the input shape {part!r}. Write e.g. {EXAMPLE}.")
-        dims = [int(d) for d in re.split(r"\s*[x×*,]\s*", match["listed"] or match["dims"])]
+            raise EngineError(f"Cannot read the input shape {_cut(part)!r}. Write e.g. {EXAMPLE}.")
+        raw = re.split(r"\s*[x×*,]\s*", match["listed"] or match["dims"])
+        if any(len(d) > len(str(MAX_ELEMENTS)) for d in raw):
+            # Before int(): Python refuses to convert numbers of over 4,300 digits at all.
+            raise EngineError(
+                f"The input shape {_cut(part)!r} has a dimension of more than "
+                f"{MAX_ELEMENTS:,}; one example input may have at most {MAX_ELEMENTS:,} elements."
+            )
+        dims = [int(d) for d in raw]
         if any(d <= 0 for d in dims):
             raise EngineError(
-                f"The input shape {part!r} has a zero dimension; use sizes of 1 or more."
+                f"The input shape {_cut(part)!r} has a zero dimension; use sizes of 1 or more."
             )
         elements = 1
         for d in dims:
             elements *= d
         if elements > MAX_ELEMENTS:
             raise EngineError(
-                f"The input shape {part!r} has {elements:,} elements; one example input may "
+                f"The input shape {_cut(part)!r} has {elements:,} elements; one example input may "
                 f"have at most {MAX_ELEMENTS:,}. Use batch size 1."
             )
         dtype = match["dtype"] or "float32"
         if dtype not in DTYPES:
             raise EngineError(
-                f"Unknown dtype {dtype!r} in {part!r}; use one of {', '.join(DTYPES)}."
+                f"Unknown dtype {dtype!r} in {_cut(part)!r}; use one of {', '.join(DTYPES)}."
             )
         specs.append(InputSpec(name=match["name"], shape=dims, dtype=dtype))
     names = [s.name for s in specs]
@@ -79,3 +86,7 @@ def parse_input_shapes(text: str) -> list[InputSpec]:
     if len({n for n in names if n}) != len([n for n in names if n]):
         raise EngineError("An input is named twice in the input shapes.")
     return specs
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -192,6 +192,10 @@ class Trainer:
             mean_loss = float(np.mean(losses)) if losses else None
             history.append(self._point(epoch, steps, mean_loss, metric, opt, start, eta))
             self._emit(history[-1])
+            # Every epoch moves the stage bar, however short: throttled step reports alone
+            # leave a fast run's bar at its first step while the curve shows later epochs.
+            self.progress(steps / total)
+            last_progress = time.perf_counter()
             # Ties on the metric (a small validation set saturates at 100%) go to the lower
             # validation loss, so training past the first perfect epoch still counts.
             if metric > best or (metric == best and val_loss < best_loss * (1 - LOSS_MIN_DELTA)):

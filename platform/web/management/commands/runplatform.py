@@ -24,9 +24,12 @@ class Command(BaseCommand):
         root = Path(settings.BASE_DIR)
         python = sys.executable
         web = [python, str(root / "manage.py"), "runserver", f"{host}:{port}", "--noreload"]
+        # Both job queues: on a machine with a GPU, training jobs are routed to this worker's
+        # gpu queue; without one, nothing is.
+        queues = f"{settings.MODELPRESS_CPU_QUEUE},{settings.MODELPRESS_GPU_QUEUE}"
         worker = [
             python, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
-            "--loglevel", "INFO", "--concurrency", "1", "--queues", "cpu,gpu",
+            "--loglevel", "INFO", "--concurrency", "1", "--queues", queues,
             "--hostname", f"local-worker@{os.uname().nodename}",
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": _pythonpath(root)}

@@ -1,0 +1,39 @@
+"""The worker heartbeat row: liveness plus the hardware that job routing reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress_engine.device import cuda_devices, physical_cores, probe_worker_device
+from jobrunner.heartbeat import beat_once
+from jobs.models import WorkerHeartbeat
+
+# beat_once closes stale connections first (it runs on a long-lived thread), which a test
+# transaction would not survive.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_advertises_this_machines_hardware(settings):
+    device = probe_worker_device()
+    beat_once("w@test", settings.MODELPRESS_CPU_QUEUE, device)
+
+    row = WorkerHeartbeat.alive().get(hostname="w@test")
+    assert row.queue_names == [settings.MODELPRESS_CPU_QUEUE]
+    assert row.cpu_cores == physical_cores() > 0
+    assert row.device == device.summary
+    assert "CPUExecutionProvider" in row.providers.split(",")
+    gpus = cuda_devices()
+    if gpus:
+        assert (row.cuda_device, row.cuda_memory_bytes) == gpus[0]
+        assert row.cuda_device_count == len(gpus)
+    else:  # this CPU-only machine: nothing for the gpu queue to count on
+        assert (row.cuda_device, row.cuda_memory_bytes, row.cuda_device_count) == ("", 0, 0)
+        assert "CUDAExecutionProvider" not in row.providers
+
+
+def test_it_updates_the_row_in_place(settings):
+    device = probe_worker_device()
+    beat_once("w@test", "a", device)
+    beat_once("w@test", "a,b", device)
+    assert WorkerHeartbeat.objects.get(hostname="w@test").queue_names == ["a", "b"]
+    assert WorkerHeartbeat.objects.count() == 1

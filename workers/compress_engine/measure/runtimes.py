@@ -1,0 +1,208 @@
+"""Latency of the original and the compressed model on every runtime this worker has.
+
+The main comparison runs on the first provider the engine picked (CUDA on a GPU worker, else
+the CPU). This adds one row per runtime a deployment might use: CPU, CUDA, and TensorRT
+(fp16 for float models, int8 for the QDQ model our static quantization writes), each timed
+where the worker has it and otherwise listed with the reason it is not, so a report from a
+CPU worker says plainly that it holds no GPU figures.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress_engine.device import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    TENSORRT_PROVIDER,
+    gpu_available,
+)
+from compress_engine.errors import short_message
+from compress_engine.measure.latency import measure_latency
+from compress_engine.measure.runtime import create_session
+from compress_engine.report import Latency, RuntimeLatency
+
+# Sonames of TensorRT's core library that ONNX Runtime's TensorRT provider loads.
+NVINFER_SONAMES = ("libnvinfer.so.10", "libnvinfer.so.8")
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+@functools.cache
+def tensorrt_library() -> str | None:
+    """The TensorRT library this process can load, or None."""
+    for soname in NVINFER_SONAMES:
+        try:
+            ctypes.CDLL(soname)
+            return soname
+        except OSError:
+            continue
+    return None
+
+
+def cuda_missing() -> str | None:
+    """Why CUDA latency cannot be measured here; None when it can."""
+    if CUDA_PROVIDER not in available_providers():
+        return "ONNX Runtime on this worker has no CUDA provider (install onnxruntime-gpu)"
+    if not gpu_available():
+        return "no CUDA device on this worker"
+    return None
+
+
+def tensorrt_missing() -> str | None:
+    """Why TensorRT latency cannot be measured here; None when it can."""
+    if TENSORRT_PROVIDER not in available_providers():
+        return "ONNX Runtime on this worker has no TensorRT provider"
+    if not gpu_available():
+        return "no CUDA device on this worker"
+    if tensorrt_library() is None:
+        return (
+            "TensorRT's libraries (libnvinfer) are not installed on this worker "
+            "(e.g. pip install tensorrt-cu12, or NVIDIA's TensorRT packages)"
+        )
+    return None
+
+
+def has_qdq_int8(path: Path) -> bool:
+    """Whether the model carries QuantizeLinear/DequantizeLinear pairs (TensorRT's explicit
+    int8 form)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = {node.op_type for node in model.graph.node}
+    return {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    name: str
+    providers: Sequence[Any]
+    missing: Callable[[], str | None]
+    # Which models it times: float ones, the QDQ int8 one, or both.
+    models: str  # "both" | "int8"
+
+
+def _tensorrt(precision: str, work: Path) -> list[Any]:
+    options = {
+        "trt_fp16_enable": True,
+        "trt_int8_enable": precision == "int8",
+        # Engines are built once per session; cached in the run's scratch folder only.
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(work / "tensorrt-cache"),
+    }
+    return [(TENSORRT_PROVIDER, options), CUDA_PROVIDER, CPU_PROVIDER]
+
+
+def runtime_latencies(
+    original: Path,
+    result: Path,
+    feeds: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+    measured: tuple[Latency, Latency],
+    *,
+    warmup: int,
+    runs: int,
+    batch_size: int,
+    threads: int,
+    work: Path,
+) -> list[RuntimeLatency]:
+    """One row per runtime; the pair already `measured` fills the row of its provider."""
+    main = measured[0].provider
+    int8 = has_qdq_int8(result)
+    runtimes = [
+        _Runtime("CPU", [CPU_PROVIDER], lambda: None, "both"),
+        _Runtime("CUDA", [CUDA_PROVIDER, CPU_PROVIDER], cuda_missing, "both"),
+        _Runtime("TensorRT fp16", _tensorrt("fp16", work), tensorrt_missing, "both"),
+        _Runtime("TensorRT int8", _tensorrt("int8", work), tensorrt_missing, "int8"),
+    ]
+    rows = []
+    for rt in runtimes:
+        first = rt.providers[0] if isinstance(rt.providers[0], str) else rt.providers[0][0]
+        if rt.models == "int8" and not int8:
+            rows.append(
+                RuntimeLatency(
+                    runtime=rt.name,
+                    provider=first,
+                    status="not applicable",
+                    reason="the compressed model has no QDQ int8 nodes (static int8 writes them)",
+                )
+            )
+            continue
+        if first == main:
+            rows.append(
+                RuntimeLatency(
+                    runtime=rt.name,
+                    provider=first,
+                    status="ok",
+                    original=measured[0],
+                    compressed=measured[1],
+                )
+            )
+            continue
+        missing = rt.missing()
+        if missing is not None:
+            rows.append(
+                RuntimeLatency(
+                    runtime=rt.name, provider=first, status="unavailable", reason=missing
+                )
+            )
+            continue
+        rows.append(_time(rt, first, original, result, feeds, warmup, runs, batch_size, threads))
+    return rows
+
+
+def _time(
+    rt: _Runtime,
+    provider: str,
+    original: Path,
+    result: Path,
+    feeds: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+    warmup: int,
+    runs: int,
+    batch_size: int,
+    threads: int,
+) -> RuntimeLatency:
+    latencies: list[Latency | None] = []
+    try:
+        for path, feed, wanted in (
+            (original, feeds[0], rt.models == "both"),
+            (result, feeds[1], True),
+        ):
+            if not wanted:
+                latencies.append(None)
+                continue
+            session = create_session(path, providers=rt.providers, threads=threads)
+            if session.get_providers()[0] != provider:
+                # ONNX Runtime falls back silently when a provider cannot take the model.
+                raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()[0]}")
+            # At least one untimed run: TensorRT builds its engine on the first one.
+            latency = measure_latency(
+                session,
+                feed,
+                warmup=max(1, warmup),
+                runs=runs,
+                batch_size=batch_size,
+                threads=threads,
+            )
+            latencies.append(latency)
+    except Exception as exc:  # a provider's own error types; the row says what went wrong
+        return RuntimeLatency(
+            runtime=rt.name, provider=provider, status="failed", reason=short_message(exc)
+        )
+    return RuntimeLatency(
+        runtime=rt.name,
+        provider=provider,
+        status="ok",
+        original=latencies[0],
+        compressed=latencies[1],
+    )
