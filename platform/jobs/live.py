@@ -8,6 +8,8 @@ sub-label (a tuning trial, a TFLite conversion) the engine prints meanwhile.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +39,15 @@ class PlannedStage:
     hi: float  # ... and ends
 
 
-def stage_plan(recipe_json: dict[str, Any]) -> list[PlannedStage]:
+def stage_plan(recipe_json: dict[str, Any]) -> tuple[PlannedStage, ...]:
     """The stages a job with this recipe goes through, as slices of its overall progress."""
+    # Every status poll and every progress write needs the plan: parse each recipe once.
+    return _stage_plan(json.dumps(recipe_json, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _stage_plan(recipe_text: str) -> tuple[PlannedStage, ...]:
+    recipe_json = json.loads(recipe_text)
     # The slices live in the engine (api) and the runner; read from there, never copied, so
     # they cannot drift (tests/web/jobs/test_live_page.py checks a real run against them).
     from compress_engine import EngineError, Recipe
@@ -56,7 +65,7 @@ def stage_plan(recipe_json: dict[str, Any]) -> list[PlannedStage]:
     except EngineError:
         titles, tflite = ["Compression"], False
     span = (engine._VALIDATE - engine._PASSES) / len(titles)
-    return [
+    return (
         PlannedStage("Fetching the inputs", 0.0, _ENGINE_START),
         PlannedStage(
             "Measuring the original model", job(engine._MEASURE_ORIGINAL), job(engine._PASSES)
@@ -80,7 +89,7 @@ def stage_plan(recipe_json: dict[str, Any]) -> list[PlannedStage]:
         ),
         PlannedStage("Writing the report", job(engine._WRITE), _ENGINE_END),
         PlannedStage("Storing artifacts", _ENGINE_END, 1.0),
-    ]
+    )
 
 
 def current_index(plan: Sequence[PlannedStage], progress: float) -> int:

@@ -34,7 +34,7 @@ from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.macs import count_macs
 from compress_engine.measure.params import count_parameters, op_type_counts
 from compress_engine.measure.runtime import adapt_feed, create_session
-from compress_engine.measure.runtimes import runtime_latencies
+from compress_engine.measure.runtimes import has_qdq_int8, runtime_latencies
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.measure.sparsity import count_nonzero_parameters
 from compress_engine.notes import honest_notes
@@ -95,18 +95,21 @@ class _Data:
         self.dataset = dataset.for_model(info.inputs)
         if ev.training_fraction is None:
             self.calibration, evaluation = self.dataset.split(ev.calibration_fraction, seed=ev.seed)
-            self.training, self.separate_training = self.calibration, False
+            self.training = self.calibration
         else:
             self.calibration, self.training, evaluation = self.dataset.split(
                 ev.calibration_fraction, ev.training_fraction, seed=ev.seed
             )
-            self.separate_training = True
         self.evaluation = evaluation.take(slice(0, ev.max_evaluation_samples))
         first = next((t for t in info.inputs if t.shape), None)
         lead = first.shape[0] if first is not None and not batch_dim_dynamic(first) else None
         # A fixed batch dim must be fed exactly; leftover samples are dropped.
         self.batch_size = lead if isinstance(lead, int) else DATA_BATCH
         self.drop_last = isinstance(lead, int)
+
+    @property
+    def separate_training(self) -> bool:
+        return self.training is not self.calibration
 
     def summary(self, seed: int) -> DataSummary:
         return DataSummary(
@@ -410,6 +413,7 @@ def _run(
             current,
             (feeds[first], result_feeds[first]),
             (original.latency, result.latency),
+            qdq_int8=has_qdq_int8(result.op_types),
             warmup=ev.warmup,
             runs=ev.latency_runs,
             batch_size=first,

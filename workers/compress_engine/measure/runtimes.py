@@ -74,14 +74,10 @@ def tensorrt_missing() -> str | None:
     return None
 
 
-def has_qdq_int8(path: Path) -> bool:
-    """Whether the model carries QuantizeLinear/DequantizeLinear pairs (TensorRT's explicit
-    int8 form)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
-    return {"QuantizeLinear", "DequantizeLinear"} <= ops
+def has_qdq_int8(op_types: Mapping[str, int]) -> bool:
+    """Whether a model with these op counts (ModelMeasurement.op_types) carries
+    QuantizeLinear/DequantizeLinear pairs, TensorRT's explicit int8 form."""
+    return op_types.get("QuantizeLinear", 0) > 0 and op_types.get("DequantizeLinear", 0) > 0
 
 
 @dataclass(frozen=True)
@@ -110,15 +106,16 @@ def runtime_latencies(
     feeds: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
     measured: tuple[Latency, Latency],
     *,
+    qdq_int8: bool,
     warmup: int,
     runs: int,
     batch_size: int,
     threads: int,
     work: Path,
 ) -> list[RuntimeLatency]:
-    """One row per runtime; the pair already `measured` fills the row of its provider."""
+    """One row per runtime; the pair already `measured` fills the row of its provider.
+    `qdq_int8`: the result has QDQ nodes (has_qdq_int8), so TensorRT int8 applies."""
     main = measured[0].provider
-    int8 = has_qdq_int8(result)
     runtimes = [
         _Runtime("CPU", [CPU_PROVIDER], lambda: None, "both"),
         _Runtime("CUDA", [CUDA_PROVIDER, CPU_PROVIDER], cuda_missing, "both"),
@@ -128,7 +125,7 @@ def runtime_latencies(
     rows = []
     for rt in runtimes:
         first = rt.providers[0] if isinstance(rt.providers[0], str) else rt.providers[0][0]
-        if rt.models == "int8" and not int8:
+        if rt.models == "int8" and not qdq_int8:
             rows.append(
                 RuntimeLatency(
                     runtime=rt.name,
