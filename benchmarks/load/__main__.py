@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -89,6 +90,83 @@ def _wait_http(url: str, timeout: float) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process and its descendants (the gunicorn
+    master and its workers; the Celery worker and its job processes), read from /proc; None
+    where there is no /proc. Descendants that have ended count through their parent's
+    children times."""
+    children: dict[int, list[int]] = {}
+    used: dict[int, int] = {}
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # After the command name: state, ppid, ... utime, stime, cutime, cstime
+                # (proc(5) fields 14 to 17).
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            used[int(entry.name)] = sum(int(v) for v in fields[11:15])
+    except (OSError, ValueError):
+        return None
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += used.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total / tick
+
+
+def _machine_busy() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def _cpu_snapshot(web_pid: int, worker_pid: int) -> dict[str, float | None]:
+    """CPU seconds so far of the web server, the job worker, this process's finished
+    children (Locust, once it has run) and the whole machine (busy, total)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "web": _tree_cpu_s(web_pid),
+        "worker": _tree_cpu_s(worker_pid),
+        "locust": children.ru_utime + children.ru_stime,
+        "machine": _machine_busy(),
+    }
+
+
+def _cpu_during(before: dict, after: dict, requests: int) -> dict[str, float | None]:
+    def spent(key: str) -> float | None:
+        if before[key] is None or after[key] is None:
+            return None
+        return round(after[key] - before[key], 1)
+
+    web = spent("web")
+    return {
+        "web_s": web,
+        "worker_s": spent("worker"),
+        "locust_s": spent("locust"),
+        # Of all the machine's CPU time: this stack (web, worker, database, Locust) and
+        # anything else running beside it.
+        "machine_busy_share": _busy_share(before["machine"], after["machine"]),
+        # Unlike latency, this hardly depends on what else the machine is doing.
+        "web_ms_per_request": round(1000 * web / requests, 1) if web and requests else None,
+    }
+
+
+def _busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
 def _read_stats(prefix: Path) -> tuple[dict, list[dict]]:
     rows = list(csv.DictReader(prefix.with_name(prefix.name + "_stats.csv").open()))
 
@@ -119,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    # How busy the machine was before this run started anything: latencies on a shared
+    # machine are only comparable between runs under similar load.
+    load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     stamp = f"{os.getpid()}"
     db_name, queue = f"modelpress_load_{stamp}", f"load-{stamp}"
     work = Path(tempfile.mkdtemp(prefix="modelpress-load-"))
@@ -135,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             worker = [py, "-m", "celery", "-A", "jobrunner.celery_app", "worker", "-Q", queue,
                       "--concurrency", "1", "--loglevel", "WARNING", "--without-gossip",
                       "--without-mingle", "--hostname", f"load-{stamp}@localhost"]  # fmt: skip
-            stack.enter_context(_process(worker, env, work / "worker.log"))
+            worker_process = stack.enter_context(_process(worker, env, work / "worker.log"))
             web = [py, "-m", "gunicorn", "config.wsgi", "--chdir", str(REPO / "platform"),
                    "--workers", str(args.web_workers), "--bind", f"127.0.0.1:{port}",
                    "--access-logfile", "-", "--log-level", "warning"]  # fmt: skip
-            stack.enter_context(_process(web, env, work / "web.log"))
+            web_process = stack.enter_context(_process(web, env, work / "web.log"))
             _wait_http(f"http://127.0.0.1:{port}/accounts/login/", 60)
             seed_cmd = [py, str(HERE / "seed.py"), "seed", str(users_file), str(args.teams),
                         str(max(1, args.users // args.teams)), str(args.jobs_per_team)]  # fmt: skip
@@ -153,14 +234,20 @@ def main(argv: list[str] | None = None) -> int:
                       "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"]  # fmt: skip
             locust_env = {**env, "LOAD_USERS_FILE": str(users_file),
                           "LOAD_CURRENT_FILE": str(current_file)}  # fmt: skip
+            cpu_before = _cpu_snapshot(web_process.pid, worker_process.pid)
             subprocess.run(locust, env=locust_env, cwd=REPO, check=False)
+            cpu_after = _cpu_snapshot(web_process.pid, worker_process.pid)
             total, endpoints = _read_stats(prefix)
             feed_log = (work / "feed.log").read_text().splitlines()
             fed = [line for line in feed_log if line.startswith("feed:")]
             jobs_started = int(fed[-1].split()[1]) if fed else 0
         result = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average_1m_before": load_before,
+            },
             "stack": {
                 "web": f"gunicorn, {args.web_workers} sync workers",
                 "database": "PostgreSQL (loopback)",
@@ -172,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "teams": args.teams,
             **total,
             "jobs_started_during_load": jobs_started,
+            "cpu_during_load": _cpu_during(cpu_before, cpu_after, total["requests"]),
             "target": {"p95_ms": TARGET_P95_MS, "endpoints": list(TARGET_ENDPOINTS)},
             "endpoints": endpoints,
         }
@@ -198,6 +286,13 @@ def _print(result: dict) -> None:
             f"{e['endpoint']:<22}{e['requests']:>9}{e['errors']:>7}"
             f"{e['p50_ms']:>8.0f}{e['p95_ms']:>8.0f}{e['p99_ms']:>8.0f}"
         )
+    cpu, machine = result["cpu_during_load"], result["machine"]
+    print(
+        f"CPU during the load: web {cpu['web_s']} s ({cpu['web_ms_per_request']} ms a request),"
+        f" job worker {cpu['worker_s']} s, Locust {cpu['locust_s']} s; the machine's"
+        f" {machine['cpus']} CPUs {cpu['machine_busy_share']} busy"
+        f" (load average {machine['load_average_1m_before']} before the run)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import os
 import random
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from locust import HttpUser, between, task
 
@@ -22,6 +23,7 @@ _DATA = json.loads(Path(os.environ["LOAD_USERS_FILE"]).read_text(encoding="utf-8
 _CURRENT = Path(os.environ["LOAD_CURRENT_FILE"])
 _NEXT = itertools.count()
 HTMX = {"HX-Request": "true"}
+LOGIN_PATH = "/accounts/login/"
 
 
 def _current_job(project: str) -> str | None:
@@ -41,9 +43,12 @@ class TeamMember(HttpUser):
         self.rng = random.Random(row["session"])
 
     def _get(self, path: str, name: str, **kwargs) -> None:
-        # 286 is htmx's "stop polling" answer for a finished job: a success.
+        # 286 is htmx's "stop polling" answer for a finished job: a success. A lost session
+        # would redirect to the (fast) login page, which must not pass for the page itself.
         with self.client.get(path, name=name, catch_response=True, **kwargs) as response:
-            if response.status_code in (200, 286):
+            if response.url and urlsplit(response.url).path == LOGIN_PATH:
+                response.failure("redirected to the login page")
+            elif response.status_code in (200, 286):
                 response.success()
             else:
                 response.failure(f"HTTP {response.status_code}")

@@ -134,11 +134,70 @@ STATICFILES_DIRS = [
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
     BASE_DIR / "platform" / "web" / "assets",
 ]
+# Uploads, model versions and artifacts: the local filesystem under MEDIA_ROOT by default.
+# MODELPRESS_S3_BUCKET switches to an S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...)
+# through django-storages; web and workers then share no disk (workers copy inputs to their
+# scratch directory and upload artifacts back, jobrunner.storage_io). See
+# default_storage_from_env below for the MODELPRESS_S3_* variables.
+
+# On S3, artifact downloads redirect to a presigned URL that is valid this long: the client
+# follows the redirect at once, and a transfer under way is not cut off when it expires.
+MODELPRESS_S3_PRESIGNED_SECONDS = env_int("MODELPRESS_S3_PRESIGNED_SECONDS", 60)
+# false: stream S3 downloads through the web app instead, for an endpoint that the users'
+# browsers cannot reach (a MinIO on an internal network).
+MODELPRESS_S3_REDIRECT_DOWNLOADS = env_bool("MODELPRESS_S3_REDIRECT_DOWNLOADS", True)
+# Life of a signed download link (jobs.download_links): a URL that fetches one artifact
+# without a session, for a device or curl.
+MODELPRESS_DOWNLOAD_LINK_SECONDS = env_int("MODELPRESS_DOWNLOAD_LINK_SECONDS", 600)
+if not 0 < MODELPRESS_S3_PRESIGNED_SECONDS <= 7 * 24 * 3600:  # SigV4's own limit
+    raise ImproperlyConfigured("MODELPRESS_S3_PRESIGNED_SECONDS must be between 1 and 604800")
+if MODELPRESS_DOWNLOAD_LINK_SECONDS <= 0:
+    raise ImproperlyConfigured("MODELPRESS_DOWNLOAD_LINK_SECONDS must be positive")
+
+
+def default_storage_from_env() -> dict[str, object]:
+    """STORAGES["default"] from the environment (a function: the storage tests build their S3
+    configuration with it, from the same variables)."""
+    bucket = env_str("MODELPRESS_S3_BUCKET") or ""
+    if not bucket:
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(Path(env_str("MEDIA_ROOT") or VAR_DIR / "media"))},
+        }
+    endpoint = env_str("MODELPRESS_S3_ENDPOINT_URL") or None
+    # Path style (https://host/bucket/key) by default with an endpoint of one's own: MinIO and
+    # other self-hosted services rarely have a DNS name per bucket. AWS picks for itself.
+    addressing = env_str("MODELPRESS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    if addressing not in {"path", "virtual", "auto"}:
+        raise ImproperlyConfigured(
+            f"MODELPRESS_S3_ADDRESSING_STYLE must be path, virtual or auto, got {addressing!r}"
+        )
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint,
+            "region_name": env_str("MODELPRESS_S3_REGION") or None,
+            # Unset: boto3's own credential chain (AWS_* variables, an instance or pod role).
+            "access_key": env_str("MODELPRESS_S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("MODELPRESS_S3_SECRET_ACCESS_KEY") or None,
+            "addressing_style": addressing,
+            "signature_version": "s3v4",
+            "location": (env_str("MODELPRESS_S3_PREFIX") or "").strip("/"),
+            # A name in use gets a random suffix, as on the filesystem: never an overwrite.
+            "file_overwrite": False,
+            "default_acl": None,  # objects stay private; clients read through presigned URLs
+            "querystring_auth": True,
+            "querystring_expire": MODELPRESS_S3_PRESIGNED_SECONDS,
+            # A stored file opened for reading is buffered in memory up to this size, then on
+            # disk (FILE_UPLOAD_TEMP_DIR); django-storages' default (0) never spills to disk.
+            "max_memory_size": 16 * 1024**2,
+        },
+    }
+
+
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(Path(env_str("MEDIA_ROOT") or VAR_DIR / "media"))},
-    },
+    "default": default_storage_from_env(),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 # Serve straight from the finders so `make run` and tests need no collectstatic step.
@@ -171,8 +230,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# A job's wall-clock limit, in seconds. The runner enforces the soft limit itself on the
+# job's engine process (under any pool, and when run_job is called directly); Celery's soft
+# limit is the same number, and its hard limit a backstop for a worker stuck elsewhere.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("MODELPRESS_JOB_SOFT_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_TIME_LIMIT = env_int("MODELPRESS_JOB_TIME_LIMIT", 6 * 3600 + 300)
+# The resident memory a job's engine process tree may use (MiB) before it is stopped and the
+# job failed. 0: 75% of the worker machine's memory, or of its container's limit when lower,
+# which leaves room for the worker itself and the OS. With several jobs at once on a machine
+# (celery --concurrency N), set about that share divided by N.
+MODELPRESS_JOB_MEMORY_LIMIT_MB = env_int("MODELPRESS_JOB_MEMORY_LIMIT_MB", 0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Job queues (jobs.routing): recipes that train go to the gpu queue while a live worker with

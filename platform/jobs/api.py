@@ -14,10 +14,10 @@ from typing import Any, Literal
 from uuid import UUID
 
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import ValidationError, field_validator, model_validator
@@ -25,6 +25,8 @@ from pydantic import ValidationError, field_validator, model_validator
 from accounts.access import require_write
 from jobs.access import get_artifact_for_user, get_job_for_user
 from jobs.bundles import bundle_name, stream_bundle
+from jobs.download_links import issue_link
+from jobs.downloads import artifact_response
 from jobs.models import Artifact, Job
 from jobs.services import cancel_job, create_job, record_download
 from registry.access import get_model_version_for_user, get_project_for_user
@@ -303,9 +305,23 @@ def list_artifacts(request: HttpRequest, job_uuid: UUID) -> QuerySet[Artifact]:
 @router.get(
     "/artifacts/{artifact_uuid}/download",
     response=READ_ERRORS,
-    openapi_extra=_file_response_doc("application/octet-stream", "The artifact's bytes."),
+    openapi_extra={
+        "responses": {
+            **_file_response_doc("application/octet-stream", "The artifact's bytes.")["responses"],
+            302: {"description": "With `redirect=true` on S3 storage: to a presigned URL."},
+        }
+    },
 )
-def download_artifact(request: HttpRequest, artifact_uuid: UUID) -> FileResponse:
+def download_artifact(
+    request: HttpRequest,
+    artifact_uuid: UUID,
+    redirect: bool = Query(
+        False,
+        description="On S3 storage, answer 302 to a presigned URL of the storage service "
+        "(valid for a minute; follow it without this API's Authorization header) instead of "
+        "streaming the file through the server.",
+    ),
+) -> HttpResponse:
     """Download one artifact (streamed); compare its sha256 with the artifact list's."""
     artifact = get_artifact_for_user(acting_user(request), artifact_uuid)
     record_download(
@@ -315,8 +331,41 @@ def download_artifact(request: HttpRequest, artifact_uuid: UUID) -> FileResponse
         user=acting_user(request),
         request=request,
     )
-    # FileResponse streams the file in blocks; it is never read whole into memory.
-    return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.name)
+    # Streamed unless asked: API clients send a token, and one that follows a redirect as it
+    # is (the modelpress CLI refuses to) would hand it to the storage service.
+    return artifact_response(artifact, redirect=redirect)
+
+
+class DownloadLinkOut(Schema):
+    url: str = Field(
+        description="GET it with no authentication to download the file (following "
+        "redirects: on S3 storage it answers with one to the storage service)."
+    )
+    expires_at: datetime
+    link_id: str = Field(description="Names the link in the team's audit log.")
+
+
+@router.post(
+    "/artifacts/{artifact_uuid}/link",
+    response={201: DownloadLinkOut, **READ_ERRORS},
+    summary="Create Download Link",
+)
+def create_download_link(request: HttpRequest, artifact_uuid: UUID) -> Status[dict[str, Any]]:
+    """A signed URL that downloads the artifact without authentication, for a device or a
+    script, until `expires_at` (MODELPRESS_DOWNLOAD_LINK_SECONDS, 10 minutes by default).
+    Each use is recorded in the team's audit log as your download; it stops working once you
+    leave the team or the job is deleted (404), and once it expires (410)."""
+    user = acting_user(request)
+    artifact = get_artifact_for_user(user, artifact_uuid)
+    link = issue_link(artifact=artifact, user=user)
+    return Status(
+        201,
+        {
+            "url": request.build_absolute_uri(link.path),
+            "expires_at": link.expires_at,
+            "link_id": link.link_id,
+        },
+    )
 
 
 @router.get(

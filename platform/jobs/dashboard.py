@@ -3,23 +3,29 @@ its Pareto front."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import F, FloatField, QuerySet
+from django.db.models import Count, F, FloatField, Max, QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 from jobs.models import Job
 from registry.models import Project
 
+log = logging.getLogger(__name__)
+_MISSING = object()
+
 PAGE_SIZE = 25
 # Newest succeeded jobs drawn in the scatter; older ones stay in the table.
 SCATTER_LIMIT = 500
+SCATTER_CACHE_S = 600
 
 # Sort keys (GET ?sort=, "-" for descending) -> the annotation or field sorted on.
 SORTS: dict[str, str] = {
@@ -45,17 +51,43 @@ def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
             x < y for x, y in zip(a, b, strict=True)
         )
 
-    return [not any(dominates(other, p) for other in points if other is not p) for p in points]
+    # A point's dominators all sort before it, and whatever dominates a dominator dominates
+    # the point too: so each point, in sorted order, need only be checked against the front
+    # found so far, not against every other point (hundreds of jobs per dashboard view).
+    # Repeated points (reruns of one recipe) are decided once.
+    decided: dict[tuple[float, ...], bool] = {}
+    front: list[tuple[float, ...]] = []
+    for point in sorted({tuple(p) for p in points}):
+        decided[point] = not any(dominates(f, point) for f in front)
+        if decided[point]:
+            front.append(point)
+    return [decided[tuple(p)] for p in points]
 
 
-def _annotated(project: Project) -> QuerySet[Job]:
-    # The report stores its ratios (compress_engine Report computed fields) for sorting here.
-    return project.jobs.select_related("model_version").annotate(
+def _with_ratios(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    # The report stores its ratios (compress_engine Report computed fields) for sorting here;
+    # they are read in SQL, so the report itself never leaves the database.
+    return jobs.annotate(
         size_ratio=Cast(KT("report__size_ratio"), FloatField()),
         latency_ratio=Cast(KT("report__latency_ratio"), FloatField()),
         accuracy_drop=Cast(KT("report__accuracy__drop_points"), FloatField()),
         cosine=Cast(KT("report__fidelity__summary__cosine_similarity"), FloatField()),
     )
+
+
+# What a table row shows. The wide JSON columns (report, recipe, training, timeline) and the
+# model version's graph facts are most of a row's bytes and decoding time, and none is shown.
+# `project` stays: the related manager (project.jobs) sets it on every row it loads, and a
+# deferred one would cost a query per row.
+TABLE_FIELDS = (
+    "uuid",
+    "project",
+    "status",
+    "created_at",
+    "finished_at",
+    "model_version__name",
+    "model_version__version",
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +139,23 @@ def jobs_table(project: Project, query: Mapping[str, str]) -> JobsTable:
     sort = query.get("sort", DEFAULT_SORT)
     if sort.lstrip("-") not in SORTS:
         sort = DEFAULT_SORT
-    jobs = _annotated(project)
+    jobs = _with_ratios(project.jobs.all())
     if status:
         jobs = jobs.filter(status=status)
     column = F(SORTS[sort.lstrip("-")])
-    # Jobs without the figure (not finished, no labels) go last either way.
+    # Jobs without the figure (not finished, no labels) go last either way; the pk makes the
+    # order total, so the page chosen and the rows shown come in the same order.
     order = column.desc(nulls_last=True) if sort.startswith("-") else column.asc(nulls_last=True)
-    jobs = jobs.order_by(order, "-created_at")
-    page = Paginator(jobs, PAGE_SIZE).get_page(query.get("page"))
+    ordering = (order, F("created_at").desc(), F("pk").desc())
+    page = Paginator(jobs.order_by(*ordering).values("pk"), PAGE_SIZE).get_page(query.get("page"))
+    # One query: the page's jobs are picked in a subquery that reads only the sorted column
+    # (no report at all when sorting by a date), and only the page's rows read their ratios.
+    page.object_list = (
+        _with_ratios(project.jobs.filter(pk__in=page.object_list))
+        .select_related("model_version")
+        .only(*TABLE_FIELDS)
+        .order_by(*ordering)
+    )
     base = reverse("registry-project", kwargs={"project_uuid": project.uuid})
     fragment = reverse("jobs-project-table", kwargs={"project_uuid": project.uuid})
 
@@ -154,28 +195,70 @@ def jobs_table(project: Project, query: Mapping[str, str]) -> JobsTable:
 
 def scatter(project: Project) -> dict[str, Any] | None:
     """Accuracy (or fidelity cosine when any job has no labels) against latency and size of
-    the project's succeeded jobs, with the Pareto front marked; None with no such job."""
-    # Read from the report JSON in the query (as the table sorts): no report is parsed here.
+    the project's succeeded jobs, with the Pareto front marked; None with no such job.
+
+    Every dashboard view shows it, and building it reads every plotted report, so it is
+    cached per set of succeeded jobs. That set only grows, by a job succeeding (reports never
+    change after), so its size and newest finish name it; the timeout bounds what anything
+    else (an admin's edit) could leave stale.
+    """
+    succeeded = project.jobs.filter(status=Job.Status.SUCCEEDED).aggregate(
+        count=Count("pk"), newest=Max("finished_at")
+    )
+    if not succeeded["count"]:
+        return None
+    newest = succeeded["newest"].isoformat() if succeeded["newest"] else ""
+    # The URLs in the points depend on the prefix the site is served under.
+    key = f"jobs:scatter:{project.uuid}:{succeeded['count']}:{newest}:{get_script_prefix()}"
+    # A cache that is down (Redis) costs speed only: the scatter is built uncached then.
+    try:
+        cached = cache.get(key, _MISSING)
+    except Exception:
+        log.warning("dashboard cache unreachable; building the scatter uncached", exc_info=True)
+        return _build_scatter(project)
+    if cached is not _MISSING:
+        return cached
+    built = _build_scatter(project)
+    try:
+        cache.set(key, built, SCATTER_CACHE_S)
+    except Exception:
+        log.warning("dashboard cache unreachable; scatter not cached", exc_info=True)
+    return built
+
+
+def _build_scatter(project: Project) -> dict[str, Any] | None:
+    # Read from the report JSON in the query (as the table sorts): no report is parsed here,
+    # and plain rows rather than model instances, since a point needs only these values.
     jobs = list(
-        _annotated(project)
+        _with_ratios(project.jobs)
         .filter(status=Job.Status.SUCCEEDED, size_ratio__isnull=False, latency_ratio__isnull=False)
         .annotate(top1=Cast(KT("report__accuracy__result_top1"), FloatField()))
-        .order_by("-finished_at")[:SCATTER_LIMIT]
+        .order_by("-finished_at")
+        .values(
+            "uuid",
+            "model_version__name",
+            "model_version__version",
+            "size_ratio",
+            "latency_ratio",
+            "cosine",
+            "top1",
+        )[:SCATTER_LIMIT]
     )
     if not jobs:
         return None
     # Accuracy and cosine are not on one scale: one metric for every point.
-    use_accuracy = all(job.top1 is not None for job in jobs)
-    rows = [(job, 100 * job.top1 if use_accuracy else job.cosine) for job in jobs]
+    use_accuracy = all(job["top1"] is not None for job in jobs)
+    rows = [(job, 100 * job["top1"] if use_accuracy else job["cosine"]) for job in jobs]
     rows = [(job, m) for job, m in rows if m is not None]
-    front = pareto_front([(job.latency_ratio, job.size_ratio, -m) for job, m in rows])
+    front = pareto_front([(job["latency_ratio"], job["size_ratio"], -m) for job, m in rows])
     points = [
         {
-            "job": str(job.uuid),
-            "label": f"{job.model_version.name} v{job.model_version.version} · {str(job.uuid)[:8]}",
-            "url": reverse("jobs-detail", kwargs={"job_uuid": job.uuid}),
-            "latency_ratio": round(job.latency_ratio, 4),
-            "size_ratio": round(job.size_ratio, 4),
+            "job": str(job["uuid"]),
+            "label": f"{job['model_version__name']} v{job['model_version__version']}"
+            f" · {str(job['uuid'])[:8]}",
+            "url": reverse("jobs-detail", kwargs={"job_uuid": job["uuid"]}),
+            "latency_ratio": round(job["latency_ratio"], 4),
+            "size_ratio": round(job["size_ratio"], 4),
             "metric": round(m, 6),
             "front": on_front,
         }

@@ -17,4 +17,7 @@ urlpatterns = [
     path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),
     path("<uuid:job_uuid>/bundle.zip", views.bundle_download, name="jobs-bundle"),
     path("artifacts/<uuid:artifact_uuid>/", views.artifact_download, name="jobs-artifact"),
+    path("artifacts/<uuid:artifact_uuid>/link/", views.artifact_link, name="jobs-artifact-link"),
+    # Signed download links work without a session (jobs.download_links).
+    path("links/<str:token>/", views.link_download, name="jobs-link-download"),
 ]

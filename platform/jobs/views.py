@@ -7,7 +7,6 @@ from uuid import UUID
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import (
-    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -23,6 +22,15 @@ from jobs.access import get_artifact_for_user, get_job_for_user, jobs_for
 from jobs.bundles import bundle_name, stream_bundle
 from jobs.compare import MAX_JOBS, MIN_JOBS, compare_rows
 from jobs.dashboard import jobs_table
+from jobs.download_links import (
+    LinkExpired,
+    LinkRefused,
+    issue_link,
+    lifetime_minutes,
+    record_link_download,
+    resolve_link,
+)
+from jobs.downloads import artifact_response
 from jobs.forms import form_from_post, initial_form, job_form_context
 from jobs.live import eta_text, log_lines, stage_rows
 from jobs.models import Job
@@ -184,7 +192,8 @@ def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
 
 @login_required
 @require_GET
-def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> FileResponse:
+def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> HttpResponse:
+    """Streamed, or on S3 a redirect to a short-lived presigned URL (jobs.downloads)."""
     artifact = get_artifact_for_user(request.user, artifact_uuid)
     record_download(
         job=artifact.job,
@@ -193,8 +202,41 @@ def artifact_download(request: HttpRequest, artifact_uuid: UUID) -> FileResponse
         user=request.user,
         request=request,
     )
-    # FileResponse streams the file in blocks; it is never read whole into memory.
-    return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.name)
+    return artifact_response(artifact)
+
+
+@login_required
+@require_GET
+def artifact_link(request: HttpRequest, artifact_uuid: UUID) -> HttpResponse:
+    """A new signed download link to the artifact (jobs.download_links): a page that shows
+    it, or for htmx the fragment alone, which the results page copies to the clipboard."""
+    artifact = get_artifact_for_user(request.user, artifact_uuid)
+    link = issue_link(artifact=artifact, user=request.user)
+    context = {
+        "artifact": artifact,
+        "job": artifact.job,
+        "link": link,
+        "url": request.build_absolute_uri(link.path),
+        "minutes": lifetime_minutes(),
+    }
+    template = "jobs/download_link.html" + ("#link" if request.htmx else "")
+    response = render(request, template, context)
+    response["Cache-Control"] = "private, no-store"  # the page holds a credential
+    return response
+
+
+@require_GET
+def link_download(request: HttpRequest, token: str) -> HttpResponse:
+    """Download through a signed link, no session needed: 410 once it has expired, 404 if it
+    is tampered with or its artifact or issuer's membership is gone. Each use is audited."""
+    try:
+        link = resolve_link(token)
+    except LinkExpired as exc:
+        return HttpResponse(str(exc), status=410, content_type="text/plain; charset=utf-8")
+    except LinkRefused as exc:
+        return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
+    record_link_download(link, request)
+    return artifact_response(link.artifact)
 
 
 @login_required

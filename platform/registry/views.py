@@ -63,8 +63,12 @@ def _project_context(project, user, query=None) -> dict:
         "can_write": can_write(user, project.team),
         "upload_form": ModelUploadForm(),
         "dataset_form": DatasetUploadForm(),
-        "versions": project.model_versions.select_related("uploaded_by"),
-        "datasets": project.datasets.select_related("uploaded_by"),
+        # The lists show a row of facts each; the JSON columns (graph facts, image stats,
+        # preview lists) are not shown and stay in the database.
+        "versions": project.model_versions.select_related("uploaded_by").defer(
+            "inputs", "outputs", "op_types", "input_spec", "input_shapes"
+        ),
+        "datasets": project.datasets.select_related("uploaded_by").defer("image_stats", "previews"),
         # The jobs table (GET filter, sort, page) and the trade-off scatter.
         **project_dashboard(project, query or {}),
     }

@@ -28,14 +28,17 @@ def check_broker() -> dict[str, Any]:
 
 
 def check_storage() -> dict[str, Any]:
-    # Write, read back and delete a small probe: proves the storage is reachable and writable.
+    # Write, read back and delete a small probe: proves the storage (the filesystem, or the S3
+    # bucket with these credentials) is reachable, writable and readable.
+    from jobrunner.storage_io import is_object_store
+
     name = default_storage.save(f"healthz/{uuid.uuid4().hex}.txt", ContentFile(b"ok"))
     try:
         with default_storage.open(name, "rb") as handle:
             ok = handle.read() == b"ok"
     finally:
         default_storage.delete(name)
-    return {"ok": ok}
+    return {"ok": ok, "backend": "s3" if is_object_store(default_storage) else "filesystem"}
 
 
 def check_workers() -> dict[str, Any]:

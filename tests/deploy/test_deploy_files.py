@@ -435,18 +435,27 @@ def test_it_gives_the_gpu_worker_an_nvidia_gpu():
     assert "deploy" not in compose()["services"]["worker-cpu"]
 
 
-def test_it_shares_the_media_volume_between_web_and_workers():
-    # Files live on the filesystem storage, so whatever web stores a worker must see.
-    volumes = {}
+def test_it_keeps_files_in_minio_so_web_and_workers_share_no_disk():
+    services = compose()["services"]
+    bucket_made = services["minio-init"]["environment"]["MINIO_BUCKET"]
     for name in ("web", *WORKERS):
-        service = compose()["services"][name]
+        service = services[name]
+        env = service["environment"]
+        assert env["MODELPRESS_S3_BUCKET"] == bucket_made, name
+        assert env["MODELPRESS_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["MODELPRESS_S3_ACCESS_KEY_ID"] and env["MODELPRESS_S3_SECRET_ACCESS_KEY"]
+        assert service["depends_on"]["minio-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
         target = "web" if name == "web" else "worker"
-        media_root = {**_env_of(target), **service["environment"]}["MEDIA_ROOT"]
-        mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
-        assert media_root in mounts, f"{name}: nothing mounted at MEDIA_ROOT {media_root}"
-        volumes[name] = mounts[media_root]
-    assert len(set(volumes.values())) == 1, volumes
-    assert next(iter(volumes.values())) in compose()["volumes"]
+        media_root = {**_env_of(target), **env}["MEDIA_ROOT"]
+        mounts = {v.split(":")[1] for v in service.get("volumes", [])}
+        assert media_root not in mounts, f"{name}: a media volume would hide a missing S3 setup"
+    # Volumes are per service: the only ones web and the workers have in common are none.
+    shared = set.intersection(
+        *({v.split(":")[0] for v in services[n].get("volumes", [])} for n in ("web", *WORKERS))
+    )
+    assert not shared, shared
 
 
 def test_it_sets_only_variables_the_app_reads_in_compose():
@@ -574,23 +583,28 @@ def test_it_migrates_in_a_job_and_makes_the_app_wait_for_it():
         assert any("--check" in c["command"] and "migrate" in c["command"] for c in init), name
 
 
-def test_it_mounts_one_shared_media_volume_in_web_and_workers():
-    claim = _one("PersistentVolumeClaim", "modelpress-media")
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+def test_it_keeps_files_in_s3_so_no_pod_needs_a_shared_volume():
+    config = _one("ConfigMap", "modelpress")["data"]
+    assert config["MODELPRESS_S3_BUCKET"] and config["MODELPRESS_S3_ENDPOINT_URL"]
+    secret = _one("Secret", "modelpress")["stringData"]
+    assert {"MODELPRESS_S3_ACCESS_KEY_ID", "MODELPRESS_S3_SECRET_ACCESS_KEY"} <= set(secret)
+    assert not [d for _, d in manifests() if d["kind"] == "PersistentVolumeClaim"]
     for name, target in (
         ("modelpress-web", "web"),
         ("modelpress-worker-cpu", "worker"),
         ("modelpress-worker-gpu", "worker"),
     ):
         pod = _pod(_one("Deployment", name))
-        claims = {
-            v["name"]: v["persistentVolumeClaim"]["claimName"]
-            for v in pod["volumes"]
-            if "persistentVolumeClaim" in v
-        }
-        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
-        media = mounts.get(_env_of(target)["MEDIA_ROOT"])
-        assert claims.get(media) == "modelpress-media", f"{name}: media is not the shared claim"
+        container = pod["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"], name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        env = _env_of(target)
+        assert env["MEDIA_ROOT"] not in mounts, f"{name}: files belong in the bucket"
+        # The read-only root leaves these writable only through a volume: S3 reads spill to
+        # FILE_UPLOAD_TEMP_DIR, jobs work in the scratch directory.
+        assert env["FILE_UPLOAD_TEMP_DIR"] in mounts, name
+        if target == "worker":
+            assert env["MODELPRESS_SCRATCH_DIR"] in mounts, name
 
 
 def test_it_sets_only_variables_the_app_reads_in_kubernetes():

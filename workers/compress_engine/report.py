@@ -442,6 +442,15 @@ class TrainingDetails(BaseModel):
     mixed_precision: str | None = Field(
         default=None, description="Autocast dtype on GPU (bfloat16/float16); None = float32."
     )
+    world_size: int = Field(
+        default=1,
+        ge=1,
+        description="Processes that trained data-parallel, one per GPU; 1 = a single process.",
+    )
+    backend: str | None = Field(
+        default=None,
+        description="torch.distributed backend of a data-parallel run (nccl, gloo); else None.",
+    )
     train_samples: int = Field(description="Samples trained on.")
     validation_samples: int = Field(description="Held-out training samples used to choose.")
     metric: Literal["accuracy", "cosine", "loss"] = Field(description="Validation metric.")

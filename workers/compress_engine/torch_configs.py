@@ -174,6 +174,16 @@ class TrainingConfig(_Strict):
         ),
     )
     seed: int = Field(default=0, ge=0, description="Seed of initial order and shuffling.")
+    max_gpus: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "On a worker with several GPUs, train on at most this many at once (data-parallel: "
+            "one process per GPU, each on a share of every batch of batch_size). Unset: every "
+            "GPU the worker offers; 1: a single GPU, as on a one-GPU worker. No effect on CPU."
+        ),
+    )
 
 
 class DistillConfig(TrainingConfig):

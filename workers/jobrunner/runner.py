@@ -1,4 +1,5 @@
-"""run_job: claim a job, run the engine in scratch space, store artifacts, record the outcome.
+"""run_job: claim a job, run the engine in a job process under memory and time limits (see
+engine_process), store artifacts, record the outcome.
 
 The task is a thin wrapper around this function, so tests call it directly.
 """
@@ -11,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from jobrunner.engine_process import (
+    EngineCall,
+    EngineCrashed,
+    EngineProcessFailed,
+    Limits,
+    default_memory_limit_bytes,
+    run_engine,
+    time_limit_message,
+)
 from jobrunner.log_context import with_job_log_context
 from jobrunner.storage_io import delete_stored, fetch_to_scratch, save_atomically
 from jobs.live import note_progress
@@ -35,6 +46,9 @@ log = logging.getLogger(__name__)
 # The engine's own progress (0..1) is mapped into this slice of the job's progress bar;
 # fetching inputs comes before it and storing artifacts after it.
 _ENGINE_START, _ENGINE_END = 0.05, 0.95
+# How often a cancellation is looked for while the engine runs, besides at every progress
+# report: a long step may report none for minutes.
+_CANCEL_POLL_SECONDS = 1.0
 
 
 class JobCancelled(Exception):
@@ -102,18 +116,29 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
         log.info("job %s is %s, not queued; skipping", job.uuid, job.status)
         return
 
+    # The time limit counts from the claim, as Celery's soft limit counts from the task's start.
+    limits = Limits(
+        memory_bytes=_memory_limit_bytes(),
+        time_seconds=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+        started_at=time.monotonic(),
+    )
     scratch = Path(tempfile.mkdtemp(prefix=f"job-{job.uuid}-", dir=settings.MODELPRESS_SCRATCH_DIR))
     try:
         with _JobHeartbeat(job, interval=settings.MODELPRESS_WORKER_HEARTBEAT_SECONDS):
-            _execute(job, scratch)
+            _execute(job, scratch, limits)
     except JobCancelled:
         job.mark_cancelled()
         log.info("job %s cancelled", job.uuid)
     except SoftTimeLimitExceeded:
-        job.fail("The job ran past its time limit and was stopped.")
-    except ArtifactNotStored as exc:
+        # Celery's own soft limit (the same number) when it fires first; the engine process
+        # is already stopped by run_engine on the way out.
+        job.fail(time_limit_message(settings.CELERY_TASK_SOFT_TIME_LIMIT))
+    except (ArtifactNotStored, EngineProcessFailed) as exc:
         log.warning("job %s: %s", job.uuid, exc)
         job.fail(str(exc))
+    except EngineCrashed as exc:
+        log.error("job %s crashed in the engine process:\n%s", job.uuid, exc.child_traceback)
+        job.fail(f"Internal error ({exc.type_name}): {exc.message}")
     except Exception as exc:
         from compress_engine import EngineError
 
@@ -124,6 +149,11 @@ def run_job(job_uuid: str, *, task_id: str = "", worker: str = "") -> None:
             job.fail(f"Internal error ({type(exc).__name__}): {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _memory_limit_bytes() -> int:
+    limit_mb = settings.MODELPRESS_JOB_MEMORY_LIMIT_MB
+    return limit_mb * 1024**2 if limit_mb > 0 else default_memory_limit_bytes()
 
 
 def _device() -> str:
@@ -139,8 +169,8 @@ def _report(job: Job, stage: str, fraction: float) -> None:
     note_progress(job, stage, fraction)
 
 
-def _execute(job: Job, scratch: Path) -> None:
-    from compress_engine import Recipe, compress
+def _execute(job: Job, scratch: Path, limits: Limits) -> None:
+    from compress_engine import Recipe
 
     def check_cancel() -> None:
         if job.is_cancel_requested():
@@ -174,14 +204,21 @@ def _execute(job: Job, scratch: Path) -> None:
         # The concrete dims chosen once on the version page, unless the recipe sets its own.
         recipe.evaluate.input_shapes = version.evaluation_shapes(recipe.evaluate.batch_size)
     out_dir = scratch / "out"
-    report = compress(
-        model_path,
-        recipe,
-        data=data_path,
-        out_dir=out_dir,
+    # In a child process under the job's memory and time limits; this process keeps every
+    # database and storage call.
+    report = run_engine(
+        EngineCall(
+            model=model_path,
+            recipe=recipe.model_dump(mode="json"),
+            out_dir=out_dir,
+            data=data_path,
+            teachers=teachers,
+        ),
+        limits=limits,
         progress=progress,
         on_training=on_training,
-        teachers=teachers,
+        poll=check_cancel,
+        poll_seconds=_CANCEL_POLL_SECONDS,
     )
     _report(job, "Storing artifacts", _ENGINE_END)
     check_cancel()

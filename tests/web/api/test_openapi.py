@@ -113,5 +113,5 @@ def test_it_answers_generated_requests_without_a_server_error(
                 ran=ran,
             )
     # Every GET and JSON POST operation was exercised, within a bounded time.
-    assert len(ran) == 16, sorted(ran)
+    assert len(ran) == 17, sorted(ran)
     assert time.monotonic() - started < 240

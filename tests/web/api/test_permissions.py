@@ -48,6 +48,7 @@ ROUTES = [
     Route("GET", "/jobs/{job}/report", 200),
     Route("GET", "/jobs/{job}/artifacts", 200),
     Route("GET", "/artifacts/{artifact}/download", 200),
+    Route("POST", "/artifacts/{artifact}/link", 201),  # viewers may download, so may link
     Route("GET", "/jobs/{job}/bundle", 200),
 ]
 

@@ -15,6 +15,7 @@ def _train(
 ) -> PassResult:
     from compress_engine.torch_side.convert import export_onnx
     from compress_engine.torch_side.device import pick_device
+    from compress_engine.torch_side.distributed import fit
     from compress_engine.torch_side.training import Trainer
 
     cfg: TrainingConfig = pass_.config  # type: ignore[assignment]
@@ -35,10 +36,10 @@ def _train(
         progress=lambda f: ctx.progress(0.95 * f),
         teacher_name=teacher_name,
     )
-    details = trainer.run(check)
+    details, world = fit(trainer, check, max_gpus=cfg.max_gpus, work_dir=ctx.work_dir)
     export_onnx(model, out_path)
     ctx.progress(1.0)
-    notes = []
+    notes = [world.note] if world.note else []
     if details.best_epoch == 0:
         notes.append(
             f"{pass_.info.title} did not improve the validation {details.metric} "

@@ -149,12 +149,13 @@ def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
 def _recoverer(ctx: PassContext, model, split, cfg: PruneConfig):  # type: ignore[no-untyped-def]
     """Between iterative pruning steps: distil from the unpruned model for a few epochs."""
     from compress_engine.torch_side.device import pick_device
+    from compress_engine.torch_side.distributed import fit
     from compress_engine.torch_side.training import Trainer
 
     teacher = teacher_for(model.info.inputs, ctx, "original")
 
     def recover(module, i: int) -> None:  # type: ignore[no-untyped-def]
-        Trainer(
+        trainer = Trainer(
             student=module,
             teacher=teacher,
             split=split,
@@ -165,6 +166,8 @@ def _recoverer(ctx: PassContext, model, split, cfg: PruneConfig):  # type: ignor
             fixed_batch=model.fixed_batch,
             on_point=ctx.on_training,
             epochs=cfg.recover_epochs,
-        ).run(round_trip=None)  # type: ignore[arg-type]
+        )
+        # On every GPU of the worker, as its policy (MODELPRESS_DDP) says.
+        fit(trainer, None, max_gpus=None, work_dir=ctx.work_dir / f"recover{i}")
 
     return recover

@@ -21,9 +21,23 @@ def pick_device(prefer_gpu: bool = True) -> TrainDevice:
     import torch
 
     if prefer_gpu and torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        name = torch.cuda.get_device_name(0)
-        return TrainDevice(torch.device("cuda", 0), f"cuda ({name})", dtype)
+        return cuda_device(0)
+    return cpu_device()
+
+
+def cuda_device(index: int) -> TrainDevice:
+    """GPU `index` of those visible (CUDA_VISIBLE_DEVICES), in bfloat16 autocast where the GPU
+    has it, else float16."""
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    name = torch.cuda.get_device_name(index)
+    return TrainDevice(torch.device("cuda", index), f"cuda ({name})", dtype)
+
+
+def cpu_device() -> TrainDevice:
+    import torch
+
     return TrainDevice(torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)", None)
 
 

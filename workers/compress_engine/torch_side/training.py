@@ -4,6 +4,10 @@ Knowledge distillation: loss = alpha * imitation(student, teacher) + (1 - alpha)
 (cross-entropy on labels, when there are labels), plus optional feature matching. The best
 epoch on held-out training samples is kept (epoch 0, the untrained student, included), so a
 step never hands back a model worse on validation than the one it was given.
+
+The same loop runs as one rank of a data-parallel run (see distributed.py) when given a
+Collective: each rank then trains on its share of every batch and validates a share of the
+held-out samples, and every figure that decides or is reported is agreed across ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from compress_engine.data import Dataset
+    from compress_engine.torch_side.distributed import Collective
 
 Kind = Literal["distill", "finetune", "recover"]
 EVAL_BATCH = 256
@@ -87,6 +92,7 @@ class Trainer:
     progress: Callable[[float], None] = lambda _f: None
     teacher_name: str | None = None
     epochs: int | None = None  # overrides cfg.epochs (pruning recovery)
+    dist: Collective | None = None  # set on each rank of a data-parallel run
 
     def __post_init__(self) -> None:
         labels = self.split.train_labels is not None
@@ -108,7 +114,10 @@ class Trainer:
         self.temperature = cfg.temperature if isinstance(cfg, DistillConfig) else 1.0
         self.feature_weight = cfg.feature_weight if isinstance(cfg, DistillConfig) else 0.0
         self.metric: Literal["accuracy", "cosine"] = "accuracy" if labels else "cosine"
-        self.batch = self.fixed_batch or cfg.batch_size
+        self.world = self.dist.size if self.dist else 1
+        # Samples per optimiser step over all ranks: batch_size, or a fixed-batch model's
+        # batch on every rank.
+        self.batch = self.fixed_batch * self.world if self.fixed_batch else cfg.batch_size
 
     # --- public -------------------------------------------------------------------------
 
@@ -140,13 +149,24 @@ class Trainer:
         params = [p for p in self.student.parameters() if p.requires_grad]
         if not params:
             raise EngineError("The model has no trainable weights.")
+        # Forward passes that train go through DistributedDataParallel on a rank, which
+        # averages the gradients across ranks in backward.
+        self._trained = self.dist.wrap(self.student) if self.dist else self.student
         epochs = self.epochs or self.cfg.epochs
         n = self.split.train_samples
-        per_epoch = n // self.batch if self.fixed_batch else math.ceil(n / self.batch)
+        # A last, partial batch is kept if every rank gets a sample of it (one process: always).
+        partial = 0 if self.fixed_batch else int(n % self.batch >= self.world)
+        per_epoch = n // self.batch + partial
         if per_epoch == 0:
+            if self.fixed_batch:
+                raise EngineError(
+                    f"The training split has {n} samples, fewer than the model's fixed batch "
+                    f"size {self.fixed_batch}"
+                    + (f" times {self.world} processes." if self.world > 1 else ".")
+                )
             raise EngineError(
-                f"The training split has {n} samples, fewer than the model's fixed batch size "
-                f"{self.batch}."
+                f"The training split has {n} samples, fewer than the {self.world} processes "
+                "that share each batch."
             )
         total = per_epoch * epochs
         if self.cfg.max_steps is not None:
@@ -167,7 +187,7 @@ class Trainer:
         last_progress = 0.0
         epoch = 0
         for epoch in range(1, epochs + 1):
-            self.student.train()
+            self._trained.train()
             losses = []
             order = torch.randperm(n, generator=gen).numpy()
             for b in range(per_epoch):
@@ -175,7 +195,11 @@ class Trainer:
                     break
                 idx = order[b * self.batch : (b + 1) * self.batch]
                 t0 = time.perf_counter()
-                loss = self._loss(idx)
+                if self.dist is None:
+                    loss = self._loss(idx)
+                else:
+                    mine, weight = self.dist.share(idx)
+                    loss = self._loss(mine) * weight
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -189,6 +213,8 @@ class Trainer:
                     self.progress(steps / total)
             metric, val_loss = self.validate_with_loss()
             eta = (time.perf_counter() - start) / steps * (total - steps) if steps else None
+            if self.dist is not None and losses:
+                losses = self.dist.mean_over_ranks(losses)
             mean_loss = float(np.mean(losses)) if losses else None
             history.append(self._point(epoch, steps, mean_loss, metric, opt, start, eta))
             self._emit(history[-1])
@@ -210,6 +236,7 @@ class Trainer:
                 break
         if self._hooks is not None:
             self._hooks.remove()
+        self._trained = self.student  # drops the DistributedDataParallel wrapper
         self.student.load_state_dict(best_state)
         self.student.cpu().eval()
         if self.teacher is not None:
@@ -219,8 +246,10 @@ class Trainer:
             kind="finetune" if self.kind == "finetune" else "distill",
             teacher=self.teacher_name,
             loss=self.describe_loss(),
-            device=self.device.description,
+            device=self.dist.describe(self.device) if self.dist else self.device.description,
             mixed_precision=self.device.mixed_precision,
+            world_size=self.world,
+            backend=self.dist.backend if self.dist else None,
             train_samples=n,
             validation_samples=self.split.val_samples,
             metric=self.metric,
@@ -241,7 +270,7 @@ class Trainer:
         import torch
         import torch.nn.functional as F
 
-        outs = self._outputs(self.student, self.split.val)
+        outs = self._outputs(self.student, self.split.val, shared=True)
         labels = None
         if self.split.val_labels is not None:
             labels = torch.from_numpy(self.split.val_labels).to(outs.device)
@@ -255,6 +284,9 @@ class Trainer:
             metric = float((outs.argmax(-1) == labels).float().mean() * 100)
         else:
             metric = float(_cosine(outs, self._teacher_val).mean())
+        if self.dist is not None:  # every rank decides on rank 0's figures
+            metric, agreed_loss = self.dist.agree([metric, float(loss)])
+            return metric, agreed_loss
         return metric, float(loss)
 
     # --- internals ------------------------------------------------------------------------
@@ -270,7 +302,7 @@ class Trainer:
             dev.type, dtype=self.device.autocast_dtype or torch.float32,
             enabled=self.device.autocast_dtype is not None,
         ):  # fmt: skip
-            student = as_outputs(self.student(*xs))[0].float()
+            student = as_outputs(self._trained(*xs))[0].float()
             loss = torch.zeros((), device=dev)
             if self.alpha < 1 and labels is not None:
                 y = torch.from_numpy(labels[idx]).to(dev)
@@ -297,9 +329,17 @@ class Trainer:
             return F.mse_loss(student, teacher)
         return (1 - _cosine(student, teacher)).mean()
 
-    def _outputs(self, module: nn.Module, arrays: list[np.ndarray]) -> torch.Tensor:
+    def _outputs(
+        self, module: nn.Module, arrays: list[np.ndarray], shared: bool = False
+    ) -> torch.Tensor:
+        """`module`'s first output for every sample; `shared`: on a rank, each rank runs its
+        share of the samples and all ranks get all outputs."""
         import torch
 
+        if shared and self.dist is not None:
+            total = len(arrays[0])
+            mine = self._outputs(module, [a[self.dist.rows(total)] for a in arrays])
+            return self.dist.gather_rows(mine, total)
         module.eval()
         batch = self.fixed_batch or EVAL_BATCH
         n = len(arrays[0])
@@ -317,7 +357,7 @@ class Trainer:
     def _teacher_outputs(self, arrays: list[np.ndarray]) -> torch.Tensor | None:
         if self.teacher is None:
             return None
-        out = self._outputs(self.teacher, arrays)
+        out = self._outputs(self.teacher, arrays, shared=True)
         student = self._outputs(self.student, [a[:1] for a in arrays])
         if out.shape[1:] != student.shape[1:]:
             raise EngineError(
