@@ -20,10 +20,10 @@ def artifact_response(artifact: Artifact, *, redirect: bool = True) -> HttpRespo
             storage, name, filename=artifact.name, seconds=settings.MODELPRESS_S3_PRESIGNED_SECONDS
         )
         if url is not None:
-            redirect = HttpResponseRedirect(url)
+            response = HttpResponseRedirect(url)
             # The target expires within seconds: never reuse this answer.
-            redirect["Cache-Control"] = "private, no-store"
-            return redirect
+            response["Cache-Control"] = "private, no-store"
+            return response
     # Streamed in blocks; never read whole into memory (on S3: the GET response's body).
     response = FileResponse(open_stream(storage, name), as_attachment=True, filename=artifact.name)
     if not response.has_header("Content-Length"):  # a stream that cannot tell its size

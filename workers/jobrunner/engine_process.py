@@ -281,7 +281,8 @@ def _supervise(
     on_message: Callable[[dict[str, Any]], bool],
 ) -> dict[str, Any]:
     """Relay messages and enforce the limits until the job process reports its outcome; that
-    outcome, once the process has exited (or EXIT_GRACE_SECONDS after it reported)."""
+    outcome, once the process has exited (or EXIT_GRACE_SECONDS after it reported). Over a
+    limit it raises; the caller stops the process tree on every way out."""
     import psutil
 
     try:
@@ -312,11 +313,9 @@ def _supervise(
         used = 0 if process is None else tree_rss(process)
         if used > limits.memory_bytes:
             log.warning("the engine process used %s; stopping it", format_bytes(used))
-            stop_tree(pid)
             raise MemoryLimitExceeded(limits.memory_bytes, used)
         if now >= deadline:
             log.warning("the engine process ran past the time limit; stopping it")
-            stop_tree(pid)
             raise TimeLimitExceeded(limits.time_seconds)
         if now >= next_poll:
             poll()
