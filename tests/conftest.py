@@ -280,11 +280,41 @@ def wait_for_job(job, timeout: float = 180.0):
 
 
 @pytest.fixture
-def worker(celery_worker_process, transactional_db) -> WorkerProcess:
+def worker(celery_worker_process, transactional_db) -> Iterator[WorkerProcess]:
     """The session's worker, once it has beaten again: each transactional test starts from
-    emptied tables, heartbeat rows included."""
+    emptied tables, heartbeat rows included. After the test it waits until the worker has
+    finished every task the test sent (a job cancelled while queued is still delivered and
+    skipped): a task reading several tables while the tables are emptied can deadlock."""
     wait_for_heartbeat(celery_worker_process, timeout=30)
-    return celery_worker_process
+    yield celery_worker_process
+    wait_for_idle_broker(celery_worker_process, timeout=60)
+
+
+def wait_for_idle_broker(worker: WorkerProcess, timeout: float) -> None:
+    """Until the broker holds no message for the worker's queue, waiting or delivered but
+    not yet acknowledged (tasks ack late, once they have run). kombu's Redis transport keeps
+    delivered messages in its `unacked` hash as [message, exchange, routing key]; other
+    runs' entries in that hash are not ours to wait for."""
+    import json
+
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+
+    def ours_unacked() -> bool:
+        return any(json.loads(v)[2] == queue for v in client.hvals("unacked"))
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not client.llen(queue) and not ours_unacked():
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise RuntimeError(f"the Celery worker was still busy after {timeout} s:\n{worker.log()}")
 
 
 @pytest.fixture
