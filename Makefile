@@ -49,7 +49,7 @@ web: install assets migrate
 	$(PY) manage.py runserver
 
 worker: install
-	$(PY) -m celery -A jobrunner.celery_app worker --loglevel INFO --concurrency 1 --queues cpu,gpu
+	$(PY) -m celery -A config.celery worker --loglevel INFO --concurrency 1 --queues cpu,gpu
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 browser:

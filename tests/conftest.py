@@ -221,7 +221,7 @@ def start_worker(
         **(env or {}),
     }
     command = [
-        sys.executable, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
+        sys.executable, "-m", "celery", "-A", "config.celery", "worker",
         "--loglevel", "INFO", "--concurrency", "1", "--pool", "prefork",
         "--queues", queues, "--hostname", hostname,
         "--without-gossip", "--without-mingle",

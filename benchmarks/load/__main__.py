@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([py, "manage.py", "collectstatic", "--noinput", "-v", "0"], env=env,
                        cwd=REPO, check=True)  # fmt: skip
         with ExitStack() as stack:
-            worker = [py, "-m", "celery", "-A", "jobrunner.celery_app", "worker", "-Q", queue,
+            worker = [py, "-m", "celery", "-A", "config.celery", "worker", "-Q", queue,
                       "--concurrency", "1", "--loglevel", "WARNING", "--without-gossip",
                       "--without-mingle", "--hostname", f"load-{stamp}@localhost"]  # fmt: skip
             worker_process = stack.enter_context(_process(worker, env, work / "worker.log"))

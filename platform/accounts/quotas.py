@@ -16,10 +16,13 @@ from django.template.defaultfilters import filesizeformat
 from accounts.models import Team
 from jobs.models import Artifact, Job
 from registry.models import Dataset, ModelVersion
+from web.rejections import Rejected
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(Rejected):
     """The team is at a limit; the message says where it stands and what to do."""
+
+    status = 413
 
 
 def human_size(n: int) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 
 from accounts.models import Membership, Team, User
+from web.rejections import Rejected
 
 DEMO_USERNAME = "demo"
 DEMO_EMAIL = "demo@modelpress.local"
@@ -24,7 +25,7 @@ def create_user_with_personal_team(*, username: str, email: str, password: str) 
     return user
 
 
-class AccountsRejected(Exception):
+class AccountsRejected(Rejected):
     """An account or team change that is refused; the message is shown to the user."""
 
 

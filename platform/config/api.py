@@ -16,13 +16,11 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import django_auth
 
 from accounts.api import router as accounts_router
-from accounts.quotas import QuotaExceeded
-from accounts.services import AccountsRejected
 from jobs.api import router as jobs_router
-from jobs.services import JobRejected
 from registry.api import router as registry_router
-from registry.services import RegistryRejected, too_large_message
+from registry.services import too_large_message
 from web.api import TokenAuth
+from web.rejections import Rejected
 
 api = NinjaAPI(
     title="ModelPress API",
@@ -104,25 +102,7 @@ def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
     return _error(request, 403, str(exc) or "You do not have permission to do this.")
 
 
-@api.exception_handler(QuotaExceeded)
-def _quota(request: HttpRequest, exc: QuotaExceeded) -> HttpResponse:
-    return _error(request, 413, str(exc))
-
-
-@api.exception_handler(RegistryRejected)
-def _registry_rejected(request: HttpRequest, exc: RegistryRejected) -> HttpResponse:
-    # The storage quota comes wrapped: the team cannot take this many more bytes.
-    status = 413 if isinstance(exc.__cause__, QuotaExceeded) else 400
-    return _error(request, status, str(exc))
-
-
-@api.exception_handler(JobRejected)
-def _job_rejected(request: HttpRequest, exc: JobRejected) -> HttpResponse:
-    # The concurrent-jobs quota comes wrapped: try again once a job has finished.
-    status = 429 if isinstance(exc.__cause__, QuotaExceeded) else 400
-    return _error(request, status, str(exc))
-
-
-@api.exception_handler(AccountsRejected)
-def _accounts_rejected(request: HttpRequest, exc: AccountsRejected) -> HttpResponse:
-    return _error(request, 400, str(exc))
+@api.exception_handler(Rejected)
+def _rejected(request: HttpRequest, exc: Rejected) -> HttpResponse:
+    # Every service refusal (registry, jobs, accounts, quotas) carries its own status.
+    return _error(request, exc.status, str(exc))

@@ -137,7 +137,7 @@ STATICFILES_DIRS = [
 # Uploads, model versions and artifacts: the local filesystem under MEDIA_ROOT by default.
 # MODELPRESS_S3_BUCKET switches to an S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...)
 # through django-storages; web and workers then share no disk (workers copy inputs to their
-# scratch directory and upload artifacts back, jobrunner.storage_io). See
+# scratch directory and upload artifacts back, web.storage). See
 # default_storage_from_env below for the MODELPRESS_S3_* variables.
 
 # On S3, artifact downloads redirect to a presigned URL that is valid this long: the client
@@ -310,7 +310,7 @@ if MODELPRESS_LOG_FORMAT not in {"text", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job_id": {"()": "jobrunner.log_context.JobIdFilter"}},
+    "filters": {"job_id": {"()": "config.log_context.JobIdFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "json": {

@@ -201,7 +201,7 @@ def _job(request: HttpRequest, job_uuid: UUID) -> Job:
 @router.get("/presets", response={200: list[PresetOut], **READ_ERRORS})
 def list_presets(request: HttpRequest) -> list[dict[str, Any]]:
     """The named recipes a job can start from (`preset` in POST /models/{id}/jobs)."""
-    from compress_engine.presets import PRESETS
+    from compress_engine import PRESETS
 
     return [
         {"name": p.name, "title": p.title, "description": p.description, "needs_data": p.needs_data}
@@ -233,8 +233,7 @@ def create_job_route(request: HttpRequest, version_uuid: UUID, payload: JobIn) -
     """Start a compression job on a model version (members and above). 400 says why a job
     cannot start (recipe errors, a dataset the recipe needs, a model still converting); 429
     that the team already runs its maximum of jobs at once."""
-    from compress_engine import EngineError
-    from compress_engine.presets import get_preset
+    from compress_engine import EngineError, get_preset
 
     user = acting_user(request)
     version = get_model_version_for_user(user, version_uuid)
@@ -246,7 +245,7 @@ def create_job_route(request: HttpRequest, version_uuid: UUID, payload: JobIn) -
     recipe: Any = payload.recipe
     if payload.preset is not None:
         try:
-            recipe = get_preset(payload.preset).recipe().model_dump(mode="json")
+            recipe = get_preset(payload.preset).recipe()
         except EngineError as exc:
             raise HttpError(400, str(exc)) from exc
     job = create_job(

@@ -18,9 +18,8 @@ def bundle_name(job: Job) -> str:
 
 def stream_bundle(job: Job) -> Iterator[bytes]:
     """Zip bytes: the job's offered artifacts (report.files) under models/, the report,
-    REPORT.md, preprocessing and inference examples (see compress_engine.bundle)."""
-    from compress_engine import Report
-    from compress_engine.bundle import iter_bundle
+    REPORT.md, preprocessing and inference examples (compress_engine.iter_bundle)."""
+    from compress_engine import Report, iter_bundle
 
     report = Report.model_validate(job.report)
     # Only the files the report offers (a failed export has no file), in the report's order.

@@ -8,8 +8,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 
-from jobrunner.storage_io import open_stream, presigned_url
 from jobs.models import Artifact
+from web.storage import open_stream, presigned_url
 
 
 def artifact_response(artifact: Artifact, *, redirect: bool = True) -> HttpResponse:

@@ -196,7 +196,7 @@ def queue_depths(names: Iterable[str]) -> dict[str, int]:
     queue's message files. A queue the broker does not know has no messages."""
     from kombu.exceptions import ChannelError
 
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     # Redis socket timeouts (other transports ignore these options).
     timeouts = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models, transaction
@@ -18,7 +18,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Team
+from jobs.progress import MAX_LOG_LINES, MAX_TIMELINE_SAMPLES, WRITE_INTERVAL_S
 from registry.models import Dataset, ModelVersion, Project
+
+if TYPE_CHECKING:
+    from compress_engine.configs import Recipe
 
 
 class InvalidTransition(Exception):
@@ -93,13 +97,13 @@ class Job(models.Model):
     log_tail = models.TextField(
         blank=True,
         help_text="The newest lines of the run's log (stage changes, progress), bounded by "
-        "jobs.live.MAX_LOG_LINES; written by the worker while the job runs.",
+        "jobs.progress.MAX_LOG_LINES; written by the worker while the job runs.",
     )
     timeline = models.JSONField(
         default=list,
         blank=True,
         help_text="Recent [unix time, progress] samples of the running job, bounded by "
-        "jobs.live.MAX_TIMELINE_SAMPLES: the rate behind the live page's ETA.",
+        "jobs.progress.MAX_TIMELINE_SAMPLES: the rate behind the live page's ETA.",
     )
     celery_task_id = models.CharField(max_length=64, blank=True)
     queue = models.CharField(
@@ -134,6 +138,19 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.uuid} ({self.status})"
+
+    @property
+    def recipe_obj(self) -> Recipe:
+        """The recipe as the engine's typed Recipe (the row stores its JSON), parsed once
+        per instance and again only if `recipe` is replaced. Raises EngineError for a
+        stored recipe this engine version no longer accepts."""
+        from compress_engine.configs import Recipe
+
+        cached = self.__dict__.get("_recipe_obj")
+        if cached is None or cached[0] is not self.recipe:
+            cached = (self.recipe, Recipe.parse(self.recipe))
+            self.__dict__["_recipe_obj"] = cached
+        return cached[1]
 
     @property
     def is_terminal(self) -> bool:
@@ -204,6 +221,42 @@ class Job(models.Model):
             progress=min(max(fraction, 0.0), 1.0),
             heartbeat_at=timezone.now(),
         )
+
+    def note_progress(self, stage: str, fraction: float, *, at: datetime | None = None) -> bool:
+        """Record a progress report of a running job in its log tail and timeline (the live
+        page's), beside record_progress.
+
+        A new stage is written at once (one log line); further reports of the same stage at
+        most every WRITE_INTERVAL_S (a timeline sample, and a log line when the overall
+        progress crosses a tenth). Returns True if something was written; a no-op once the
+        job left `running`.
+        """
+        moment = at or timezone.now()
+        now = moment.timestamp()
+        last = getattr(self, "_live_note", None)  # (stage, time, decile) of the last write
+        decile = int(fraction * 10)
+        if last is not None and last[0] == stage and now - last[1] < WRITE_INTERVAL_S:
+            return False
+        clock = f"{timezone.localtime(moment):%H:%M:%S}"
+        line = None
+        if last is None or last[0] != stage:
+            line = f"{clock}  {stage}"
+        elif decile > last[2]:
+            line = f"{clock}  {stage}: {round(fraction * 100)}% of the job"
+        with transaction.atomic():
+            # Row lock: the heartbeat thread and this callback must not overwrite each other.
+            # Only while the job runs the attempt this worker claimed (attempts fencing).
+            row = self._this_run().select_for_update().values("log_tail", "timeline").first()
+            if row is None:
+                return False
+            timeline = [*(row["timeline"] or []), [round(now, 2), round(fraction, 5)]]
+            fields: dict[str, Any] = {"timeline": timeline[-MAX_TIMELINE_SAMPLES:]}
+            if line is not None:
+                lines = [*row["log_tail"].splitlines(), line][-MAX_LOG_LINES:]
+                fields["log_tail"] = "\n".join(lines)
+            self._this_run().update(**fields)
+        self._live_note = (stage, now, decile)
+        return True
 
     def record_training(self, point: dict[str, Any]) -> bool:
         """Append one training point (an epoch) while the job is running; returns True if kept.

@@ -308,7 +308,7 @@ def live_training(job: Any) -> LiveTraining | None:
     A pruning step with recovery trains several times (epochs restart at 0), so the chart
     shows the points since the last epoch 0.
     """
-    from compress_engine.report import TrainingPoint
+    from compress_engine import TrainingPoint
 
     if not job.training:
         return None
@@ -322,7 +322,7 @@ def live_training(job: Any) -> LiveTraining | None:
         step=last.step + 1,
         kind={"recover": "recovery after pruning"}.get(last.kind, last.kind),
         epoch=last.epoch,
-        epochs=_epochs_asked(job.recipe, last.step, last.kind),
+        epochs=_epochs_asked(job, last.step, last.kind),
         metric_name=METRIC_NAMES.get(last.metric, last.metric),
         metric=metric_text(last.metric, last.val_metric),
         best=metric_text(last.metric, best),
@@ -332,11 +332,11 @@ def live_training(job: Any) -> LiveTraining | None:
     )
 
 
-def _epochs_asked(recipe_json: dict[str, Any], step: int, kind: str) -> int | None:
-    from compress_engine import EngineError, Recipe
+def _epochs_asked(job: Any, step: int, kind: str) -> int | None:
+    from compress_engine import EngineError
 
     try:
-        cfg = next(iter(dict(Recipe.parse(recipe_json).steps[step]).values()))
+        cfg = next(iter(dict(job.recipe_obj.steps[step]).values()))
     except (IndexError, EngineError):
         return None
     if kind == "recover":

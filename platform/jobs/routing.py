@@ -1,9 +1,10 @@
 """Which Celery queue a job goes to: `gpu` for recipes that train, when a GPU worker is up.
 
 The rule, kept deliberately simple:
-- A recipe *trains* when it has a distill or finetune step, or a channel prune step that
-  recovers between iterations (iterations > 1 and recover_epochs > 0: it distils between
-  pruning steps). Those epochs are where a GPU pays off, tens of times over.
+- A recipe *trains* when one of its steps trains a model for epochs, by the engine's rule
+  (compress_engine.training_steps: the registry's heavy passes as configured, e.g. distill,
+  finetune, or channel pruning that recovers between iterations). Those epochs are where a
+  GPU pays off, tens of times over.
 - Everything else (quantization, one-shot pruning, taylor importance, which backpropagates a
   few batches only) runs on the `cpu` queue: ONNX Runtime's int8 kernels and the latency
   figures most users want are CPU ones, and a CPU worker would otherwise idle behind GPU work.
@@ -17,10 +18,10 @@ decide again with the workers alive at that time) and stored on Job.queue.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 
+from compress_engine import training_steps
+from compress_engine.configs import Recipe
 from jobs.models import WorkerHeartbeat
 
 
@@ -32,22 +33,6 @@ def gpu_queue() -> str:
     return settings.MODELPRESS_GPU_QUEUE
 
 
-def training_steps(recipe_json: dict[str, Any]) -> list[str]:
-    """Kinds of the recipe's steps that train a model for epochs ('distill', 'prune', ...)."""
-    from compress_engine import Recipe
-    from compress_engine.configs import DistillStep, FinetuneStep, PruneStep
-
-    kinds = []
-    for step in Recipe.parse(recipe_json).steps:
-        if isinstance(step, DistillStep | FinetuneStep):
-            kinds.append("distill" if isinstance(step, DistillStep) else "finetune")
-        elif isinstance(step, PruneStep):
-            cfg = step.prune
-            if cfg.method == "channel" and cfg.iterations > 1 and cfg.recover_epochs > 0:
-                kinds.append("prune")
-    return kinds
-
-
 def gpu_workers() -> list[WorkerHeartbeat]:
     """Live workers that consume the gpu queue and have a CUDA device."""
     queue = gpu_queue()
@@ -55,8 +40,8 @@ def gpu_workers() -> list[WorkerHeartbeat]:
     return [w for w in alive if queue in w.queue_names]
 
 
-def choose_queue(recipe_json: dict[str, Any]) -> str:
-    """The queue for a job with this (validated) recipe, by the rule in the module docstring."""
-    if training_steps(recipe_json) and gpu_workers():
+def choose_queue(recipe: Recipe) -> str:
+    """The queue for a job with this recipe, by the rule in the module docstring."""
+    if training_steps(recipe) and gpu_workers():
         return gpu_queue()
     return cpu_queue()

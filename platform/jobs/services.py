@@ -13,59 +13,50 @@ from django.http import HttpRequest
 from accounts import audit
 from accounts.models import User
 from accounts.quotas import QuotaExceeded, check_job_start
+from compress_engine import EngineError, Recipe, default_recipe, step_needs
+from compress_engine.configs import DistillStep, step_kind
 from jobs.models import Job, Reaped
 from jobs.routing import choose_queue
 from registry.access import projects_for
 from registry.models import Dataset, ModelVersion
 from registry.services import RegistryRejected, require_ready
+from web.queue import send_compression_job
+from web.rejections import Rejected
 
 log = logging.getLogger(__name__)
 
 
-class JobRejected(Exception):
+class JobRejected(Rejected):
     """A job that cannot be started; the message is shown to the user."""
 
 
-def parse_recipe(raw: Any) -> dict[str, Any]:
-    """Validate a recipe (dict or YAML text; blank means the default) through the engine's
-    schema and return it as JSON."""
-    from compress_engine import EngineError, Recipe
-    from compress_engine.configs import default_recipe
-
+def parse_recipe(raw: Any) -> Recipe:
+    """A recipe (a Recipe, a dict or YAML text; blank means the default) validated through
+    the engine's schema."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default_recipe().model_dump(mode="json")
+        return default_recipe()
     try:
-        recipe = Recipe.parse(raw)
+        return Recipe.parse(raw)
     except EngineError as exc:
         raise JobRejected(str(exc)) from exc
-    return recipe.model_dump(mode="json")
 
 
-def _passes(recipe_json: dict[str, Any]) -> list[Any]:
-    from compress_engine import Recipe
-    from compress_engine.passes import pass_for_step
-
-    return [pass_for_step(step) for step in Recipe.parse(recipe_json).steps]
-
-
-def techniques_needing_labels(recipe_json: dict[str, Any]) -> list[str]:
-    """Titles of the recipe's steps that train on labels (finetune)."""
-    return [p.info.title for p in _passes(recipe_json) if p.needs_labels()]
-
-
-def _data_refusal(recipe_json: dict[str, Any], dataset: Dataset | None) -> str | None:
+def _data_refusal(recipe: Recipe, dataset: Dataset | None) -> str | None:
+    """What the recipe needs from the dataset and does not get (the engine's rule,
+    compress_engine.step_needs), said the way the job form can act on it."""
+    needs = step_needs(recipe)
     if dataset is None:
-        passes = [p for p in _passes(recipe_json) if p.needs_data()]
-        if not passes:
+        wanting = [n for n in needs if n.data is not None]
+        if not wanting:
             return None
-        kinds = {"calibration" if p.info.step == "quantize" else "training" for p in passes}
-        titles = ", ".join(p.info.title for p in passes)
-        verb = "needs" if len(passes) == 1 else "need"
+        kinds = {n.data for n in wanting if n.data is not None}
+        titles = ", ".join(n.title for n in wanting)
+        verb = "needs" if len(wanting) == 1 else "need"
         return (
             f"{titles} {verb} {' and '.join(sorted(kinds))} samples: choose a dataset (upload "
             "a .npz on the project page)."
         )
-    if not dataset.has_labels and (needing := techniques_needing_labels(recipe_json)):
+    if not dataset.has_labels and (needing := [n.title for n in needs if n.labels]):
         verb = "trains" if len(needing) == 1 else "train"
         return (
             f"{', '.join(needing)} {verb} on labels and the dataset {dataset.name!r} has none: "
@@ -75,19 +66,19 @@ def _data_refusal(recipe_json: dict[str, Any], dataset: Dataset | None) -> str |
     return None
 
 
-def _resolve_teachers(
-    recipe_json: dict[str, Any], *, model_version: ModelVersion, user: User
-) -> dict[str, Any]:
-    """Check each distill step's `teacher` and return the recipe with it in canonical form.
+def _resolve_teachers(recipe: Recipe, *, model_version: ModelVersion, user: User) -> Recipe:
+    """Check each distill step's `teacher` and return the recipe with it in canonical form
+    (a copy when a teacher is rewritten: the caller's recipe is left as it was).
 
     A teacher other than `original` must be the id of a model version of the job's team that
     the user can read; anything else (a typo, another team's model) is refused the same way,
     so the message reveals nothing about other teams.
     """
-    from compress_engine import Recipe
-    from compress_engine.configs import DistillStep
-
-    recipe = Recipe.parse(recipe_json)
+    if not any(
+        isinstance(s, DistillStep) and s.distill.teacher != "original" for s in recipe.steps
+    ):
+        return recipe
+    recipe = recipe.model_copy(deep=True)
     for step in recipe.steps:
         if not isinstance(step, DistillStep) or step.distill.teacher == "original":
             continue
@@ -116,20 +107,16 @@ def _resolve_teachers(
             )
         # The runner hands the engine teachers keyed by this exact text.
         step.distill.teacher = str(teacher.uuid)
-    return recipe.model_dump(mode="json")
+    return recipe
 
 
 def _inputs_text(version: ModelVersion) -> str:
     return ", ".join(f"{t['name']} {t.get('shape', [])}" for t in version.inputs)
 
 
-def teacher_uuids(recipe_json: dict[str, Any]) -> list[str]:
+def teacher_uuids(recipe: Recipe) -> list[str]:
     """Model version ids that a recipe's distill steps learn from (in order, no repeats)."""
-    from compress_engine import Recipe
-    from compress_engine.configs import DistillStep
-
-    steps = Recipe.parse(recipe_json).steps
-    names = [s.distill.teacher for s in steps if isinstance(s, DistillStep)]
+    names = [s.distill.teacher for s in recipe.steps if isinstance(s, DistillStep)]
     return list(dict.fromkeys(n for n in names if n != "original"))
 
 
@@ -142,12 +129,10 @@ def create_job(
     request: HttpRequest | None = None,
 ) -> Job:
     """Create a queued job and enqueue it, on the queue its recipe calls for (jobs.routing),
-    once the row is committed."""
-    recipe_json = preflight_job(
-        model_version=model_version, user=user, recipe=recipe, dataset=dataset
-    )
+    once the row is committed. `recipe` is a Recipe, or a dict or YAML text to parse."""
+    checked = preflight_job(model_version=model_version, user=user, recipe=recipe, dataset=dataset)
     task_id = str(uuid.uuid4())
-    queue = choose_queue(recipe_json)
+    queue = choose_queue(checked)
     team = model_version.project.team
     with transaction.atomic():
         # The team row lock serialises starts, so two at once cannot both pass the limit.
@@ -157,7 +142,7 @@ def create_job(
             team=model_version.project.team,
             project=model_version.project,
             model_version=model_version,
-            recipe=recipe_json,
+            recipe=checked.model_dump(mode="json"),
             dataset=dataset,
             created_by=user,
             celery_task_id=task_id,
@@ -171,7 +156,7 @@ def create_job(
             actor=user,
             action=audit.Action.STARTED_JOB,
             target=job,
-            detail={"model_version": str(model_version.uuid), "steps": _step_names(recipe_json)},
+            detail={"model_version": str(model_version.uuid), "steps": _step_names(checked)},
             request=request,
         )
     log.info("job %s created", job.uuid, extra=_log_extra(job))
@@ -181,12 +166,8 @@ def create_job(
 def _enqueue(job: Job, failure: str) -> None:
     """Send a queued job's task (its celery_task_id, on its queue); if the broker cannot be
     reached, fail the job with `failure` and the reason instead of leaving it queued."""
-    from jobrunner.tasks import run_compression_job
-
     try:
-        run_compression_job.apply_async(
-            args=[str(job.uuid)], task_id=job.celery_task_id, queue=job.queue
-        )
+        send_compression_job(job)
     except Exception as exc:
         log.exception("could not enqueue job %s", job.uuid, extra=_log_extra(job))
         job.fail(f"{failure}: {exc}. Try again later.")
@@ -198,7 +179,7 @@ def reap_stale_jobs(older_than: timedelta) -> Reaped:
     the GPU worker that ran one may be the one that died), then failed (Job.reap_stale)."""
     reaped = Job.reap_stale(older_than)
     for job in reaped.requeued:
-        job.celery_task_id, job.queue = str(uuid.uuid4()), choose_queue(job.recipe)
+        job.celery_task_id, job.queue = str(uuid.uuid4()), choose_queue(job.recipe_obj)
         Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
             celery_task_id=job.celery_task_id, queue=job.queue
         )
@@ -215,7 +196,7 @@ def reap_stale_jobs(older_than: timedelta) -> Reaped:
 
 
 def _log_extra(job: Job) -> dict[str, str]:
-    # The web side is outside any job's log context (jobrunner.log_context): say which job.
+    # The web side is outside any job's log context (config.log_context): say which job.
     return {"job_id": str(job.uuid)}
 
 
@@ -223,11 +204,12 @@ def _check_quota(team: Any) -> None:
     try:
         check_job_start(team)
     except QuotaExceeded as exc:
-        raise JobRejected(str(exc)) from exc
+        # Too many jobs at once: try again once a job has finished.
+        raise JobRejected(str(exc), status=429) from exc
 
 
-def _step_names(recipe_json: dict[str, Any]) -> list[str]:
-    return [next(iter(step)) for step in recipe_json.get("steps", [])]
+def _step_names(recipe: Recipe) -> list[str]:
+    return [step_kind(step) for step in recipe.steps]
 
 
 def cancel_job(job: Job, *, user: User, request: HttpRequest | None = None) -> bool:
@@ -264,7 +246,7 @@ def record_download(
 
 def preflight_job(
     *, model_version: ModelVersion, user: User, recipe: Any, dataset: Dataset | None = None
-) -> dict[str, Any]:
+) -> Recipe:
     """The checks create_job makes before it queues anything, without creating a job: the
     job form runs them as the user edits, so a refusal shows before submission. Returns the
     recipe as create_job would store it; raises JobRejected with the same message."""
@@ -272,13 +254,13 @@ def preflight_job(
         require_ready(model_version)
     except RegistryRejected as exc:
         raise JobRejected(str(exc)) from exc
-    recipe_json = parse_recipe(recipe)
+    parsed = parse_recipe(recipe)
     if dataset is not None and dataset.project_id != model_version.project_id:
         raise JobRejected("The dataset belongs to another project.")
-    if refusal := _data_refusal(recipe_json, dataset):
+    if refusal := _data_refusal(parsed, dataset):
         raise JobRejected(refusal)
     _check_quota(model_version.project.team)
-    return _resolve_teachers(recipe_json, model_version=model_version, user=user)
+    return _resolve_teachers(parsed, model_version=model_version, user=user)
 
 
 def retry_job(job: Job, *, user: User, request: HttpRequest | None = None) -> Job:
@@ -288,7 +270,7 @@ def retry_job(job: Job, *, user: User, request: HttpRequest | None = None) -> Jo
     return create_job(
         model_version=job.model_version,
         user=user,
-        recipe=job.recipe,
+        recipe=job.recipe_obj,
         dataset=job.dataset,
         request=request,
     )

@@ -94,7 +94,7 @@ def job_duplicate(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     job = get_job_for_user(request.user, job_uuid)
     require_write(request.user, job.team)
     version = job.model_version
-    form = initial_form(version, request.user, recipe=job.recipe, dataset=job.dataset)
+    form = initial_form(version, request.user, recipe=job.recipe_obj, dataset=job.dataset)
     context = {
         "version": version,
         "source_job": job,
@@ -347,9 +347,9 @@ def _report_or_none(job: Job) -> Any:
 
 
 def _recipe_yaml(job: Job) -> str:
-    from compress_engine import EngineError, Recipe
+    from compress_engine import EngineError
 
     try:
-        return Recipe.parse(job.recipe).to_yaml()
+        return job.recipe_obj.to_yaml()
     except EngineError:
         return json.dumps(job.recipe, indent=2)

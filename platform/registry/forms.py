@@ -31,8 +31,7 @@ class ModelUploadForm(forms.Form):
     )
 
     def clean_input_shapes(self) -> str:
-        from compress_engine import EngineError
-        from compress_engine.ingest import parse_input_shapes
+        from compress_engine import EngineError, parse_input_shapes
 
         text = self.cleaned_data["input_shapes"]
         try:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import Team
-from compress_engine.ingest.formats import ModelFormat
+from compress_engine import ModelFormat
 
 
 class Project(models.Model):
@@ -177,8 +177,8 @@ class ModelVersion(models.Model):
 
     def takes_same_inputs(self, other: ModelVersion) -> bool:
         """Whether both models can be fed the same samples (e.g. a distillation teacher):
-        the engine's rule (compress_engine.inspect.same_inputs) on the recorded inputs."""
-        from compress_engine.inspect import TensorInfo, same_inputs
+        the engine's rule (compress_engine.same_inputs) on the recorded inputs."""
+        from compress_engine import TensorInfo, same_inputs
 
         def infos(version: ModelVersion) -> list[TensorInfo]:
             return [TensorInfo.model_validate(t) for t in version.inputs]

@@ -21,6 +21,8 @@ from accounts import audit
 from accounts.models import Team, User
 from accounts.quotas import QuotaExceeded, check_storage
 from registry.models import Dataset, ModelVersion, Project
+from web.queue import send_model_conversion
+from web.rejections import Rejected
 
 if TYPE_CHECKING:
     from compress_engine import ModelInfo
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
-class RegistryRejected(Exception):
+class RegistryRejected(Rejected):
     """A project or upload the registry refuses; the message is shown to the user."""
 
 
@@ -70,12 +72,17 @@ def ingest_model_upload(
 
     The format is read from the content. A single `.onnx` is checked here and ready at once.
     Any other accepted format is stored as the version's source file and the version starts
-    in `converting`; a worker converts it to ONNX (registry.ingest.convert_model_version),
+    in `converting`; a worker converts it to ONNX (web.queue.send_model_conversion),
     enqueued once the row is committed. A failure after the storage write removes the stored
     file, so a rejected upload leaves no row and no file.
     """
-    from compress_engine import EngineError, inspect_onnx
-    from compress_engine.ingest import ModelFormat, detect_format, parse_input_shapes
+    from compress_engine import (
+        EngineError,
+        ModelFormat,
+        detect_format,
+        inspect_onnx,
+        parse_input_shapes,
+    )
 
     max_bytes = settings.MODELPRESS_MAX_UPLOAD_BYTES
     if upload.size > max_bytes:
@@ -168,10 +175,8 @@ def model_facts(info: ModelInfo) -> dict[str, object]:
 
 
 def _enqueue_conversion(version: ModelVersion) -> None:
-    from jobrunner.tasks import convert_model_version
-
     try:
-        convert_model_version.apply_async(args=[str(version.uuid)])
+        send_model_conversion(version)
     except Exception as exc:  # broker down: say so on the version instead of converting forever
         log.exception("could not enqueue the conversion of %s", version.uuid)
         discard_conversion(version, f"Could not reach the job queue: {exc}. Upload again later.")
@@ -227,7 +232,7 @@ def ingest_dataset_upload(
 ) -> Dataset:
     """Validate an uploaded `.npz` (headers only, never unpickled) or `.zip` of image
     folders (registry.datasets) and store it."""
-    from registry.datasets import DatasetRejected, inspect_upload, stored_filename
+    from registry.datasets import DatasetRejected, apply_info, inspect_upload, stored_filename
 
     max_bytes = settings.MODELPRESS_MAX_UPLOAD_BYTES
     if upload.size > max_bytes:
@@ -235,7 +240,7 @@ def ingest_dataset_upload(
     _check_quota(project, upload.size)
     path = Path(upload.temporary_file_path())
     try:
-        facts = inspect_upload(path, upload.name, max_bytes=max_bytes)
+        info = inspect_upload(path, upload.name, max_bytes=max_bytes)
     except DatasetRejected as exc:
         raise RegistryRejected(str(exc)) from exc
     dataset = Dataset(
@@ -246,7 +251,7 @@ def ingest_dataset_upload(
         sha256=sha256_of(path),
         uploaded_by=user,
     )
-    facts.apply(dataset)
+    apply_info(info, dataset)
 
     def record() -> None:
         audit.record(
@@ -295,7 +300,8 @@ def _check_quota(project: Project, incoming: int) -> None:
     try:
         check_storage(project.team, incoming)
     except QuotaExceeded as exc:
-        raise RegistryRejected(str(exc)) from exc
+        # The team cannot take this many more bytes.
+        raise RegistryRejected(str(exc), status=exc.status) from exc
 
 
 def too_large_message() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compress_engine.inspect import TensorInfo
+from compress_engine import TensorInfo
 
 MAX_DIM = 1_000_000
 

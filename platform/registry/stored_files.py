@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models, transaction
 
-from jobrunner.storage_io import delete_folder, delete_stored
+from web.storage import delete_folder, delete_stored
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ def check_database() -> dict[str, Any]:
 
 
 def check_broker() -> dict[str, Any]:
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
@@ -30,7 +30,7 @@ def check_broker() -> dict[str, Any]:
 def check_storage() -> dict[str, Any]:
     # Write, read back and delete a small probe: proves the storage (the filesystem, or the S3
     # bucket with these credentials) is reachable, writable and readable.
-    from jobrunner.storage_io import is_object_store
+    from web.storage import is_object_store
 
     name = default_storage.save(f"healthz/{uuid.uuid4().hex}.txt", ContentFile(b"ok"))
     try:

@@ -254,14 +254,37 @@ def test_an_internal_error_exits_1_with_a_hint(
 
 
 def test_bench_hands_its_arguments_to_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
     import sys
-    import types
 
-    received: list[list[str]] = []
-    suite = types.ModuleType("benchmarks.run")
-    suite.main = lambda argv: received.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "benchmarks.run", suite)
+    from compress_engine import cli
+
+    received: list[tuple[list[str], object]] = []
+
+    def suite(command: list[str], *, cwd: object, check: bool) -> subprocess.CompletedProcess:
+        received.append((command, cwd))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", suite)
 
     assert main(["bench", "--models", "digits-cnn", "--suite", "quick"]) == 0
     assert main(["--debug", "bench"]) == 0
-    assert received == [["--models", "digits-cnn", "--suite", "quick"], []]
+    # By module, from the checkout: the engine never imports the repository's benchmarks.
+    checkout = cli.source_checkout()
+    assert checkout is not None and (checkout / "benchmarks" / "__main__.py").is_file()
+    python = [sys.executable, "-m", "benchmarks"]
+    assert received == [
+        ([*python, "--models", "digits-cnn", "--suite", "quick"], checkout),
+        (python, checkout),
+    ]
+
+
+def test_bench_says_it_needs_a_source_checkout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compress_engine import cli
+
+    monkeypatch.setattr(cli, "source_checkout", lambda: None)
+
+    assert main(["bench"]) == cli.EXIT_USER_ERROR
+    assert "runs the benchmark suite of a source checkout" in capsys.readouterr().err

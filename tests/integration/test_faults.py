@@ -579,8 +579,8 @@ def test_deleting_a_model_version_and_a_project_removes_their_files(
 
     from accounts.models import User
     from conftest import tiny_torch_net
+    from jobrunner.ingest import convert_model_version
     from jobrunner.runner import run_job
-    from registry.ingest import convert_model_version
     from registry.models import ModelVersion
 
     # A converted upload keeps its TorchScript source beside the ONNX it was converted to.

@@ -216,7 +216,7 @@ def test_it_streams_downloads_through_the_app_when_redirects_are_off(
 def test_it_never_overwrites_an_object_and_deletes_whole_folders(bucket, tmp_path):
     from django.core.files.storage import default_storage
 
-    from jobrunner.storage_io import delete_folder, fetch_to_scratch, save_atomically
+    from web.storage import delete_folder, fetch_to_scratch, save_atomically
 
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
     first.write_bytes(b"first artifact")

@@ -25,7 +25,7 @@ def test_it_reports_200_when_every_piece_is_up(client):
 
 
 def test_it_reports_a_broker_that_cannot_be_reached(client, settings):
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     WorkerHeartbeat.beat("w1@host")
     original = app.conf.broker_url

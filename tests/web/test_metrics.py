@@ -182,7 +182,7 @@ def test_it_counts_live_workers(client, token):
 @pytest.fixture
 def unique_queues(settings):
     """The cpu and gpu queues renamed to this test's own, removed from Redis afterwards."""
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     suffix = uuid.uuid4().hex[:8]
     settings.MODELPRESS_CPU_QUEUE = f"metrics-test-cpu-{suffix}"
@@ -213,7 +213,7 @@ def test_it_counts_message_files_on_the_filesystem_broker(
 ):
     from kombu import Connection
 
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     folder = tmp_path / "queue"
     folder.mkdir()
@@ -237,7 +237,7 @@ def test_it_counts_message_files_on_the_filesystem_broker(
 
 
 def test_it_still_reports_the_database_figures_when_the_broker_is_down(client, token, monkeypatch):
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens
     samples = scrape(client)

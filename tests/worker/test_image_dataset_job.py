@@ -41,7 +41,8 @@ def test_it_runs_static_int8_on_an_image_folder_dataset_and_reports_accuracy(
     from django.urls import reverse
 
     from compress_engine import Recipe, Report
-    from jobs.forms import with_dataset_preprocessing, with_split
+    from jobs.forms import with_dataset_preprocessing
+    from jobs.recipe_yaml import with_split
 
     version, dataset = digits_cnn_version, image_folder_dataset
     recipe = (
@@ -50,9 +51,9 @@ def test_it_runs_static_int8_on_an_image_folder_dataset_and_reports_accuracy(
     )
     # As the job form writes it: the dataset's mean/std, then a 40/60 split with seed 3.
     recipe = with_split(
-        with_dataset_preprocessing(recipe, dataset, version),
+        with_dataset_preprocessing(recipe, dataset, version).yaml,
         {"split-calibration_fraction": "0.4", "split-seed": "3"},
-    )
+    ).yaml
     job = Job.objects.create(
         team=version.project.team,
         project=version.project,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from config.log_context import JobIdFilter, current_job_id, job_log_context
 from factories import JobFactory
-from jobrunner.log_context import JobIdFilter, current_job_id, job_log_context
 from jobrunner.runner import run_job
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ import logging
 import django
 
 django.setup()
-from jobrunner.log_context import job_log_context
+from config.log_context import job_log_context
 
 log = logging.getLogger("jobrunner.example")
 log.info("before the job")

@@ -9,27 +9,86 @@ from __future__ import annotations
 
 from compress_engine._version import ENGINE_VERSION
 from compress_engine.api import compress
+from compress_engine.bundle import iter_bundle
+from compress_engine.catalog import (
+    Stage,
+    StepNeeds,
+    Technique,
+    insert_position,
+    missing_data,
+    stage_plan,
+    step_needs,
+    technique_key,
+    techniques,
+    training_steps,
+)
 from compress_engine.configs import Recipe, default_recipe
-from compress_engine.data import Dataset, load_dataset
+from compress_engine.data import Dataset, load_dataset, split_sizes
+from compress_engine.dataset_images import image_sample
+from compress_engine.dataset_info import DatasetInfo, inspect_dataset, npz_sample
+from compress_engine.device import WorkerDevice, cpu_model_name, probe_worker_device
 from compress_engine.errors import EngineError
-from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
+from compress_engine.images import ImageLayout, image_layout
+from compress_engine.ingest import (
+    InputSpec,
+    ModelFormat,
+    convert_to_onnx,
+    detect_format,
+    parse_input_shapes,
+)
+from compress_engine.inspect import inspect_onnx, same_inputs
+from compress_engine.onnx_files import pack_zip
 from compress_engine.passes import PassInfo, list_passes
-from compress_engine.report import Report
+from compress_engine.presets import PRESETS, Preset, get_preset
+from compress_engine.report import Report, TrainingPoint
+from compress_engine.tensors import ModelInfo, TensorInfo
 
 __version__ = ENGINE_VERSION
 
 __all__ = [
     "ENGINE_VERSION",
+    "PRESETS",
     "Dataset",
+    "DatasetInfo",
     "EngineError",
+    "ImageLayout",
+    "InputSpec",
+    "ModelFormat",
     "ModelInfo",
     "PassInfo",
+    "Preset",
     "Recipe",
     "Report",
+    "Stage",
+    "StepNeeds",
+    "Technique",
     "TensorInfo",
+    "TrainingPoint",
+    "WorkerDevice",
     "compress",
+    "convert_to_onnx",
+    "cpu_model_name",
     "default_recipe",
+    "detect_format",
+    "get_preset",
+    "image_layout",
+    "image_sample",
+    "insert_position",
+    "inspect_dataset",
     "inspect_onnx",
+    "iter_bundle",
     "list_passes",
     "load_dataset",
+    "missing_data",
+    "npz_sample",
+    "pack_zip",
+    "parse_input_shapes",
+    "probe_worker_device",
+    "same_inputs",
+    "split_sizes",
+    "stage_plan",
+    "step_needs",
+    "technique_key",
+    "techniques",
+    "training_steps",
 ]

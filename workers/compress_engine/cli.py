@@ -5,6 +5,7 @@ download."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -264,18 +265,24 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     # The suite lives in the repository's benchmarks/ folder, next to workers/, and needs the
-    # `bench` extra; it is not part of the installed engine.
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "benchmarks" / "run.py").exists() and str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    try:
-        from benchmarks.run import main as run_suite
-    except ImportError as exc:
+    # `bench` extra; it is not part of the installed engine, which never imports it: it runs
+    # as its own process from the checkout, as `make bench` runs it.
+    checkout = source_checkout()
+    if checkout is None:
         raise EngineError(
-            f"The benchmark suite needs a source checkout and the bench extra "
-            f"(pip install -e '.[bench]', or `make bench`): {exc}"
-        ) from None
-    return run_suite(args.bench_args)
+            "`modelpress bench` runs the benchmark suite of a source checkout (its benchmarks/ "
+            "folder), and this engine is not installed from one: clone the repository, then "
+            "`pip install -e '.[bench]'` and `make bench`."
+        )
+    command = [sys.executable, "-m", "benchmarks", *args.bench_args]
+    return subprocess.run(command, cwd=checkout, check=False).returncode
+
+
+def source_checkout() -> Path | None:
+    """The repository this engine runs from (workers/compress_engine/ inside it), if it has
+    the benchmark suite; None for an installed engine."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "benchmarks" / "__main__.py").is_file() else None
 
 
 def _cmd_passes(_args: argparse.Namespace) -> int:

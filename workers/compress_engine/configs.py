@@ -25,20 +25,66 @@ from pydantic import (
 
 from compress_engine.errors import EngineError
 from compress_engine.export_configs import ExportFormat, TfliteConfig
+from compress_engine.quantize_configs import (
+    CONFIG_BY_MODE,
+    DEFAULT_DYNAMIC_OP_TYPES,
+    INVALID_MODE,
+    QUANTIZE_CONFIGS,
+    QUANTIZE_MODES,
+    TUNABLE_CONFIGS,
+    AccuracyAware,
+    AutoConfig,
+    CalibrationMethod,
+    DynamicInt8Config,
+    DynamicOpType,
+    Fp16Config,
+    MaxTrials,
+    QuantizeConfig,
+    QuantizeMode,
+    Sensitivity,
+    StaticInt8Config,
+    WeightInt4Config,
+)
 from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneConfig
 
-# Op types that ONNX Runtime's dynamic quantizer can turn into integer kernels. Gemm is
-# rewritten to MatMul + Add by ONNX Runtime first, which is how torch Linear layers get in.
-DynamicOpType = Literal["MatMul", "Gemm", "Gather", "Conv", "Attention", "LSTM"]
-
-# Conv is left out of the default: dynamic ConvInteger is slow on most CPUs and the
-# accuracy gain of keeping convolutions float is usually worth more than their bytes.
-DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Gather", "Attention", "LSTM"]
-
-QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4", "auto"]
-QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4", "auto")
-
-CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+# The recipe types' one door: the web imports every recipe type from here, wherever the
+# schema keeps it (quantize, torch-side and export settings live in their own modules).
+__all__ = [
+    "DEFAULT_DYNAMIC_OP_TYPES",
+    "QUANTIZE_CONFIGS",
+    "QUANTIZE_MODES",
+    "STEP_KINDS",
+    "TORCH_STEP_KINDS",
+    "TUNABLE_CONFIGS",
+    "AccuracyAware",
+    "AutoConfig",
+    "CalibrationMethod",
+    "DistillConfig",
+    "DistillStep",
+    "DynamicInt8Config",
+    "DynamicOpType",
+    "EvaluateConfig",
+    "ExportFormat",
+    "FinetuneConfig",
+    "FinetuneStep",
+    "Fp16Config",
+    "MaxTrials",
+    "PositiveDim",
+    "PruneConfig",
+    "PruneStep",
+    "QuantizeConfig",
+    "QuantizeMode",
+    "QuantizeStep",
+    "Recipe",
+    "Sensitivity",
+    "StaticInt8Config",
+    "Step",
+    "TfliteConfig",
+    "WeightInt4Config",
+    "default_recipe",
+    "format_validation_error",
+    "step_kind",
+]
 
 
 class _Strict(BaseModel):
@@ -48,306 +94,6 @@ class _Strict(BaseModel):
 def _unique(items: list[str]) -> list[str]:
     # Order-preserving de-duplication keeps round-trips stable.
     return list(dict.fromkeys(items))
-
-
-# Settings shared by the int8 modes that can search (declared once, used in each config so
-# every mode keeps its own field order).
-Sensitivity = Annotated[
-    bool,
-    Field(
-        description=(
-            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
-            "the relative error of the first output against float32 is recorded in the report "
-            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
-        )
-    ),
-]
-AccuracyAware = Annotated[
-    bool,
-    Field(
-        description=(
-            "Hold accuracy: if the fully quantized model misses the budget in evaluate "
-            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
-            "in float, one more per trial, until the budget is met. Every trial is measured "
-            "and recorded; if none meets the budget the best one is kept and the report says so."
-        )
-    ),
-]
-MaxTrials = Annotated[
-    int,
-    Field(
-        ge=1,
-        le=64,
-        description=(
-            "accuracy_aware: at most this many trials, the fully quantized one included "
-            "(trial k keeps the k most sensitive layers in float)."
-        ),
-    ),
-]
-
-
-class DynamicInt8Config(_Strict):
-    """Settings of a dynamic int8 quantize step (no data needed)."""
-
-    mode: Literal["dynamic-int8"] = Field(
-        default="dynamic-int8",
-        description=(
-            "Quantization scheme. dynamic-int8: weights stored as 8-bit integers, activations "
-            "quantized on the fly at run time; needs no data."
-        ),
-    )
-    per_channel: bool = Field(
-        # Measured on all-MiniLM-L6-v2: mean cosine to fp32 0.968 per-tensor, 0.993 per-channel.
-        default=True,
-        description=(
-            "Use one scale per output channel instead of one per tensor. Much more accurate on "
-            "transformers; slightly larger."
-        ),
-    )
-    reduce_range: bool = Field(
-        default=False,
-        description=(
-            "Quantize weights to 7 bits. Can help accuracy on older x86 CPUs without VNNI "
-            "instructions; otherwise leave off."
-        ),
-    )
-    op_types: list[DynamicOpType] = Field(
-        default_factory=lambda: list(DEFAULT_DYNAMIC_OP_TYPES),
-        min_length=1,
-        description=(
-            "Operator types to quantize. MatMul and Gemm cover fully connected and transformer "
-            "layers; Gather covers embedding tables (stored int8, dequantized after the lookup: "
-            "most of a small transformer's size); Conv is opt-in (stored with uint8 weights so "
-            "ONNX Runtime can run it)."
-        ),
-    )
-    sensitivity: Sensitivity = False
-    accuracy_aware: AccuracyAware = False
-    max_trials: MaxTrials = 6
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="Node names to keep in float, e.g. a sensitive first or last layer.",
-    )
-
-    @model_validator(mode="after")
-    def _dedupe(self) -> DynamicInt8Config:
-        self.op_types = _unique(self.op_types)  # type: ignore[assignment]
-        self.exclude = _unique(self.exclude)
-        return self
-
-
-class StaticInt8Config(_Strict):
-    """Settings of a static int8 quantize step: activation ranges come from calibration data."""
-
-    mode: Literal["static-int8"] = Field(
-        description=(
-            "Quantization scheme. static-int8: weights and activations stored as 8-bit integers "
-            "(QDQ format), activation ranges measured on calibration data beforehand; needs a "
-            "dataset. Usually the fastest int8 on CPUs, also for convolutions."
-        ),
-    )
-    per_channel: bool = Field(
-        default=True,
-        description=(
-            "One weight scale per output channel instead of one per tensor. Keeps accuracy "
-            "much better on convolutions; models below opset 13 are upgraded for it."
-        ),
-    )
-    symmetric_weights: bool = Field(
-        default=True,
-        description="Symmetric int8 weights (zero point 0), what most int8 kernels expect.",
-    )
-    symmetric_activations: bool = Field(
-        default=False,
-        description=(
-            "Symmetric int8 activations instead of asymmetric uint8. Some NPUs and GPUs want "
-            "this; on CPUs asymmetric uint8 is usually at least as accurate."
-        ),
-    )
-    calibration: CalibrationMethod = Field(
-        default="percentile",
-        description=(
-            "How activation ranges are chosen from the calibration data. minmax: the full "
-            "observed range (sensitive to outliers); entropy: minimises the information lost "
-            "(KL divergence); percentile: clips the extreme tail (see `percentile`)."
-        ),
-    )
-    percentile: float = Field(
-        default=99.999,
-        gt=90.0,
-        le=100.0,
-        description=(
-            "For calibration: percentile, the percentile of activation values kept; values "
-            "beyond it (the extreme tail) are clipped."
-        ),
-    )
-    samples: int = Field(
-        default=256,
-        ge=1,
-        le=100_000,
-        description="Calibration samples drawn from the dataset's calibration split.",
-    )
-    sensitivity: Sensitivity = False
-    accuracy_aware: AccuracyAware = False
-    max_trials: MaxTrials = 6
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="Node names to keep in float, e.g. a sensitive first or last layer.",
-    )
-    exclude_op_types: list[str] = Field(
-        default_factory=list,
-        description="Operator types to keep in float everywhere, e.g. [Softmax, Add].",
-    )
-
-    @model_validator(mode="after")
-    def _dedupe(self) -> StaticInt8Config:
-        self.exclude = _unique(self.exclude)
-        self.exclude_op_types = _unique(self.exclude_op_types)
-        return self
-
-
-class Fp16Config(_Strict):
-    """Settings of a float16 conversion step."""
-
-    mode: Literal["fp16"] = Field(
-        description=(
-            "Quantization scheme. fp16: weights and arithmetic in 16-bit floats; half the size, "
-            "near-identical outputs. Meant for GPUs and NPUs; on CPUs it is usually slower."
-        ),
-    )
-    keep_io_types: bool = Field(
-        default=True,
-        description=(
-            "Keep the model's inputs and outputs float32 (casts are inserted inside), so "
-            "callers need no change. Off: inputs and outputs become float16."
-        ),
-    )
-    op_block_list: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Extra operator types to keep in float32, on top of the built-in list of ops that "
-            "are unsafe or unsupported in float16 (e.g. Resize, TopK, Range)."
-        ),
-    )
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="Node names to keep in float32, e.g. a layer whose values overflow fp16.",
-    )
-
-    @model_validator(mode="after")
-    def _dedupe(self) -> Fp16Config:
-        self.op_block_list = _unique(self.op_block_list)
-        self.exclude = _unique(self.exclude)
-        return self
-
-
-class WeightInt4Config(_Strict):
-    """Settings of a weight-only int4 quantize step."""
-
-    mode: Literal["weight-int4"] = Field(
-        description=(
-            "Quantization scheme. weight-int4: MatMul (and plain Gemm) weights stored as 4-bit "
-            "integers in blocks, activations stay float; about 7x smaller weights, no data "
-            "needed. For large fully connected and transformer models."
-        ),
-    )
-    block_size: int = Field(
-        default=32,
-        ge=16,
-        le=4096,
-        description=(
-            "Weights per scale along the input dimension: a power of two, at least 16. Smaller "
-            "blocks are more accurate and slightly larger."
-        ),
-    )
-    symmetric: bool = Field(
-        default=True,
-        description="Symmetric int4 blocks (no zero points): smaller and faster, usually as good.",
-    )
-    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
-        default=None,
-        description=(
-            "Minimum precision of the activations inside the int4 MatMul on CPU: 0 unset, 1 "
-            "fp32, 2 fp16, 3 bf16, 4 int8 (fastest). Unset lets ONNX Runtime choose."
-        ),
-    )
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="Node names to keep in float, e.g. the final classifier.",
-    )
-
-    @field_validator("block_size")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError("must be a power of two (16, 32, 64, 128, ...)")
-        return value
-
-    @model_validator(mode="after")
-    def _dedupe(self) -> WeightInt4Config:
-        self.exclude = _unique(self.exclude)
-        return self
-
-
-class AutoConfig(_Strict):
-    """Settings of an automatic quantize step: the engine picks the mode by measuring."""
-
-    mode: Literal["auto"] = Field(
-        description=(
-            "Quantization scheme. auto: tries the int8 modes that suit the model (by where its "
-            "multiply-accumulates are: convolutions or matrix products; static int8 only with "
-            "a dataset), measures each against the original on this machine, and keeps the "
-            "best one within the budget in evaluate; if none is better, the original is kept "
-            "unchanged and the report says why."
-        ),
-    )
-    objective: Literal["latency", "size"] = Field(
-        default="latency",
-        description=(
-            "What `better` means: latency (median at the first batch size, at least 5% faster) "
-            "or size (file at least 5% smaller)."
-        ),
-    )
-
-
-TUNABLE_CONFIGS = (DynamicInt8Config, StaticInt8Config)
-
-
-_CONFIG_BY_MODE: dict[str, type[BaseModel]] = {
-    "dynamic-int8": DynamicInt8Config,
-    "static-int8": StaticInt8Config,
-    "fp16": Fp16Config,
-    "weight-int4": WeightInt4Config,
-    "auto": AutoConfig,
-}
-_INVALID_MODE = "invalid_quantize_mode"
-
-
-def _quantize_mode(value: Any) -> str | None:
-    # `mode` may be left out for dynamic-int8, the original and default scheme.
-    mode = (
-        value.get("mode", "dynamic-int8")
-        if isinstance(value, Mapping)
-        else getattr(value, "mode", None)
-    )
-    return mode if mode in _CONFIG_BY_MODE else None
-
-
-QuantizeConfig = Annotated[
-    Annotated[DynamicInt8Config, Tag("dynamic-int8")]
-    | Annotated[StaticInt8Config, Tag("static-int8")]
-    | Annotated[Fp16Config, Tag("fp16")]
-    | Annotated[WeightInt4Config, Tag("weight-int4")]
-    | Annotated[AutoConfig, Tag("auto")],
-    Discriminator(
-        _quantize_mode,
-        custom_error_type=_INVALID_MODE,
-        custom_error_message="Input should be " + ", ".join(f"'{m}'" for m in QUANTIZE_MODES),
-    ),
-]
-"""Settings of a quantize step: one model per `mode`, chosen by the `mode` key."""
-
-QUANTIZE_CONFIGS: tuple[type[BaseModel], ...] = tuple(_CONFIG_BY_MODE.values())
 
 
 class QuantizeStep(_Strict):
@@ -710,19 +456,19 @@ def format_validation_error(exc: ValidationError, title: str) -> str:
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
         # The quantize union puts the chosen mode into the path; users never wrote it.
-        mode = next((p for p in loc if p in _CONFIG_BY_MODE), None)
-        loc = [p for p in loc if p not in _CONFIG_BY_MODE]
+        mode = next((p for p in loc if p in CONFIG_BY_MODE), None)
+        loc = [p for p in loc if p not in CONFIG_BY_MODE]
         # So does the step union (steps.0.prune.prune.amount): drop the tag.
         loc = [p for i, p in enumerate(loc) if not (p in STEP_KINDS and loc[i + 1 : i + 2] == [p])]
         msg = err["msg"]
         # "Value error, unknown step" -> "unknown step": the prefix is pydantic noise.
         msg = msg.removeprefix("Value error, ")
         shown_input = err.get("input")
-        if err["type"] == _INVALID_MODE:
+        if err["type"] == INVALID_MODE:
             loc.append("mode")
             shown_input = shown_input.get("mode") if isinstance(shown_input, Mapping) else None
         elif err["type"] == "extra_forbidden" and mode is not None:
-            allowed = ", ".join(_CONFIG_BY_MODE[mode].model_fields)
+            allowed = ", ".join(CONFIG_BY_MODE[mode].model_fields)
             msg = f"not a setting of mode {mode} (its settings: {allowed})"
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] not in ("missing", "extra_forbidden") and "input" in err:

@@ -19,7 +19,7 @@ import numpy as np
 
 from compress_engine.archives import ZIP_ERRORS
 from compress_engine.errors import EngineError, short_message
-from compress_engine.inspect import TensorInfo
+from compress_engine.tensors import TensorInfo
 
 LABEL_NAMES = ("y", "labels")
 MAX_ARRAYS = 64

@@ -25,6 +25,11 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 # Providers that onnxruntime-gpu lists whether or not a GPU is present.
 GPU_PROVIDERS = frozenset({CUDA_PROVIDER, TENSORRT_PROVIDER})
+# The TensorFlow/TFLite converter environment (export to TFLite, Keras/SavedModel ingest):
+# a Python of its own, since TensorFlow pins versions the engine cannot share.
+CONVERTER_ENV = "MODELPRESS_TFLITE_PYTHON"
+# Where `make install` puts it: beside the main environment, at the repo root.
+_DEFAULT_VENV = ".venv-tflite"
 
 
 @functools.cache
@@ -251,3 +256,17 @@ def _cpuinfo_lines() -> list[str]:
             return [*fh.read().splitlines(), ""]
     except OSError:
         return []
+
+
+def converter_python() -> Path | None:
+    """The converter environment's Python: $MODELPRESS_TFLITE_PYTHON, else .venv-tflite next
+    to the running environment or at the source tree's root."""
+    configured = os.environ.get(CONVERTER_ENV)
+    if configured:
+        return Path(configured)
+    roots = [Path(sys.prefix).parent, Path(__file__).resolve().parents[2]]
+    for root in roots:
+        candidate = root / _DEFAULT_VENV / "bin" / "python"
+        if candidate.is_file():
+            return candidate
+    return None

@@ -18,7 +18,7 @@ import numpy as np
 from compress_engine.archives import ZIP_ERRORS
 from compress_engine.data import Dataset
 from compress_engine.errors import EngineError, short_message
-from compress_engine.inspect import TensorInfo
+from compress_engine.tensors import TensorInfo
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 MAX_IMAGES = 100_000

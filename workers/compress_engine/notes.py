@@ -3,7 +3,7 @@ to try next (leaving out what the run already did)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from compress_engine.report import (
     Accuracy,
@@ -17,7 +17,21 @@ from compress_engine.report import (
 from compress_engine.tuning import Budget
 
 if TYPE_CHECKING:
-    from compress_engine.api import _Data
+    from compress_engine.data import Dataset
+
+
+class Splits(Protocol):
+    """What the notes read of a run's dataset splits (compress_engine.pipeline.splits)."""
+
+    @property
+    def dataset(self) -> Dataset: ...
+    @property
+    def calibration(self) -> Dataset: ...
+    @property
+    def training(self) -> Dataset: ...
+    @property
+    def separate_training(self) -> bool: ...
+
 
 # Below these the report warns that the outputs moved noticeably.
 _MIN_COSINE = 0.99
@@ -74,7 +88,7 @@ def fidelity_advice(
 
 
 def top1_if_class_scores(
-    summary: OutputFidelity, accuracy: Accuracy | None, data: _Data | None
+    summary: OutputFidelity, accuracy: Accuracy | None, data: Splits | None
 ) -> float | None:
     """Top-1 agreement, where it means something: class scores (labels given, or a model
     run without a dataset). A dataset without labels usually feeds an embedding model, where
@@ -87,7 +101,7 @@ def honest_notes(
     result: ModelMeasurement,
     fidelity: Fidelity,
     accuracy: Accuracy | None,
-    data: _Data | None,
+    data: Splits | None,
     budget: Budget | None = None,
     auto: AutoSummary | None = None,
     quant: QuantizationDetails | None = None,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from compress_engine._version import ENGINE_VERSION
-from compress_engine.inspect import TensorInfo
+from compress_engine.tensors import TensorInfo
 
 
 class Latency(BaseModel):

@@ -1,7 +1,8 @@
-"""Quantization that holds a budget: per-layer sensitivity, accuracy-aware search and `auto`.
+"""Quantization that holds a budget: the budget, the scorer, per-layer sensitivity and the
+accuracy-aware search (the `auto` mode's pass, passes/auto.py, uses the budget and scorer).
 
-The algorithms (ranking, fallback search, the auto decision) live in `search/` and `auto.py`
-and know nothing of ONNX Runtime; this module binds them to real passes, sessions and data.
+The algorithms (ranking, fallback search) live in `search/` and know nothing of ONNX
+Runtime; this module binds them to real passes, sessions and data.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from compress_engine.auto import Candidate, candidate_modes, choose
 from compress_engine.configs import (
-    AutoConfig,
     DynamicInt8Config,
     EvaluateConfig,
     QuantizeStep,
@@ -23,15 +22,12 @@ from compress_engine.configs import (
 )
 from compress_engine.errors import EngineError
 from compress_engine.measure.accuracy import AccuracyCounter
-from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.runtime import adapt_feed, create_session
-from compress_engine.onnx_files import model_bytes, rewrite
-from compress_engine.passes import PassContext, PassResult, pass_for_step
+from compress_engine.onnx_files import model_bytes
+from compress_engine.passes.base import PassContext, PassResult
+from compress_engine.passes.registry import pass_for_step
 from compress_engine.report import (
-    AutoCandidate,
-    AutoSummary,
     LayerSensitivityInfo,
-    QuantizationDetails,
     SearchSummary,
     SearchTrial,
 )
@@ -403,107 +399,3 @@ def tune(
             f"(not {cfg.samples}) to bound the search time."
         )
     return out
-
-
-# --- auto ------------------------------------------------------------------------------
-
-
-@dataclass
-class AutoOutcome:
-    result: PassResult
-    summary: AutoSummary
-    notes: list[str]
-
-
-def auto_quantize(
-    cfg: AutoConfig,
-    model_in: Path,
-    work: Path,
-    *,
-    ev: EvaluateConfig,
-    macs_by_op_type: dict[str, int],
-    data: Dataset | None,
-    batch_size: int,
-    original: onnxruntime.InferenceSession,
-    feed: Feed,
-    latency_batch: int,
-    budget: Budget | None,
-    scorer: Scorer,
-    providers: Sequence[str],
-    threads: int,
-    progress: Callable[[str, float, float], Callable[[float], None]],
-) -> AutoOutcome:
-    """Build the candidate modes, time them interleaved with the original, and choose."""
-    has_data = data is not None and data.samples > 0
-    modes = candidate_modes(macs_by_op_type, has_data=has_data)
-    notes: list[str] = []
-    built: list[PassResult] = []
-    tried: list[str] = []
-    build_progress = progress("Building auto candidates", 0.0, 0.5)
-    for i, mode in enumerate(modes):
-        mode_cfg = DynamicInt8Config() if mode == "dynamic-int8" else StaticInt8Config(mode=mode)
-        step_work = work / f"auto-{mode}"
-        step_work.mkdir(parents=True)
-        try:
-            res = pass_for_step(QuantizeStep(quantize=mode_cfg)).run(
-                model_in,
-                step_work / "model.onnx",
-                PassContext(work_dir=step_work, seed=ev.seed, data=data, batch_size=batch_size),
-            )
-        except EngineError as exc:
-            notes.append(f"auto: {mode} could not be built and was skipped: {exc}")
-            continue
-        built.append(res)
-        tried.append(mode)
-        build_progress((i + 1) / len(modes))
-    sessions = [create_session(r.model_path, providers=providers, threads=threads) for r in built]
-    latencies = measure_interleaved(
-        [(original, feed), *((s, adapt_feed(s, feed)) for s in sessions)],
-        warmup=ev.warmup,
-        runs=ev.latency_runs,
-        batch_size=latency_batch,
-        threads=threads,
-        progress=progress("Timing auto candidates", 0.5, 0.9),
-    )
-    original_latency, *candidate_latencies = latencies
-    candidates: list[AutoCandidate] = []
-    for mode, res, lat in zip(tried, built, candidate_latencies, strict=True):
-        metric = None if budget is None else scorer.metric(res.model_path, budget)
-        candidates.append(
-            AutoCandidate(
-                mode=mode,
-                size_bytes=model_bytes(res.model_path),
-                p50_ms=lat.p50_ms,
-                meets_budget=True if metric is None else budget.meets(metric),  # type: ignore[union-attr]
-                metric=metric,
-            )
-        )
-    original_size = model_bytes(model_in)
-    decision = choose(
-        Candidate("original", original_size, original_latency.p50_ms, True),
-        [Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget) for c in candidates],
-        cfg.objective,
-    )
-    summary = AutoSummary(
-        objective=cfg.objective,
-        original_size_bytes=original_size,
-        original_p50_ms=original_latency.p50_ms,
-        budget_metric=None if budget is None else budget.metric,
-        budget=None if budget is None else budget.limit,
-        candidates=candidates,
-        pick=None if decision.pick is None else decision.pick.name,
-        reason=decision.reason,
-    )
-    if decision.pick is not None:
-        res = built[tried.index(decision.pick.name)]
-        notes = [f"auto picked {decision.pick.name}: {decision.reason}", *notes, *res.notes]
-        return AutoOutcome(result=res, summary=summary, notes=notes)
-    kept = work / "auto-original.onnx"
-    rewrite(model_in, kept)
-    notes.insert(0, f"auto: keep the original model. {decision.reason}")
-    unchanged = PassResult(model_path=kept, suffix="original", precision="unchanged")
-    return AutoOutcome(result=unchanged, summary=summary, notes=notes)
-
-
-def details_of(res: PassResult) -> QuantizationDetails | None:
-    return res.details if isinstance(res.details, QuantizationDetails) else None

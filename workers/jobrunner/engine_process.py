@@ -35,7 +35,7 @@ from jobrunner.engine_server import EngineServer, engine_environ
 if TYPE_CHECKING:
     import psutil
 
-    from compress_engine.report import Report, TrainingPoint
+    from compress_engine import Report, TrainingPoint
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,7 @@ def run_engine(
     other exception as EngineCrashed. The job process and its descendants are gone when this
     returns or raises.
     """
-    from compress_engine.errors import EngineError
-    from compress_engine.report import Report
+    from compress_engine import EngineError, Report
 
     started = time.monotonic() if limits.started_at is None else limits.started_at
     spec = {
@@ -255,7 +254,7 @@ def _dispatch(
     on_training: Callable[[TrainingPoint], None],
 ) -> bool:
     """Hand one message to its callback; True when it is the outcome."""
-    from compress_engine.report import TrainingPoint
+    from compress_engine import TrainingPoint
 
     if "progress" in message:
         stage, fraction = message["progress"]

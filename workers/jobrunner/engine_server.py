@@ -298,7 +298,7 @@ def run_job(spec: dict[str, Any], pipe_fd: int) -> int:
     root.setLevel(spec["log_level"])
     logging.captureWarnings(True)
     try:
-        from compress_engine.api import compress
+        from compress_engine import compress
 
         report = compress(
             Path(spec["model"]),
@@ -313,7 +313,7 @@ def run_job(spec: dict[str, Any], pipe_fd: int) -> int:
         channel.send({"report": report.model_dump(mode="json")})
         return 0
     except BaseException as exc:
-        from compress_engine.errors import EngineError
+        from compress_engine import EngineError
 
         channel.send(
             {

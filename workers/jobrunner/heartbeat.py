@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from celery.signals import worker_ready, worker_shutdown
 
 if TYPE_CHECKING:
-    from compress_engine.device import WorkerDevice
+    from compress_engine import WorkerDevice
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def beat_once(hostname: str, queues: str, device: WorkerDevice) -> None:
 
 
 def _loop(hostname: str, queues: str, interval: float) -> None:
-    from compress_engine.device import WorkerDevice, cpu_model_name, probe_worker_device
+    from compress_engine import WorkerDevice, cpu_model_name, probe_worker_device
 
     try:
         # Probes the GPU in a child process: this (forking) process must not initialise CUDA.

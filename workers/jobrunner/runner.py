@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.log_context import with_job_log_context
 from jobrunner.engine_process import (
     EngineCall,
     EngineCrashed,
@@ -31,21 +32,17 @@ from jobrunner.engine_process import (
     run_engine,
     time_limit_message,
 )
-from jobrunner.log_context import with_job_log_context
-from jobrunner.storage_io import delete_stored, fetch_to_scratch, save_atomically
-from jobs.live import note_progress
 from jobs.models import Artifact, Job
+from jobs.progress import ENGINE_END, ENGINE_START
 from jobs.services import teacher_uuids
 from registry.models import ModelVersion
+from web.storage import delete_stored, fetch_to_scratch, save_atomically
 
 if TYPE_CHECKING:
-    from compress_engine.report import TrainingPoint
+    from compress_engine import TrainingPoint
 
 log = logging.getLogger(__name__)
 
-# The engine's own progress (0..1) is mapped into this slice of the job's progress bar;
-# fetching inputs comes before it and storing artifacts after it.
-_ENGINE_START, _ENGINE_END = 0.05, 0.95
 # How often a cancellation is looked for while the engine runs, besides at every progress
 # report: a long step may report none for minutes.
 _CANCEL_POLL_SECONDS = 1.0
@@ -158,7 +155,7 @@ def _memory_limit_bytes() -> int:
 
 def _device() -> str:
     """This worker's hardware in one line, recorded on the job it claims."""
-    from compress_engine.device import probe_worker_device
+    from compress_engine import probe_worker_device
 
     return probe_worker_device().summary
 
@@ -166,18 +163,16 @@ def _device() -> str:
 def _report(job: Job, stage: str, fraction: float) -> None:
     """Stage and progress on the row (with the heartbeat), and the live page's log tail."""
     job.record_progress(stage, fraction)
-    note_progress(job, stage, fraction)
+    job.note_progress(stage, fraction)
 
 
 def _execute(job: Job, scratch: Path, limits: Limits) -> None:
-    from compress_engine import Recipe
-
     def check_cancel() -> None:
         if job.is_cancel_requested():
             raise JobCancelled()
 
     def progress(stage: str, fraction: float) -> None:
-        _report(job, stage, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * fraction)
+        _report(job, stage, ENGINE_START + (ENGINE_END - ENGINE_START) * fraction)
         check_cancel()
 
     def on_training(point: TrainingPoint) -> None:
@@ -199,7 +194,7 @@ def _execute(job: Job, scratch: Path, limits: Limits) -> None:
             scratch / f"data{job.dataset.stored_suffix}",
         )
     teachers = _fetch_teachers(job, scratch)
-    recipe = Recipe.parse(job.recipe)
+    recipe = job.recipe_obj.model_copy(deep=True)  # edited below; the job's stays as stored
     if version.input_shapes and not recipe.evaluate.input_shapes:
         # The concrete dims chosen once on the version page, unless the recipe sets its own.
         recipe.evaluate.input_shapes = version.evaluation_shapes(recipe.evaluate.batch_size)
@@ -220,7 +215,7 @@ def _execute(job: Job, scratch: Path, limits: Limits) -> None:
         poll=check_cancel,
         poll_seconds=_CANCEL_POLL_SECONDS,
     )
-    _report(job, "Storing artifacts", _ENGINE_END)
+    _report(job, "Storing artifacts", ENGINE_END)
     check_cancel()
     _store_results(job, report, out_dir)
 
@@ -234,7 +229,7 @@ def _fetch_teachers(job: Job, scratch: Path) -> dict[str, Path]:
     from compress_engine import EngineError
 
     teachers: dict[str, Path] = {}
-    for i, name in enumerate(teacher_uuids(job.recipe)):
+    for i, name in enumerate(teacher_uuids(job.recipe_obj)):
         try:
             version_uuid = uuid.UUID(name)
         except ValueError:

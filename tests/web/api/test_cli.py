@@ -19,13 +19,8 @@ from django.http.multipartparser import MultiPartParser
 
 from accounts.models import AuditEvent
 from compress_engine.cli import main
-from compress_engine.remote import (
-    EXIT_JOB_FAILED,
-    Client,
-    multipart_body,
-    normalize_server,
-    sha256_of,
-)
+from compress_engine.remote import EXIT_JOB_FAILED
+from compress_engine.remote_client import Client, multipart_body, normalize_server, sha256_of
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ from django.urls import reverse
 from compress_engine import Recipe
 from compress_engine.presets import PRESETS
 from compress_engine.torch_configs import PruneConfig
-from jobs.forms import field_specs, techniques
 from jobs.models import Job
+from jobs.recipe_builder import field_specs, techniques
 
 pytestmark = pytest.mark.django_db
 

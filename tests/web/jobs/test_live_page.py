@@ -13,18 +13,17 @@ from django.utils import timezone
 
 from compress_engine import Recipe
 from factories import JobFactory
-from jobrunner.runner import _ENGINE_END, _ENGINE_START, run_job
+from jobrunner.runner import run_job
 from jobs.live import (
-    MAX_LOG_LINES,
     PlannedStage,
     current_index,
     eta_text,
-    note_progress,
     stage_eta,
     stage_plan,
     stage_rows,
 )
 from jobs.models import Job
+from jobs.progress import ENGINE_END, ENGINE_START, MAX_LOG_LINES
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +44,7 @@ def _running(version, owner, recipe=None) -> Job:
 
 
 def test_it_plans_a_stage_per_recipe_step_between_measuring_and_exporting():
-    names = [s.name for s in stage_plan(PRUNE_QUANTIZE)]
+    names = [s.name for s in stage_plan(Recipe.parse(PRUNE_QUANTIZE))]
     assert names == [
         "Fetching the inputs",
         "Measuring the original model",
@@ -57,7 +56,7 @@ def test_it_plans_a_stage_per_recipe_step_between_measuring_and_exporting():
         "Writing the report",
         "Storing artifacts",
     ]
-    plan = stage_plan(PRUNE_QUANTIZE)
+    plan = stage_plan(Recipe.parse(PRUNE_QUANTIZE))
     # Slices tile the whole bar, with no gap or overlap.
     assert plan[0].lo == 0.0 and plan[-1].hi == 1.0
     assert all(a.hi == pytest.approx(b.lo) for a, b in itertools.pairwise(plan))
@@ -73,10 +72,10 @@ def test_its_plan_matches_the_stages_a_real_engine_run_reports(tiny_cnn_onnx, tm
         PRUNE_QUANTIZE,
         out_dir=tmp_path / "out",
         progress=lambda label, f: reports.append(
-            (label, _ENGINE_START + (_ENGINE_END - _ENGINE_START) * f)
+            (label, ENGINE_START + (ENGINE_END - ENGINE_START) * f)
         ),
     )
-    plan = stage_plan(PRUNE_QUANTIZE)
+    plan = stage_plan(Recipe.parse(PRUNE_QUANTIZE))
     expected = {
         "Measuring original model": "Measuring the original model",
         "Pruning": "Step 1: Pruning",
@@ -118,7 +117,7 @@ def test_it_estimates_the_rest_of_the_stage_from_its_rate():
 def test_it_says_estimating_then_gives_an_eta(model_version, owner):
     job = _running(model_version, owner)
     assert eta_text(job) == "estimating…"
-    plan = stage_plan(job.recipe)
+    plan = stage_plan(job.recipe_obj)
     lo, hi = plan[2].lo, plan[2].hi
     job.progress = lo + (hi - lo) / 2
     job.timeline = [[1000.0, lo], [1010.0, lo + (hi - lo) / 4], [1020.0, job.progress]]
@@ -132,10 +131,10 @@ def test_it_says_estimating_then_gives_an_eta(model_version, owner):
 def test_it_logs_stage_changes_and_throttles_repeats(model_version, owner):
     job = _running(model_version, owner)
     t0 = timezone.now()
-    assert note_progress(job, "Measuring original model", 0.05, at=t0)
-    assert not note_progress(job, "Measuring original model", 0.06, at=t0 + timedelta(seconds=0.2))
-    assert note_progress(job, "Measuring original model", 0.07, at=t0 + timedelta(seconds=2))
-    assert note_progress(job, "Pruning", 0.37, at=t0 + timedelta(seconds=2.1))  # new stage
+    assert job.note_progress("Measuring original model", 0.05, at=t0)
+    assert not job.note_progress("Measuring original model", 0.06, at=t0 + timedelta(seconds=0.2))
+    assert job.note_progress("Measuring original model", 0.07, at=t0 + timedelta(seconds=2))
+    assert job.note_progress("Pruning", 0.37, at=t0 + timedelta(seconds=2.1))  # new stage
     job.refresh_from_db()
     lines = job.log_tail.splitlines()
     assert [line.split("  ", 1)[1] for line in lines] == ["Measuring original model", "Pruning"]
@@ -146,12 +145,12 @@ def test_it_keeps_the_log_bounded_and_stops_writing_after_the_end(model_version,
     job = _running(model_version, owner)
     t0 = timezone.now()
     for i in range(MAX_LOG_LINES + 30):
-        note_progress(job, f"stage {i}", 0.1, at=t0 + timedelta(seconds=i))
+        job.note_progress(f"stage {i}", 0.1, at=t0 + timedelta(seconds=i))
     job.refresh_from_db()
     lines = job.log_tail.splitlines()
     assert len(lines) == MAX_LOG_LINES and lines[-1].endswith(f"stage {MAX_LOG_LINES + 29}")
     job.fail("stopped")
-    assert not note_progress(job, "late", 0.5, at=t0 + timedelta(hours=1))
+    assert not job.note_progress("late", 0.5, at=t0 + timedelta(hours=1))
     job.refresh_from_db()
     assert "late" not in job.log_tail
 
@@ -171,10 +170,10 @@ def test_the_runner_records_the_log_and_timeline_of_a_real_run(model_version, ow
 
 def test_it_shows_stages_with_their_progress_while_running(client, owner, model_version):
     job = _running(model_version, owner)
-    plan = stage_plan(job.recipe)
+    plan = stage_plan(job.recipe_obj)
     step = plan[2]
     job.record_progress("Pruning", step.lo + (step.hi - step.lo) * 0.5)
-    note_progress(job, "Pruning", step.lo + (step.hi - step.lo) * 0.5)
+    job.note_progress("Pruning", step.lo + (step.hi - step.lo) * 0.5)
     job.refresh_from_db()
     rows = stage_rows(job)
     assert [r.state for r in rows[:4]] == ["done", "done", "running", "pending"]
@@ -192,7 +191,7 @@ def test_it_shows_stages_with_their_progress_while_running(client, owner, model_
 
 def test_it_marks_where_a_failed_job_stopped(client, owner, model_version):
     job = _running(model_version, owner)
-    job.record_progress("Pruning", stage_plan(job.recipe)[2].lo + 0.01)
+    job.record_progress("Pruning", stage_plan(job.recipe_obj)[2].lo + 0.01)
     job.fail("The engine refused.")
     rows = stage_rows(job)
     assert [r.state for r in rows[:4]] == ["done", "done", "failed", "pending"]

@@ -10,15 +10,18 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from compress_engine import Recipe, training_steps
 from jobs.models import Job, WorkerHeartbeat
-from jobs.routing import choose_queue, gpu_workers, training_steps
+from jobs.routing import choose_queue, gpu_workers
 from jobs.services import create_job
 
 pytestmark = pytest.mark.django_db
 
 FAST = {"latency_runs": 3, "warmup": 1, "batch_sizes": [], "fidelity_samples": 8}
-DISTILL = {"version": 1, "steps": [{"distill": {"epochs": 1}}], "evaluate": FAST}
-DYNAMIC_INT8 = {"version": 1, "steps": [{"quantize": {"mode": "dynamic-int8"}}], "evaluate": FAST}
+DISTILL = Recipe.parse({"version": 1, "steps": [{"distill": {"epochs": 1}}], "evaluate": FAST})
+DYNAMIC_INT8 = Recipe.parse(
+    {"version": 1, "steps": [{"quantize": {"mode": "dynamic-int8"}}], "evaluate": FAST}
+)
 
 
 def _steps(*steps: dict) -> dict:
@@ -74,7 +77,7 @@ def _gpu_worker(queues: str, *, cuda_device: str = "NVIDIA H100 80GB HBM3", age_
     ],
 )
 def test_it_knows_which_steps_train(recipe, kinds):
-    assert training_steps(recipe) == kinds
+    assert training_steps(Recipe.parse(recipe)) == kinds
 
 
 # --- the rule ---------------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def test_it_reads_the_queue_names_from_settings(settings):
 def purged_gpu_queue(gpu_queue) -> Iterator[str]:
     """The run's own gpu queue on the test Redis, empty before and after the test (no worker
     of the test run reads it)."""
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     def purge() -> None:
         with app.connection_for_write() as conn, conn.SimpleQueue(gpu_queue) as queue:
@@ -135,7 +138,7 @@ def purged_gpu_queue(gpu_queue) -> Iterator[str]:
 def test_it_puts_the_task_on_the_queue_it_records(
     owner, model_version, dataset, cpu_queue, purged_gpu_queue, django_capture_on_commit_callbacks
 ):
-    from jobrunner.celery_app import app
+    from config.celery import app
 
     _gpu_worker(f"{cpu_queue},{purged_gpu_queue}")
     with django_capture_on_commit_callbacks(execute=True):

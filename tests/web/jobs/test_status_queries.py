@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from factories import JobFactory
-from jobs.live import note_progress, stage_plan
+from jobs.live import stage_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +22,8 @@ HX = {"HTTP_HX_REQUEST": "true"}
 def _running(version, owner):
     job = JobFactory(model_version=version, created_by=owner.user)
     assert job.claim(worker="w@test")
-    step = stage_plan(job.recipe)[2]
-    note_progress(job, "Dynamic int8", (step.lo + step.hi) / 2)
+    step = stage_plan(job.recipe_obj)[2]
+    job.note_progress("Dynamic int8", (step.lo + step.hi) / 2)
     return job
 
 
@@ -46,7 +46,7 @@ def test_a_running_jobs_status_costs_the_same_with_many_other_jobs(
         succeeded_job(model_version, base_report)
         JobFactory(model_version=model_version, created_by=owner.user)
     for i in range(40):
-        note_progress(job, f"Dynamic int8 ({i})", stage_plan(job.recipe)[2].hi - 0.001)
+        job.note_progress(f"Dynamic int8 ({i})", stage_plan(job.recipe_obj)[2].hi - 0.001)
 
     assert _status_queries(client, job) == alone
     assert alone <= 8

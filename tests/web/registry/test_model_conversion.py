@@ -1,5 +1,5 @@
 """Non-ONNX uploads: stored as a source file, converted to ONNX by the worker-side function
-(registry.ingest.convert_model_version), with the status shown and polled on the page."""
+(jobrunner.ingest.convert_model_version), with the status shown and polled on the page."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.urls import reverse
 from onnx import TensorProto, helper
 
 from conftest import storage_files, tiny_torch_net
-from registry.ingest import convert_model_version
+from jobrunner.ingest import convert_model_version
 from registry.models import ModelVersion
 from registry.services import RegistryRejected, require_ready
 

@@ -11,23 +11,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from compress_engine.data import Dataset
+from compress_engine.device import CONVERTER_ENV, converter_python
 from compress_engine.errors import short_message
 from compress_engine.export_configs import TfliteConfig
 from compress_engine.onnx_files import model_bytes
 
-CONVERTER_ENV = "MODELPRESS_TFLITE_PYTHON"
 SCRIPT = Path(__file__).with_name("tflite_convert.py")
 # A .tflite file is one FlatBuffer, whose offsets are 32-bit.
 FLATBUFFER_LIMIT = 2**31 - 1
-# Where `make install` puts the converter environment: beside the main one, at the repo root.
-_DEFAULT_VENV = ".venv-tflite"
 _INSTALL_HINT = (
     "the TFLite converter environment is not installed (make install creates .venv-tflite; "
     f"or set {CONVERTER_ENV} to a Python with the packages of requirements/tflite.txt)"
@@ -49,20 +46,6 @@ class TfliteConversion:
     files: list[TfliteFile]
     layouts: dict[str, str]  # input name -> "NHWC" | "NDHWC" | "as ONNX"
     versions: dict[str, str]
-
-
-def converter_python() -> Path | None:
-    """The converter environment's Python: $MODELPRESS_TFLITE_PYTHON, else .venv-tflite next
-    to the running environment or at the source tree's root."""
-    configured = os.environ.get(CONVERTER_ENV)
-    if configured:
-        return Path(configured)
-    roots = [Path(sys.prefix).parent, Path(__file__).resolve().parents[3]]
-    for root in roots:
-        candidate = root / _DEFAULT_VENV / "bin" / "python"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def convert_tflite(

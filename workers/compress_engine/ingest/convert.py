@@ -164,7 +164,7 @@ def _run_torch(
 def _run_tf(
     src: Path, fmt: ModelFormat, work: Path, specs: list[InputSpec], timeout_s: float
 ) -> str:
-    from compress_engine.export.tflite import converter_python
+    from compress_engine.device import converter_python
 
     python = converter_python()
     if python is None or not python.is_file():

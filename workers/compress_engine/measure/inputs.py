@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from compress_engine.errors import EngineError
-from compress_engine.inspect import TensorInfo
+from compress_engine.tensors import TensorInfo
 
 # Value for symbolic dims other than the batch (sequence length, image side, ...).
 DEFAULT_DYNAMIC_DIM = 16

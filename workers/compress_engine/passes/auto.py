@@ -1,17 +1,21 @@
-"""`quantize: {mode: auto}`: registered so the UI and job checks can list it like any mode.
+"""`quantize: {mode: auto}`: build the int8 modes that suit the model, time each interleaved
+with the original, score it against the budget, and keep the best one (or the original).
 
-The work itself needs the original's measurements and sessions, so compress() runs it
-(compress_engine.tuning.auto_quantize) instead of this class's `run`.
+The decision itself (compress_engine.auto) knows nothing of ONNX Runtime; this pass builds
+the candidates and measures them with what the run's evaluator carries.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from compress_engine.configs import AutoConfig
+from compress_engine.auto import Candidate, candidate_modes, choose
+from compress_engine.configs import AutoConfig, DynamicInt8Config, QuantizeStep, StaticInt8Config
 from compress_engine.errors import EngineError
-from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
-from compress_engine.passes.registry import register
+from compress_engine.onnx_files import model_bytes, rewrite
+from compress_engine.passes.base import Evaluator, Pass, PassContext, PassInfo, PassResult
+from compress_engine.passes.registry import pass_for_step, register
+from compress_engine.report import AutoCandidate, AutoSummary
 
 
 @register
@@ -34,4 +38,98 @@ class AutoQuantize(Pass[AutoConfig]):
     config_type = AutoConfig
 
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
-        raise EngineError("quantize mode auto runs through compress(), not as a single pass.")
+        """Hands back the chosen candidate's file where it was built (out_path goes unused)."""
+        ev = ctx.require_evaluator("quantize mode auto")
+        built, notes = _build_candidates(model_path, ctx, ev)
+        original_p50, candidates = _measure(built, ev)
+        original_size = model_bytes(model_path)
+        decision = choose(
+            Candidate("original", original_size, original_p50, True),
+            [Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget) for c in candidates],
+            self.config.objective,
+        )
+        summary = AutoSummary(
+            objective=self.config.objective,
+            original_size_bytes=original_size,
+            original_p50_ms=original_p50,
+            budget_metric=None if ev.budget is None else ev.budget.metric,
+            budget=None if ev.budget is None else ev.budget.limit,
+            candidates=candidates,
+            pick=None if decision.pick is None else decision.pick.name,
+            reason=decision.reason,
+        )
+        if decision.pick is not None:
+            res = built[decision.pick.name]
+            res.notes = [f"auto picked {decision.pick.name}: {decision.reason}", *notes, *res.notes]
+            res.auto = summary
+            return res
+        kept = ctx.work_dir / "auto-original.onnx"
+        rewrite(model_path, kept)
+        return PassResult(
+            model_path=kept,
+            suffix="original",
+            precision="unchanged",
+            notes=[f"auto: keep the original model. {decision.reason}", *notes],
+            auto=summary,
+        )
+
+
+def _build_candidates(
+    model_path: Path, ctx: PassContext, ev: Evaluator
+) -> tuple[dict[str, PassResult], list[str]]:
+    """Each suitable mode built with default settings, by mode; a mode that cannot be built
+    is skipped with a note."""
+    has_data = ctx.data is not None and ctx.data.samples > 0
+    modes = candidate_modes(ev.macs_by_op_type, has_data=has_data)
+    built: dict[str, PassResult] = {}
+    notes: list[str] = []
+    progress = ev.stage("Building auto candidates", 0.0, 0.5)
+    for i, mode in enumerate(modes):
+        cfg = DynamicInt8Config() if mode == "dynamic-int8" else StaticInt8Config(mode=mode)
+        work = ctx.work_dir / f"auto-{mode}"
+        work.mkdir(parents=True)
+        try:
+            built[mode] = pass_for_step(QuantizeStep(quantize=cfg)).run(
+                model_path,
+                work / "model.onnx",
+                PassContext(work_dir=work, seed=ctx.seed, data=ctx.data, batch_size=ctx.batch_size),
+            )
+        except EngineError as exc:
+            notes.append(f"auto: {mode} could not be built and was skipped: {exc}")
+            continue
+        progress((i + 1) / len(modes))
+    return built, notes
+
+
+def _measure(built: dict[str, PassResult], ev: Evaluator) -> tuple[float, list[AutoCandidate]]:
+    """The original's p50 and every candidate's figures: timed interleaved with the original
+    (drift of the machine affects all alike), scored against the budget."""
+    from compress_engine.measure.latency import measure_interleaved
+    from compress_engine.measure.runtime import adapt_feed, create_session
+
+    feed = dict(ev.latency_feed)
+    sessions = [
+        create_session(r.model_path, providers=ev.providers, threads=ev.threads)
+        for r in built.values()
+    ]
+    original_latency, *latencies = measure_interleaved(
+        [(ev.original, feed), *((s, adapt_feed(s, feed)) for s in sessions)],
+        warmup=ev.warmup,
+        runs=ev.latency_runs,
+        batch_size=ev.latency_batch,
+        threads=ev.threads,
+        progress=ev.stage("Timing auto candidates", 0.5, 0.9),
+    )
+    out = []
+    for (mode, res), lat in zip(built.items(), latencies, strict=True):
+        metric = None if ev.budget is None else ev.scorer.metric(res.model_path, ev.budget)
+        out.append(
+            AutoCandidate(
+                mode=mode,
+                size_bytes=model_bytes(res.model_path),
+                p50_ms=lat.p50_ms,
+                meets_budget=True if metric is None else ev.budget.meets(metric),  # type: ignore[union-attr]
+                metric=metric,
+            )
+        )
+    return original_latency.p50_ms, out

@@ -10,9 +10,24 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from compress_engine.errors import EngineError
+
 if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
+
     from compress_engine.data import Dataset
-    from compress_engine.report import TrainingPoint
+    from compress_engine.report import (
+        AutoSummary,
+        LayerSensitivityInfo,
+        SearchSummary,
+        TrainingPoint,
+    )
+    from compress_engine.tuning import Budget, Scorer
+
+# stage(label, lo, hi) starts a sub-stage spanning lo..hi of the step's progress slice and
+# returns the fraction callback (0..1) within it.
+SubStage = Callable[[str, float, float], Callable[[float], None]]
 
 
 class PassInfo(BaseModel):
@@ -29,6 +44,25 @@ class PassInfo(BaseModel):
     compute: Literal["light", "heavy"] = Field(description="'heavy' wants a GPU worker.")
     input_format: Literal["onnx"] = Field(default="onnx", description="Model format consumed.")
     output_format: Literal["onnx"] = Field(default="onnx", description="Model format produced.")
+
+
+@dataclass
+class Evaluator:
+    """What scoring and timing candidates against the original need: the passes that choose
+    between models by measuring them (auto, accuracy-aware and sensitivity tuning) get it from
+    the run, which has already loaded and measured the original."""
+
+    scorer: Scorer  # the report's evaluation batches (or seeded random inputs)
+    budget: Budget | None  # evaluate's budget, None when it sets none
+    original: onnxruntime.InferenceSession  # the original model, for interleaved timing
+    latency_feed: Mapping[str, np.ndarray]  # the first batch size's timing feed
+    latency_batch: int  # samples in that feed
+    macs_by_op_type: dict[str, int]  # the original's MACs (auto picks modes by them)
+    providers: list[str]
+    threads: int
+    warmup: int
+    latency_runs: int
+    stage: SubStage  # sub-stages within the step's progress slice
 
 
 @dataclass
@@ -53,6 +87,16 @@ class PassContext:
     original_model: Path | None = None
     teachers: Mapping[str, Path] = field(default_factory=dict)
     on_training: Callable[[TrainingPoint], None] | None = None
+    # Scoring and timing against the original; compress() always gives one, a pass run on its
+    # own (a trial of a search) has none and must not need it.
+    evaluator: Evaluator | None = None
+
+    def require_evaluator(self, what: str) -> Evaluator:
+        if self.evaluator is None:
+            raise EngineError(
+                f"{what} measures candidates against the original: run it through compress()."
+            )
+        return self.evaluator
 
 
 @dataclass
@@ -66,6 +110,10 @@ class PassResult:
     notes: list[str] = field(default_factory=list)
     # Extra files offered beside the model (format, path), e.g. ("onnx-zip", model.zip).
     extras: list[tuple[str, Path]] = field(default_factory=list)
+    # What choosing by measurement found, for the report's own sections.
+    sensitivity: list[LayerSensitivityInfo] | None = None
+    search: SearchSummary | None = None
+    auto: AutoSummary | None = None
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

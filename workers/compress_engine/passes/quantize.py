@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from compress_engine.configs import DynamicInt8Config
 from compress_engine.errors import EngineError, short_message
 from compress_engine.onnx_files import rewrite, save_model, too_big_for_one_file
-from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
+from compress_engine.passes.base import PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
+from compress_engine.passes.tunable import TunableQuantize
 from compress_engine.report import QuantizationDetails
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ _GEMM_MATMUL_SUFFIX = "_MatMul"
 
 
 @register
-class DynamicInt8Quantize(Pass[DynamicInt8Config]):
+class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
     info = PassInfo(
         name="quantize-dynamic-int8",
         title="Dynamic int8 quantization",
@@ -60,7 +61,7 @@ class DynamicInt8Quantize(Pass[DynamicInt8Config]):
     )
     config_type = DynamicInt8Config
 
-    def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
+    def quantize(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

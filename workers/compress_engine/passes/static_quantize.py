@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from compress_engine.configs import StaticInt8Config
 from compress_engine.errors import EngineError, short_message
 from compress_engine.onnx_files import save_model
-from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
+from compress_engine.passes.base import PassContext, PassInfo, PassResult
 from compress_engine.passes.quantize import _check_exclude, _name_unnamed_nodes, _preprocess
 from compress_engine.passes.registry import register
+from compress_engine.passes.tunable import TunableQuantize
 from compress_engine.report import QuantizationDetails
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _ENTROPY_BINS = 512
 
 
 @register
-class StaticInt8Quantize(Pass[StaticInt8Config]):
+class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
     info = PassInfo(
         name="quantize-static-int8",
         title="Static int8 quantization",
@@ -58,7 +59,7 @@ class StaticInt8Quantize(Pass[StaticInt8Config]):
     )
     config_type = StaticInt8Config
 
-    def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
+    def quantize(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         import onnx
         from onnxruntime.quantization import (
             CalibrationDataReader,

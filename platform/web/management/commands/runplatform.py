@@ -28,7 +28,7 @@ class Command(BaseCommand):
         # gpu queue; without one, nothing is.
         queues = f"{settings.MODELPRESS_CPU_QUEUE},{settings.MODELPRESS_GPU_QUEUE}"
         worker = [
-            python, "-m", "celery", "-A", "jobrunner.celery_app", "worker",
+            python, "-m", "celery", "-A", "config.celery", "worker",
             "--loglevel", "INFO", "--concurrency", "1", "--queues", queues,
             "--hostname", f"local-worker@{os.uname().nodename}",
         ]  # fmt: skip

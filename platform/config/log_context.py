@@ -4,6 +4,8 @@ run_job enters job_log_context (through the with_job_log_context decorator); Job
 attached to the console handler in settings.LOGGING, copies the id onto each record as
 `job_id` (None outside a job), which the JSON log format writes out. A context variable
 rather than a global: it follows the running job and is reset when the run ends.
+It lives with the configuration because settings.LOGGING names the filter for web and
+worker processes alike.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The Celery application. Configuration comes from Django settings (CELERY_* keys)."""
+"""The Celery application. Configuration comes from Django settings (CELERY_* keys).
+
+It lives with the configuration, not with the worker, so the web can send tasks (by name,
+web.queue) without importing the worker's code; workers load the task modules listed in
+`include` (`celery -A config.celery worker`)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from registry.models import ModelVersion
 from registry.services import discard_conversion, model_facts
+from web.storage import fetch_to_scratch, save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,7 @@ def convert_model_version(version_uuid: str) -> None:
     """Convert a `converting` version's source file to the canonical ONNX form and mark it
     ready, or mark it failed with the reason and delete its stored files. Re-delivery of a
     version that is no longer converting does nothing."""
-    from compress_engine import EngineError
-    from compress_engine.ingest import InputSpec, ModelFormat, convert_to_onnx
-    from jobrunner.storage_io import fetch_to_scratch, save_atomically
+    from compress_engine import EngineError, InputSpec, ModelFormat, convert_to_onnx
 
     version = ModelVersion.objects.select_related("project__team").filter(uuid=version_uuid).first()
     if version is None or not version.is_converting:
@@ -57,7 +56,7 @@ def convert_model_version(version_uuid: str) -> None:
             timeout_s=settings.MODELPRESS_INGEST_TIMEOUT_SECONDS,
         )
         if result.external_data:
-            from compress_engine.onnx_files import pack_zip
+            from compress_engine import pack_zip
 
             upload = scratch / "model.onnx.zip"
             pack_zip(result.model, upload)

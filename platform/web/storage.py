@@ -1,4 +1,5 @@
-"""Moving files between Django storage and a worker's scratch directory.
+"""Stored files through the storage API: the web streams, signs and deletes them; workers
+copy them to their scratch directory and store their results with the same helpers.
 
 Everything here goes through the storage API, so web and workers need not share a disk: the
 default storage is the local filesystem or an S3-compatible object store (settings.STORAGES).
