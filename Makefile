@@ -48,8 +48,10 @@ run: install assets migrate
 web: install assets migrate
 	$(PY) manage.py runserver
 
+# Two worker processes, as `make run` starts them: jobs (cpu, gpu) and model conversions
+# (convert), so a conversion never waits behind a running job.
 worker: install
-	$(PY) -m celery -A config.celery worker --loglevel INFO --concurrency 1 --queues cpu,gpu
+	$(PY) manage.py runplatform --no-web
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 browser:

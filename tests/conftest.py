@@ -259,7 +259,9 @@ def celery_worker_process(
 
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with django_db_blocker.unblock():
-        worker = start_worker(log_path, queues=settings.CELERY_TASK_DEFAULT_QUEUE)
+        # The run's job queue and its conversions' queue (a separate worker in production).
+        queues = f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.MODELPRESS_CONVERT_QUEUE}"
+        worker = start_worker(log_path, queues=queues)
     try:
         with django_db_blocker.unblock():
             wait_for_heartbeat(worker, timeout=90)
@@ -301,15 +303,15 @@ def wait_for_idle_broker(worker: WorkerProcess, timeout: float) -> None:
     from django.conf import settings
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    queues = {settings.CELERY_TASK_DEFAULT_QUEUE, settings.MODELPRESS_CONVERT_QUEUE}
 
     def ours_unacked() -> bool:
-        return any(json.loads(v)[2] == queue for v in client.hvals("unacked"))
+        return any(json.loads(v)[2] in queues for v in client.hvals("unacked"))
 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if not client.llen(queue) and not ours_unacked():
+            if not any(client.llen(q) for q in queues) and not ours_unacked():
                 return
             time.sleep(0.2)
     finally:

@@ -386,9 +386,11 @@ def export_digits_teacher(
     epochs: int = 4,
     seed: int = 0,
     opset: int = 17,
+    dynamic_batch: bool = True,
 ) -> Path:
     """build_conv_bn_cnn trained on (x, y) with Adam (~0.3 s on two cores for 1000 digits and
-    4 epochs: ~97% top-1 on held-out digits), exported like export_conv_bn_cnn."""
+    4 epochs: ~97% top-1 on held-out digits), exported like export_conv_bn_cnn (with batch
+    dimension 1 when not `dynamic_batch`)."""
     import torch
 
     model = build_conv_bn_cnn(seed).train()
@@ -401,7 +403,9 @@ def export_digits_teacher(
             loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()
             optimizer.step()
-    return _export(model.eval(), torch.randn(1, 1, 8, 8), path, opset=opset, dynamic_batch=True)
+    return _export(
+        model.eval(), torch.randn(1, 1, 8, 8), path, opset=opset, dynamic_batch=dynamic_batch
+    )
 
 
 def damage_weights(source: Path, path: Path, *, noise: float = 0.5, seed: int = 0) -> Path:

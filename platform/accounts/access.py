@@ -24,7 +24,7 @@ ROLE_RANK: dict[str, int] = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role
 ROLE_POWERS: dict[str, str] = {
     Role.VIEWER: "see and download the team's models, datasets and results",
     Role.MEMBER: "upload models and datasets and start jobs",
-    Role.ADMIN: "manage members, invites and projects",
+    Role.ADMIN: "manage members, invites and projects, and delete models, datasets and jobs",
     Role.OWNER: "rename or delete the team and make others owner",
 }
 
@@ -74,3 +74,26 @@ def can_write(user: User, team: Team) -> bool:
 def require_write(user: User, team: Team) -> None:
     if not can_write(user, team):
         raise PermissionDenied("Viewers can look and download, but not change anything.")
+
+
+def can_delete(user: User, team: Team) -> bool:
+    """Owners and admins delete projects, model versions, datasets and finished jobs."""
+    membership = membership_for(user, team)
+    return membership is not None and role_at_least(membership.role, Role.ADMIN)
+
+
+def rights(user: User, team: Team) -> dict[str, bool]:
+    """can_write and can_delete for a page's context, from one membership lookup."""
+    membership = membership_for(user, team)
+    return {
+        "can_write": membership is not None and membership.can_write,
+        "can_delete": membership is not None and role_at_least(membership.role, Role.ADMIN),
+    }
+
+
+def require_delete(user: User, team: Team) -> None:
+    if not can_delete(user, team):
+        raise PermissionDenied(
+            f"Only a team owner or admin can delete projects, models, datasets and jobs in "
+            f"“{team.name}”."
+        )

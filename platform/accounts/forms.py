@@ -74,9 +74,10 @@ class AuditFilterForm(forms.Form):
 
 
 class RateLimitedLoginMixin:
-    """Refuses a login while its username or address is locked out (accounts.ratelimit),
-    without checking the password; counts failed logins and clears the username's count on
-    success. `lockout` says why a form was refused, for the view's 429."""
+    """Refuses a login while its address, or its username from that address, is locked out or
+    slowed down (accounts.ratelimit), without checking the password; counts failed logins and
+    clears the username's counts on success. `lockout` says why a form was refused, for the
+    view's 429."""
 
     lockout: ratelimit.Lockout | None = None
 
@@ -91,7 +92,7 @@ class RateLimitedLoginMixin:
             if getattr(exc, "code", None) == "invalid_login":
                 ratelimit.record_failure(self.request, username)  # type: ignore[attr-defined]
             raise
-        ratelimit.record_success(username)
+        ratelimit.record_success(self.request, username)  # type: ignore[attr-defined]
         return cleaned
 
 

@@ -1,5 +1,10 @@
-"""Team invitations: an admin invites an e-mail address with a role; whoever follows the
-e-mailed link while logged in joins the team, once.
+"""Team invitations: an admin invites an e-mail address with a role; the account with that
+address joins the team by following the e-mailed link while logged in, once.
+
+The link is not a bearer token: an account with another e-mail address is refused
+(InviteForSomeoneElse), so a forwarded or leaked link lets nobody else in. ModelPress does
+not verify e-mail addresses, so "the invited address" means the account's e-mail equals the
+invite's, compared case-insensitively.
 
 The raw token exists only in the e-mail. The row keeps its sha256, so the link cannot be
 rebuilt from the database, and a lookup is one indexed equality on the hash.
@@ -35,6 +40,32 @@ class InviteUnusable(AccountsRejected):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class InviteForSomeoneElse(AccountsRejected):
+    """The signed-in account's e-mail is not the invited address (403)."""
+
+    status = 403
+
+
+def mask_email(email: str) -> str:
+    """`a…@example.com`: enough for its owner to recognise, little for anyone else."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}…@{domain}"
+
+
+def is_addressee(invite: Invite, user: User) -> bool:
+    """Whether the account's e-mail is the invited address (case-insensitive)."""
+    return bool(user.email) and user.email.strip().casefold() == invite.email.strip().casefold()
+
+
+def wrong_account_message(invite: Invite, user: User) -> str:
+    # The signed-in address in full: it is the reader's own, and two masked addresses can
+    # look the same (new@… and newbie@… are both n…@).
+    return (
+        f"This invite is for {mask_email(invite.email)}; you are signed in as {user.email}. "
+        "Sign out and sign in or sign up with the invited address."
+    )
 
 
 def find_invite(raw_token: str) -> Invite:
@@ -137,8 +168,9 @@ def revoke_invite(
 
 @transaction.atomic
 def accept_invite(*, raw_token: str, user: User, request: HttpRequest | None = None) -> Membership:
-    """Join the invite's team with its role. Single use: the invite row is locked, so two
-    concurrent accepts of one link make one membership."""
+    """Join the invite's team with its role, if `user`'s e-mail is the invited address.
+    Single use: the invite row is locked, so two concurrent accepts of one link make one
+    membership."""
     invite = find_invite(raw_token)
     # Team lock first, like every other membership change, then the invite itself.
     team = Team.objects.select_for_update().get(pk=invite.team_id)
@@ -153,6 +185,9 @@ def accept_invite(*, raw_token: str, user: User, request: HttpRequest | None = N
             f"You are already a member of “{team.name}” as {existing.get_role_display()}; "
             "the invitation was not used."
         )
+    if not is_addressee(invite, user):
+        # Not consumed: its addressee can still use it.
+        raise InviteForSomeoneElse(wrong_account_message(invite, user))
     membership = Membership.objects.create(team=team, user=user, role=invite.role)
     invite.accepted_at = timezone.now()
     invite.accepted_by = user

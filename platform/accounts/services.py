@@ -43,8 +43,17 @@ def update_profile(*, user: User, first_name: str, last_name: str, email: str) -
     return user
 
 
+@transaction.atomic
 def personal_team(user: User) -> Team:
-    return Team.objects.get(is_personal=True, memberships__user=user, memberships__role="owner")
+    """The user's personal team; made on first use for accounts created outside sign-up
+    (`manage.py createsuperuser`, the Django admin), which have none."""
+    team = Team.objects.filter(
+        is_personal=True, memberships__user=user, memberships__role="owner"
+    ).first()
+    if team is None:
+        team = Team.objects.create(name=f"{user.get_username()}'s team", is_personal=True)
+        Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    return team
 
 
 def ensure_demo_user(credentials_file: Path) -> tuple[str, str, bool]:

@@ -363,27 +363,43 @@ def _unusable(request: HttpRequest, exc: invites.InviteUnusable) -> HttpResponse
     return render(request, "accounts/invite_unusable.html", {"reason": str(exc)}, status=exc.status)
 
 
+def _invite_page(
+    request: HttpRequest, invite: Invite, invite_token: str, *, status: int = 200
+) -> HttpResponse:
+    here = reverse("accounts-invite", args=[invite_token])
+    user = request.user
+    signed_in = user.is_authenticated
+    addressee = signed_in and invites.is_addressee(invite, user)
+    already_member = signed_in and invite.team.memberships.filter(user=user).exists()
+    context = {
+        "invite": invite,
+        # The full address only to its owner: a leaked link shows little of it.
+        "invite_address": invite.email if addressee else invites.mask_email(invite.email),
+        "already_member": already_member,
+        "wrong_account": (
+            invites.wrong_account_message(invite, user)
+            if signed_in and not addressee and not already_member
+            else ""
+        ),
+        "here": here,
+        "login_url": f"{reverse('accounts-login')}?{urlencode({'next': here})}",
+        "signup_url": f"{reverse('accounts-signup')}?{urlencode({'next': here})}",
+        "accept_url": reverse("accounts-invite-accept", args=[invite_token]),
+    }
+    return render(request, "accounts/invite.html", context, status=status)
+
+
 @require_GET
 def invite_detail(request: HttpRequest, invite_token: str) -> HttpResponse:
-    """Open to anyone holding the link: the token is the credential, not team membership."""
+    """Open to anyone holding the link; only the account with the invited address can
+    accept (accounts.invites)."""
     try:
         invite = invites.find_invite(invite_token)
         if reason := invite.unusable_reason:
             raise invites.InviteUnusable(reason, status=410)
     except invites.InviteUnusable as exc:
         return _unusable(request, exc)
-    here = request.get_full_path()
-    context = {
-        "invite": invite,
-        "already_member": (
-            request.user.is_authenticated
-            and invite.team.memberships.filter(user=request.user).exists()
-        ),
-        "login_url": f"{reverse('accounts-login')}?{urlencode({'next': here})}",
-        "signup_url": f"{reverse('accounts-signup')}?{urlencode({'next': here})}",
-        "accept_url": reverse("accounts-invite-accept", args=[invite_token]),
-    }
-    return render(request, "accounts/invite.html", context)
+    return _invite_page(request, invite, invite_token)
 
 
 @require_POST
@@ -398,6 +414,9 @@ def invite_accept(request: HttpRequest, invite_token: str) -> HttpResponse:
         )
     except invites.InviteUnusable as exc:
         return _unusable(request, exc)
+    except invites.InviteForSomeoneElse:
+        # The page again, saying whose invite it is and how to switch accounts.
+        return _invite_page(request, invites.find_invite(invite_token), invite_token, status=403)
     except AccountsRejected as exc:
         messages.info(request, str(exc))
         return redirect(page)

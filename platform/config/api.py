@@ -1,5 +1,6 @@
 """The REST API, version 1: one NinjaAPI assembled from the apps' routers, mounted at
-/api/v1/ (OpenAPI document at /api/v1/openapi.json, browsable docs at /api/v1/docs).
+/api/v1/ (OpenAPI document at /api/v1/openapi.json, browsable docs at /api/v1/docs; both,
+like every route, for a signed-in session or an API token).
 
 Every error is JSON `{"detail": "..."}`: the handlers below turn the exceptions the access
 helpers and services raise into the status a client can act on.
@@ -7,10 +8,12 @@ helpers and services raise into the status a client can act on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import django_auth
@@ -21,6 +24,28 @@ from registry.api import router as registry_router
 from registry.services import too_large_message
 from web.api import TokenAuth
 from web.rejections import Rejected
+
+AUTH_REQUIRED = (
+    "Authentication required: send `Authorization: Bearer <token>` with a valid, unrevoked API "
+    "token (Profile → API tokens), or sign in."
+)
+
+
+def _signed_in_docs(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The OpenAPI document and the docs page need what every route needs: a signed-in
+    session or an API token. Anonymous browsers go to the login page, scripts get a 401."""
+
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated or TokenAuth()(request) is not None:
+            return view(request, *args, **kwargs)
+        if request.path.endswith(".json"):
+            response = JsonResponse({"detail": AUTH_REQUIRED}, status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="modelpress"'
+            return response
+        return redirect_to_login(request.get_full_path())
+
+    return guarded
+
 
 api = NinjaAPI(
     title="ModelPress API",
@@ -35,6 +60,7 @@ api = NinjaAPI(
     # Tried in order: a token first (scripts, the CLI), then the session (these docs), which
     # also requires the CSRF token on unsafe methods.
     auth=[TokenAuth(), django_auth],
+    docs_decorator=_signed_in_docs,
 )
 api.add_router("", accounts_router)
 api.add_router("", registry_router)
@@ -47,12 +73,7 @@ def _error(request: HttpRequest, status: int, detail: str, **extra: Any) -> Http
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    response = _error(
-        request,
-        401,
-        "Authentication required: send `Authorization: Bearer <token>` with a valid, "
-        "unrevoked API token (Profile → API tokens), or sign in.",
-    )
+    response = _error(request, 401, AUTH_REQUIRED)
     response["WWW-Authenticate"] = 'Bearer realm="modelpress"'
     return response
 

@@ -246,6 +246,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # a CUDA device consumes it; everything else, and training without such a worker, to cpu.
 MODELPRESS_CPU_QUEUE = env_str("MODELPRESS_CPU_QUEUE") or CELERY_TASK_DEFAULT_QUEUE
 MODELPRESS_GPU_QUEUE = env_str("MODELPRESS_GPU_QUEUE") or "gpu"
+# Model conversions at upload (seconds to minutes, needed before any job can start) have a
+# queue of their own, served by a worker of their own (`make run` starts one beside the job
+# worker; compose and k8s run a worker-convert), so they never wait behind hour-long jobs.
+MODELPRESS_CONVERT_QUEUE = env_str("MODELPRESS_CONVERT_QUEUE") or "convert"
 
 # A worker is "alive" when its heartbeat row is younger than this; a running job whose
 # heartbeat is older than MODELPRESS_JOB_STALE_SECONDS is failed by the reaper.
@@ -272,9 +276,13 @@ MODELPRESS_INVITE_TTL_HOURS = env_int("MODELPRESS_INVITE_TTL_HOURS", 72)
 MODELPRESS_TEAM_STORAGE_QUOTA_BYTES = env_int("MODELPRESS_TEAM_STORAGE_QUOTA_BYTES", 20 * 1024**3)
 MODELPRESS_TEAM_MAX_CONCURRENT_JOBS = env_int("MODELPRESS_TEAM_MAX_CONCURRENT_JOBS", 4)
 
-# Login rate limits (accounts.ratelimit): after this many failed logins for one username, or
-# from one client address, within the window, logins are refused until it ends.
+# Login rate limits (accounts.ratelimit): after this many failed logins for one username from
+# one client address, or from one address for any username, within the window, those logins
+# are refused until it ends. A username alone is never locked (anyone could lock its owner
+# out): after MAX_FAILURES failures from all addresses, an address that failed on it waits
+# MODELPRESS_LOGIN_SLOWDOWN_SECONDS before its next try.
 MODELPRESS_LOGIN_MAX_FAILURES = env_int("MODELPRESS_LOGIN_MAX_FAILURES", 10)
+MODELPRESS_LOGIN_SLOWDOWN_SECONDS = env_int("MODELPRESS_LOGIN_SLOWDOWN_SECONDS", 5)
 # Higher: an office behind one NAT address shares it.
 MODELPRESS_LOGIN_MAX_FAILURES_PER_IP = env_int("MODELPRESS_LOGIN_MAX_FAILURES_PER_IP", 30)
 MODELPRESS_LOGIN_WINDOW_SECONDS = env_int("MODELPRESS_LOGIN_WINDOW_SECONDS", 15 * 60)

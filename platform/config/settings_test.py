@@ -27,6 +27,9 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault(
 # The job queues follow that run-own default queue (settings.py read it before it was set).
 MODELPRESS_CPU_QUEUE = os.environ.get("MODELPRESS_CPU_QUEUE") or CELERY_TASK_DEFAULT_QUEUE
 MODELPRESS_GPU_QUEUE = os.environ.get("MODELPRESS_GPU_QUEUE") or f"{CELERY_TASK_DEFAULT_QUEUE}-gpu"
+MODELPRESS_CONVERT_QUEUE = (
+    os.environ.get("MODELPRESS_CONVERT_QUEUE") or f"{CELERY_TASK_DEFAULT_QUEUE}-convert"
+)
 # Each test process keeps its own cache: login rate-limit counts must not outlive a run or
 # leak between concurrent runs through a shared Redis.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -28,7 +28,7 @@ from jobs.bundles import bundle_name, stream_bundle
 from jobs.download_links import issue_link
 from jobs.downloads import artifact_response
 from jobs.models import Artifact, Job
-from jobs.services import cancel_job, create_job, record_download
+from jobs.services import cancel_job, create_job, delete_job, record_download
 from registry.access import get_model_version_for_user, get_project_for_user
 from web.api import (
     READ_ERRORS,
@@ -85,6 +85,10 @@ class ReportSummary(Schema):
 
 class JobOut(Schema):
     id: UUID
+    title: str = Field(
+        description="What the job is, readable: model version · preset (or steps) · dataset, "
+        "e.g. `resnet v2 · Static int8 (calibrated) · calib-images` (jobs.titles)."
+    )
     project: UUID
     model_version: UUID
     dataset: UUID | None
@@ -106,6 +110,12 @@ class JobOut(Schema):
         return job.uuid
 
     @staticmethod
+    def resolve_title(job: Job) -> str:
+        from jobs.titles import job_title
+
+        return job_title(job)
+
+    @staticmethod
     def resolve_project(job: Job) -> UUID:
         return job.project.uuid
 
@@ -123,9 +133,20 @@ class JobOut(Schema):
 
 
 class JobDetailOut(JobOut):
+    queue_position: str | None = Field(
+        description="While queued: its place in its queue and what is ahead, e.g. `2nd in the "
+        "cpu queue, behind: resnet v1 · job 1a2b3c4d (running)` (web.queue_position)."
+    )
     recipe: dict[str, Any]
     summary: ReportSummary | None = Field(description="Once the job has succeeded.")
     artifacts: list[ArtifactOut]
+
+    @staticmethod
+    def resolve_queue_position(job: Job) -> str | None:
+        from web.queue_position import job_position
+
+        position = job_position(job)
+        return position.text if position else None
 
     @staticmethod
     def resolve_summary(job: Job) -> dict[str, Any] | None:
@@ -258,6 +279,19 @@ def create_job_route(request: HttpRequest, version_uuid: UUID, payload: JobIn) -
 def get_job(request: HttpRequest, job_uuid: UUID) -> Job:
     """Status, stage and progress; the report summary and artifacts once it has succeeded."""
     return _job(request, job_uuid)
+
+
+@router.delete(
+    "/jobs/{job_uuid}",
+    response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+    summary="Delete Job",
+)
+def delete_job_route(request: HttpRequest, job_uuid: UUID) -> Status[None]:
+    """Delete a finished job with its report and files (owners and admins). 409 while it is
+    queued or running: cancel it first."""
+    user = acting_user(request)
+    delete_job(_job(request, job_uuid), user=user, request=request)
+    return Status(204, None)
 
 
 @router.post(

@@ -17,6 +17,7 @@ from django.db.models.functions import Cast
 from django.urls import get_script_prefix, reverse
 
 from jobs.models import Job
+from jobs.titles import compose, parts_title, with_title_parts
 from registry.models import Project
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def _with_ratios(jobs: QuerySet[Job]) -> QuerySet[Job]:
 
 
 # What a table row shows. The wide JSON columns (report, recipe, training, timeline) and the
-# model version's graph facts are most of a row's bytes and decoding time, and none is shown.
+# model version's graph facts are most of a row's bytes and decoding time, and none is shown:
+# a row's title (jobs.titles) reads only the recipe's steps and exports, in SQL.
 # `project` stays: the related manager (project.jobs) sets it on every row it loads, and a
 # deferred one would cost a query per row.
 TABLE_FIELDS = (
@@ -87,6 +89,7 @@ TABLE_FIELDS = (
     "finished_at",
     "model_version__name",
     "model_version__version",
+    "dataset__name",
 )
 
 
@@ -151,8 +154,8 @@ def jobs_table(project: Project, query: Mapping[str, str]) -> JobsTable:
     # One query: the page's jobs are picked in a subquery that reads only the sorted column
     # (no report at all when sorting by a date), and only the page's rows read their ratios.
     page.object_list = (
-        _with_ratios(project.jobs.filter(pk__in=page.object_list))
-        .select_related("model_version")
+        with_title_parts(_with_ratios(project.jobs.filter(pk__in=page.object_list)))
+        .select_related("model_version", "dataset")
         .only(*TABLE_FIELDS)
         .order_by(*ordering)
     )
@@ -194,8 +197,9 @@ def jobs_table(project: Project, query: Mapping[str, str]) -> JobsTable:
 
 
 def scatter(project: Project) -> dict[str, Any] | None:
-    """Accuracy (or fidelity cosine when any job has no labels) against latency and size of
-    the project's succeeded jobs, with the Pareto front marked; None with no such job.
+    """Charts of the project's succeeded jobs, one per model version (jobs._chart): accuracy
+    (or fidelity, said so, when a job had no labels) against latency and size, with the
+    Pareto front marked; None with no such job.
 
     Every dashboard view shows it, and building it reads every plotted report, so it is
     cached per set of succeeded jobs. That set only grows, by a job succeeding (reports never
@@ -230,14 +234,19 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
     # Read from the report JSON in the query (as the table sorts): no report is parsed here,
     # and plain rows rather than model instances, since a point needs only these values.
     jobs = list(
-        _with_ratios(project.jobs)
+        with_title_parts(_with_ratios(project.jobs))
         .filter(status=Job.Status.SUCCEEDED, size_ratio__isnull=False, latency_ratio__isnull=False)
         .annotate(top1=Cast(KT("report__accuracy__result_top1"), FloatField()))
         .order_by("-finished_at")
         .values(
             "uuid",
+            "model_version__uuid",
             "model_version__name",
             "model_version__version",
+            "dataset__name",
+            "title_steps",
+            "title_export",
+            "title_tflite",
             "size_ratio",
             "latency_ratio",
             "cosine",
@@ -246,16 +255,27 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
     )
     if not jobs:
         return None
-    # Accuracy and cosine are not on one scale: one metric for every point.
-    use_accuracy = all(job["top1"] is not None for job in jobs)
+    # One chart per model version: ratios against different originals do not compare.
+    by_version: dict[Any, list[dict[str, Any]]] = {}
+    for job in jobs:
+        by_version.setdefault(job["model_version__uuid"], []).append(job)
+    charts = [_chart(i, rows) for i, rows in enumerate(by_version.values())]
+    charts = [c for c in charts if c["points"]]
+    return {"charts": charts} if charts else None
+
+
+def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model version's jobs: accuracy when every one of them was scored on labels, else
+    fidelity (cosine similarity to the original), and the chart says which and why."""
+    without_labels = sum(1 for job in jobs if job["top1"] is None)
+    use_accuracy = without_labels == 0
     rows = [(job, 100 * job["top1"] if use_accuracy else job["cosine"]) for job in jobs]
     rows = [(job, m) for job, m in rows if m is not None]
     front = pareto_front([(job["latency_ratio"], job["size_ratio"], -m) for job, m in rows])
     points = [
         {
             "job": str(job["uuid"]),
-            "label": f"{job['model_version__name']} v{job['model_version__version']}"
-            f" · {str(job['uuid'])[:8]}",
+            "label": _row_title(job),
             "url": reverse("jobs-detail", kwargs={"job_uuid": job["uuid"]}),
             "latency_ratio": round(job["latency_ratio"], 4),
             "size_ratio": round(job["size_ratio"], 4),
@@ -264,12 +284,32 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
         }
         for (job, m), on_front in zip(rows, front, strict=True)
     ]
+    first = jobs[0]
+    if use_accuracy:
+        label, note = "Accuracy: top-1 on labelled data (%)", ""
+    else:
+        label = "Fidelity: cosine similarity to the original (not accuracy)"
+        note = (
+            f"{without_labels} of {len(jobs)} job{'s' if len(jobs) != 1 else ''} ran without "
+            "labelled data, so this chart compares fidelity to the original, not accuracy."
+        )
     return {
+        "id": f"pareto-data-{index}",
+        "version": f"{first['model_version__name']} v{first['model_version__version']}",
         "metric": "accuracy" if use_accuracy else "cosine",
-        "metric_label": "Top-1 accuracy (%)" if use_accuracy else "Cosine similarity to original",
+        "metric_label": label,
+        "note": note,
         "points": points,
         "front": [p for p in points if p["front"]],
     }
+
+
+def _row_title(job: dict[str, Any]) -> str:
+    """jobs.titles.job_title for a values() row."""
+    recipe_part = parts_title(job["title_steps"], job["title_export"], job["title_tflite"])
+    return compose(
+        job["model_version__name"], job["model_version__version"], recipe_part, job["dataset__name"]
+    )
 
 
 def project_dashboard(project: Project, query: Mapping[str, str]) -> dict[str, Any]:

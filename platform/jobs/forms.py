@@ -19,9 +19,12 @@ from compress_engine import (
     EngineError,
     ImageLayout,
     Preset,
+    PresetSuggestion,
     TensorInfo,
     image_layout,
+    matching_preset,
     split_sizes,
+    suggest_preset,
 )
 from compress_engine.configs import EvaluateConfig, Recipe
 from jobs.recipe_builder import (
@@ -40,13 +43,14 @@ from jobs.recipe_yaml import (
     read_recipe,
     recipe_text,
     with_evaluate,
+    with_normalisation,
+    with_preset,
     with_split,
     with_steps,
 )
 from jobs.services import JobRejected, preflight_job
 from registry.models import Dataset, ModelVersion
-
-DEFAULT_PRESET = "fast-int8"
+from registry.preprocessing import Preprocessing, model_image_layout
 
 
 @dataclass
@@ -58,21 +62,35 @@ class JobForm:
     recipe: Recipe | None  # recipe_yaml parsed; None when it does not parse
     steps: list[BuilderStep]
     dataset: Dataset | None = None
-    preset: Preset | None = None  # when the recipe came from one
+    preset: Preset | None = None  # the preset the recipe's steps and exports match
     recipe_error: str = ""  # the YAML as a whole (parse errors, step order, budgets)
     dataset_error: str = ""  # what the recipe needs from the dataset, or teachers
     datasets: list[Dataset] = field(default_factory=list)
 
     @classmethod
     def of(cls, version: ModelVersion, text: RecipeText, **fields: Any) -> JobForm:
+        """The form for this recipe text. The preset shown is read off the recipe itself, so
+        whatever order preset, dataset and normalisation were chosen in, the same recipe
+        shows the same preset."""
         return cls(
             version=version,
             recipe_yaml=text.yaml,
             recipe=text.recipe,
             recipe_error=text.error,
             datasets=list(version.project.datasets.all()),
+            preset=matching_preset(text.recipe) if text.recipe is not None else None,
             **fields,
         )
+
+    @property
+    def suggestion(self) -> PresetSuggestion:
+        """The preset the engine suggests for this model (compress_engine.suggest_preset):
+        a hint beside the preset; it changes no choice."""
+        return suggest_preset(self.version.op_types or {}, self.dataset is not None)
+
+    @property
+    def normalisation(self) -> Normalisation | None:
+        return normalisation(self)
 
     @property
     def can_submit(self) -> bool:
@@ -125,35 +143,55 @@ def _image_layout(version: ModelVersion) -> ImageLayout:
     return image_layout(TensorInfo.model_validate(version.inputs[0]))
 
 
-def with_dataset_preprocessing(text: str, dataset: Dataset, version: ModelVersion) -> RecipeText:
-    """For an image-folder dataset, the recipe with the dataset's recorded mean/std (for the
-    model's channel count) in evaluate.image_mean/image_std, unless the recipe already sets
-    values other than the defaults."""
-    recorded = _recorded_normalisation(dataset, version)
-    evaluate = evaluate_section(text)
-    defaults = EvaluateConfig()
-    unset = all(
-        evaluate.get(key, getattr(defaults, key)) == getattr(defaults, key)
-        for key in ("image_mean", "image_std")
-    )
-    if recorded is None or not unset:
-        return read_recipe(text)
-    mean, std = recorded
-    return with_evaluate(text, {"image_mean": mean, "image_std": std})
+@dataclass(frozen=True)
+class Normalisation:
+    """The image normalisation the recipe sets (evaluate.image_mean/image_std), shown on the
+    form for models with an image input, and where it comes from."""
+
+    mean: list[float]
+    std: list[float]
+    layout: ImageLayout
+    model_default: Preprocessing  # the model version's recorded preprocessing
+
+    @property
+    def is_none(self) -> bool:
+        return self.mean == [0.0] and self.std == [1.0]
+
+    @property
+    def is_model_default(self) -> bool:
+        return {"image_mean": self.mean, "image_std": self.std} == (
+            self.model_default.recipe_values()
+        )
+
+    @property
+    def mean_text(self) -> str:
+        return ", ".join(f"{v:g}" for v in self.mean)
+
+    @property
+    def std_text(self) -> str:
+        return ", ".join(f"{v:g}" for v in self.std)
 
 
-def _recorded_normalisation(
-    dataset: Dataset, version: ModelVersion
-) -> tuple[list[float], list[float]] | None:
-    """The image dataset's recorded (mean, std) for the model's channels; None for other
-    datasets, or a model that cannot take images (_check reports it on the dataset field)."""
-    if not dataset.is_image_folder:
+def normalisation(form: JobForm) -> Normalisation | None:
+    """None for models without one image input (image-folder datasets do not fit them)."""
+    layout = model_image_layout(form.version)
+    if layout is None:
         return None
-    try:
-        layout = _image_layout(version)
-    except EngineError:
-        return None
-    return dataset.image_normalisation(layout.channels)
+    if form.recipe is not None:
+        mean, std = list(form.recipe.evaluate.image_mean), list(form.recipe.evaluate.image_std)
+    else:
+        evaluate, defaults = evaluate_section(form.recipe_yaml), EvaluateConfig()
+        mean = evaluate.get("image_mean", defaults.image_mean)
+        std = evaluate.get("image_std", defaults.image_std)
+    return Normalisation(mean, std, layout, Preprocessing.of(form.version))
+
+
+def model_defaults(text: RecipeText, version: ModelVersion) -> RecipeText:
+    """A new recipe with the model version's recorded preprocessing (none when unset)."""
+    chosen = Preprocessing.of(version)
+    if chosen.is_none or model_image_layout(version) is None:
+        return text
+    return with_evaluate(text.yaml, chosen.recipe_values())
 
 
 def data_split(form: JobForm) -> DataSplit:
@@ -228,14 +266,19 @@ def initial_form(
     *,
     recipe: Recipe | None = None,
     dataset: Dataset | None = None,
-    preset: str = DEFAULT_PRESET,
 ) -> JobForm:
-    """The form as a page first shows it: a preset, or a given recipe (duplicate-and-edit)."""
-    chosen = PRESETS[preset] if recipe is None else None
-    text = recipe_text(chosen.recipe() if chosen is not None else recipe)
-    form = JobForm.of(
-        version, text, steps=steps_from_recipe(text.recipe), dataset=dataset, preset=chosen
-    )
+    """The form as a page first shows it: a given recipe (duplicate-and-edit), or the preset
+    the engine suggests for this model with the model's own preprocessing. A suggestion that
+    calibrates or trains starts on the project's newest dataset."""
+    if recipe is None:
+        newest = dataset or version.project.datasets.first()
+        suggestion = suggest_preset(version.op_types or {}, newest is not None)
+        if suggestion.preset.needs_data:
+            dataset = newest
+        text = model_defaults(recipe_text(suggestion.preset.recipe()), version)
+    else:
+        text = recipe_text(recipe)
+    form = JobForm.of(version, text, steps=steps_from_recipe(text.recipe), dataset=dataset)
     return _check(form, user)
 
 
@@ -245,8 +288,12 @@ def form_from_post(version: ModelVersion, user: User, data: QueryDict) -> JobFor
     action: `preset` (load the chosen preset), `add` (a step of `add-technique`), `remove-N`,
     `build` (a builder field changed: regenerate the YAML), `yaml` (the YAML changed: rebuild
     the builder from it when it parses), `split` (a data split field changed: write it to the
-    YAML's evaluate section), `dataset` (another dataset chosen: as `yaml`, and an image-folder
-    dataset's mean/std go into the YAML unless it sets its own).
+    YAML's evaluate section), `normalisation` (the image mean/std changed: likewise),
+    `dataset` (another dataset chosen: as `yaml`; the recipe does not change).
+
+    A preset replaces the steps, exports and evaluate settings but keeps the split and the
+    normalisation chosen on the form, and nothing else rewrites them: the same choices give
+    the same recipe in whatever order they are made.
     """
     action = data.get("action", "yaml")
     posted = data.get("recipe", "")
@@ -254,11 +301,10 @@ def form_from_post(version: ModelVersion, user: User, data: QueryDict) -> JobFor
     dataset = None
     if data.get("dataset"):
         dataset = version.project.datasets.filter(uuid=_uuid_or_none(data["dataset"])).first()
-    preset = None
     if action == "preset" and data.get("preset") in PRESETS:
-        preset = PRESETS[data["preset"]]
-        text = recipe_text(preset.recipe())
-        steps = steps_from_recipe(text.recipe)
+        text = with_preset(posted, PRESETS[data["preset"]].recipe())
+        if text.recipe is not None:
+            steps = steps_from_recipe(text.recipe)
     elif action in ("add", "build") or action.startswith("remove-"):
         if action == "add" and data.get("add-technique") in techniques():
             steps = insert_step(steps, data["add-technique"])
@@ -269,15 +315,14 @@ def form_from_post(version: ModelVersion, user: User, data: QueryDict) -> JobFor
     else:
         if action == "split":
             text = with_split(posted, data)
-        elif action == "dataset" and dataset is not None:
-            # A newly chosen image-folder dataset brings its recorded mean/std.
-            text = with_dataset_preprocessing(posted, dataset, version)
+        elif action == "normalisation":
+            text = with_normalisation(posted, data)
         else:
             text = read_recipe(posted)
         # Unparsable YAML: the builder keeps what it had; the YAML's error shows under it.
         if text.recipe is not None:
             steps = steps_from_recipe(text.recipe)
-    form = JobForm.of(version, text, steps=steps, dataset=dataset, preset=preset)
+    form = JobForm.of(version, text, steps=steps, dataset=dataset)
     return _check(form, user)
 
 

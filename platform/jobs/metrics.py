@@ -181,11 +181,13 @@ class ModelPressCollector(Collector):
 
 
 def queue_names() -> list[str]:
-    """The queues jobs are sent to: the default one and, where configured, cpu and gpu."""
+    """The queues work is sent to: the default one and, where configured, cpu, gpu and the
+    conversions' queue."""
     names = [
         settings.CELERY_TASK_DEFAULT_QUEUE,
         getattr(settings, "MODELPRESS_CPU_QUEUE", None),
         getattr(settings, "MODELPRESS_GPU_QUEUE", None),
+        getattr(settings, "MODELPRESS_CONVERT_QUEUE", None),
     ]
     return list(dict.fromkeys(name for name in names if name))
 

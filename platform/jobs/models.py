@@ -404,6 +404,12 @@ class WorkerHeartbeat(models.Model):
     providers = models.CharField(
         max_length=300, blank=True, help_text="Usable ONNX Runtime execution providers, a,b."
     )
+    cannot_convert = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="What this worker cannot convert or run for want of a package, checked at "
+        "start: 'torch-export (onnxscript missing); ...'.",
+    )
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
 
@@ -426,10 +432,12 @@ class WorkerHeartbeat(models.Model):
         cuda_memory_bytes: int = 0,
         cpu_cores: int = 0,
         providers: str = "",
+        cannot_convert: str = "",
     ) -> None:
         cls.objects.update_or_create(
             hostname=hostname,
             defaults={
+                "cannot_convert": cannot_convert[:500],
                 "last_seen": timezone.now(),
                 "queues": queues[:200],
                 "device": device[:300],

@@ -93,6 +93,49 @@ def with_split(text: str, fields: Mapping[str, str]) -> RecipeText:
     return from_mapping(data)
 
 
+# The evaluate settings the form's own fields own: a preset chosen after them keeps them.
+FORM_EVALUATE_KEYS = (
+    "calibration_fraction",
+    "training_fraction",
+    "seed",
+    "image_mean",
+    "image_std",
+)
+
+
+def with_preset(text: str, preset: Recipe) -> RecipeText:
+    """The preset's recipe, with the split and normalisation `text` sets (the form's own
+    fields) kept: choosing a preset before or after them gives the same recipe."""
+    evaluate = evaluate_section(text)
+    kept = {k: evaluate[k] for k in FORM_EVALUATE_KEYS if k in evaluate}
+    made = recipe_text(preset)
+    return with_evaluate(made.yaml, kept) if kept else made
+
+
+NORMALISATION_FIELDS = (("image_mean", "norm-image_mean"), ("image_std", "norm-image_std"))
+
+
+def with_normalisation(text: str, fields: Mapping[str, str]) -> RecipeText:
+    """The recipe with evaluate.image_mean/image_std as typed ("0.485, 0.456, 0.406"; an
+    empty field is the default: mean 0, std 1). What does not parse as numbers is written as
+    typed, so the recipe's own check says what is wrong."""
+    data = yaml_mapping(text)
+    if data is None:
+        return read_recipe(text)
+    evaluate = _evaluate(data)
+    for key, name in NORMALISATION_FIELDS:
+        typed = (fields.get(name) or "").replace(",", " ").split()
+        if not typed:
+            evaluate.pop(key, None)
+            continue
+        try:
+            evaluate[key] = [float(v) for v in typed]
+        except ValueError:
+            evaluate[key] = " ".join(typed)
+    data["evaluate"] = evaluate
+    return from_mapping(data)
+
+
 def with_evaluate(text: str, values: Mapping[str, Any]) -> RecipeText:
     """The recipe with these evaluate settings (`text` must hold a YAML mapping)."""
     data = yaml_mapping(text)

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from accounts import audit
+from accounts.access import require_delete
 from accounts.models import User
 from accounts.quotas import QuotaExceeded, check_job_start
 from compress_engine import EngineError, Recipe, default_recipe, step_needs
@@ -18,6 +19,7 @@ from compress_engine.configs import DistillStep, step_kind
 from jobs.models import Job, Reaped
 from jobs.routing import choose_queue
 from registry.access import projects_for
+from registry.deletion import DeletionPlan, DeletionRefused, artifact_bytes
 from registry.models import Dataset, ModelVersion
 from registry.services import RegistryRejected, require_ready
 from web.queue import send_compression_job
@@ -137,6 +139,7 @@ def create_job(
     with transaction.atomic():
         # The team row lock serialises starts, so two at once cannot both pass the limit.
         type(team).objects.select_for_update().get(pk=team.pk)
+        _check_still_there(model_version, dataset)
         _check_quota(team)
         job = Job.objects.create(
             team=model_version.project.team,
@@ -161,6 +164,15 @@ def create_job(
         )
     log.info("job %s created", job.uuid, extra=_log_extra(job))
     return job
+
+
+def _check_still_there(model_version: ModelVersion, dataset: Dataset | None) -> None:
+    """Under the team lock: a deletion (registry.deletion) that committed since the checks
+    leaves nothing to run on."""
+    if not ModelVersion.objects.filter(pk=model_version.pk).exists():
+        raise JobRejected(f"{model_version} was deleted; the job was not started.")
+    if dataset is not None and not Dataset.objects.filter(pk=dataset.pk).exists():
+        raise JobRejected(f"The dataset {dataset.name!r} was deleted; the job was not started.")
 
 
 def _enqueue(job: Job, failure: str) -> None:
@@ -227,6 +239,48 @@ def cancel_job(job: Job, *, user: User, request: HttpRequest | None = None) -> b
     if cancelled:
         log.info("job %s cancel requested (%s)", job.uuid, job.status, extra=_log_extra(job))
     return cancelled
+
+
+def plan_job_deletion(job: Job) -> DeletionPlan:
+    """What deleting a job frees; refused while it is queued or running (its worker would
+    write artifacts for a row that no longer exists)."""
+    from jobs.titles import job_title
+
+    refusal = None
+    if not job.is_terminal:
+        refusal = (
+            f"The job is still {job.get_status_display().lower()}: cancel it or wait for it "
+            "to end, then delete it."
+        )
+    return DeletionPlan(
+        kind="job",
+        name=job_title(job),
+        freed_bytes=artifact_bytes(Job.objects.filter(pk=job.pk)),
+        also=["Its report and compressed files (download links to them stop working)."],
+        refusal=refusal,
+    )
+
+
+def delete_job(job: Job, *, user: User, request: HttpRequest | None = None) -> DeletionPlan:
+    """Delete a finished job; its artifact folder is removed once this commits
+    (registry.stored_files). Owners and admins only."""
+    require_delete(user, job.team)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("model_version", "team").get(pk=job.pk)
+        plan = plan_job_deletion(job)
+        if plan.refusal:
+            raise DeletionRefused(plan.refusal)
+        audit.record(
+            team=job.team,
+            actor=user,
+            action=audit.Action.DELETED,
+            target=job,
+            detail=plan.audit_detail(),
+            request=request,
+        )
+        job.delete()
+    log.info("job %s deleted by %s", job.uuid, user.get_username(), extra=_log_extra(job))
+    return plan
 
 
 def record_download(

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
     path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),
     path("<uuid:job_uuid>/retry/", views.job_retry, name="jobs-retry"),
+    path("<uuid:job_uuid>/delete/", views.job_delete, name="jobs-delete"),
     path("<uuid:job_uuid>/duplicate/", views.job_duplicate, name="jobs-duplicate"),
     path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),
     path("<uuid:job_uuid>/bundle.zip", views.bundle_download, name="jobs-bundle"),

@@ -13,10 +13,11 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling, push_url
 
-from accounts.access import can_write, require_write
+from accounts.access import can_delete, can_write, require_write
 from accounts.models import User
 from jobs.access import get_artifact_for_user, get_job_for_user, jobs_for
 from jobs.bundles import bundle_name, stream_bundle
@@ -43,9 +44,18 @@ from jobs.presenters import (
     pruning_section,
     training_sections,
 )
-from jobs.services import JobRejected, cancel_job, create_job, record_download, retry_job
+from jobs.services import (
+    JobRejected,
+    cancel_job,
+    create_job,
+    delete_job,
+    plan_job_deletion,
+    record_download,
+    retry_job,
+)
 from registry.access import get_model_version_for_user, get_project_for_user
 from registry.models import ModelVersion
+from web.queue_position import job_position
 
 
 @login_required
@@ -142,8 +152,10 @@ def _job_context(job: Job, user: User) -> dict:
         "live_training": None,
         "stages": stage_rows(job),
         "eta": eta_text(job),
+        "queue_position": job_position(job),
         "log_lines": log_lines(job),
         "can_write": can_write(user, job.team),
+        "can_delete": can_delete(user, job.team),
     }
     if job.report:
         report = Report.model_validate(job.report)
@@ -188,6 +200,23 @@ def job_cancel(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
     if not cancel_job(job, user=request.user, request=request):
         messages.info(request, "The job had already finished.")
     return redirect("jobs-detail", job_uuid=job.uuid)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_delete(request: HttpRequest, job_uuid: UUID) -> HttpResponse:
+    """Confirm page (GET) and deletion (POST) of a finished job (registry.deletion_views)."""
+    from registry.deletion_views import confirm_delete
+
+    job = get_job_for_user(request.user, job_uuid)
+    return confirm_delete(
+        request,
+        team=job.team,
+        plan=lambda: plan_job_deletion(job),
+        delete=lambda: delete_job(job, user=request.user, request=request),
+        back_url=reverse("jobs-detail", args=[job.uuid]),
+        done_url=reverse("registry-model-version", args=[job.model_version.uuid]),
+    )
 
 
 @login_required
@@ -312,7 +341,7 @@ def job_compare(request: HttpRequest) -> HttpResponse:
         j.uuid: j
         for j in jobs_for(request.user)
         .filter(uuid__in=wanted)
-        .select_related("model_version", "project")
+        .select_related("model_version", "project", "dataset")
         .prefetch_related("artifacts")
     }
     if len(found) != len(wanted):

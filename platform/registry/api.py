@@ -22,7 +22,13 @@ from pydantic import field_validator
 
 from accounts.access import require_write, teams_for
 from accounts.models import Team
-from registry.access import get_model_version_for_user, get_project_for_user, projects_for
+from registry.access import (
+    get_dataset_for_user,
+    get_model_version_for_user,
+    get_project_for_user,
+    projects_for,
+)
+from registry.deletion import delete_dataset, delete_model_version, delete_project
 from registry.models import Dataset, ModelVersion, Project
 from registry.services import (
     RegistryRejected,
@@ -91,10 +97,21 @@ class ModelVersionOut(Schema):
     outputs: list[dict[str, Any]]
     uploaded_by: str | None
     created_at: datetime
+    queue_position: str | None = Field(
+        description="While the conversion waits: its place in the convert queue and what is "
+        "ahead, e.g. `2nd in the convert queue, behind: resnet v1 (converting)`."
+    )
 
     @staticmethod
     def resolve_id(version: ModelVersion) -> UUID:
         return version.uuid
+
+    @staticmethod
+    def resolve_queue_position(version: ModelVersion) -> str | None:
+        from web.queue_position import conversion_position
+
+        position = conversion_position(version)
+        return position.text if position else None
 
     @staticmethod
     def resolve_project(version: ModelVersion) -> UUID:
@@ -169,6 +186,20 @@ def get_project(request: HttpRequest, project_uuid: UUID) -> Project:
     return get_project_for_user(acting_user(request), project_uuid)
 
 
+@router.delete(
+    "/projects/{project_uuid}",
+    response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+    summary="Delete Project",
+)
+def delete_project_route(request: HttpRequest, project_uuid: UUID) -> Status[None]:
+    """Delete a project with its model versions, datasets, finished jobs and their files
+    (owners and admins). 409 while any of its jobs is queued or running."""
+    user = acting_user(request)
+    project = get_project_for_user(user, project_uuid)
+    delete_project(project=project, user=user, request=request)
+    return Status(204, None)
+
+
 @router.get("/projects/{project_uuid}/models", response={200: list[ModelVersionOut], **READ_ERRORS})
 @paginate(Pagination)
 def list_model_versions(request: HttpRequest, project_uuid: UUID) -> QuerySet[ModelVersion]:
@@ -220,6 +251,20 @@ def get_model_version(request: HttpRequest, version_uuid: UUID) -> ModelVersion:
     return get_model_version_for_user(acting_user(request), version_uuid)
 
 
+@router.delete(
+    "/models/{version_uuid}",
+    response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+    summary="Delete Model Version",
+)
+def delete_model_version_route(request: HttpRequest, version_uuid: UUID) -> Status[None]:
+    """Delete a model version with its finished jobs and their files (owners and admins).
+    409 while a job on it, or one distilling from it, is queued or running."""
+    user = acting_user(request)
+    version = get_model_version_for_user(user, version_uuid)
+    delete_model_version(version=version, user=user, request=request)
+    return Status(204, None)
+
+
 @router.get("/projects/{project_uuid}/datasets", response={200: list[DatasetOut], **READ_ERRORS})
 @paginate(Pagination)
 def list_datasets(request: HttpRequest, project_uuid: UUID) -> QuerySet[Dataset]:
@@ -243,3 +288,17 @@ def upload_dataset(
         project=project, user=user, upload=file, name=name, request=request
     )
     return Status(201, dataset)
+
+
+@router.delete(
+    "/datasets/{dataset_uuid}",
+    response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+    summary="Delete Dataset",
+)
+def delete_dataset_route(request: HttpRequest, dataset_uuid: UUID) -> Status[None]:
+    """Delete a dataset with the finished jobs that used it and their files (owners and
+    admins). 409 while a job using it is queued or running."""
+    user = acting_user(request)
+    dataset = get_dataset_for_user(user, dataset_uuid)
+    delete_dataset(dataset=dataset, user=user, request=request)
+    return Status(204, None)

@@ -10,10 +10,12 @@ class ProjectForm(forms.Form):
 
 class ModelUploadForm(forms.Form):
     file = forms.FileField(
+        # Kept across htmx swaps: after a refusal of the input shapes only the field is fixed.
+        widget=forms.ClearableFileInput(attrs={"hx-preserve": "true"}),
         help_text="ONNX (.onnx, or a .zip with its external data), TorchScript (.pt saved "
         "with torch.jit.save), torch.export (.pt2), Keras (.keras) or a zipped TensorFlow "
         "SavedModel. ONNX is checked at once; the others are converted to ONNX by a worker. "
-        "Pickled modules and state dicts are refused."
+        "Pickled modules and state dicts are refused.",
     )
     name = forms.CharField(
         max_length=100,
@@ -24,10 +26,13 @@ class ModelUploadForm(forms.Form):
     input_shapes = forms.CharField(
         required=False,
         max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "input: 1x3x224x224"}),
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": "x: 1x3x224x224   (the name of forward's argument)"}
+        ),
         help_text="Needed for TorchScript, which records no input shapes; optional for the "
-        "other formats. One input per line: name: 1x3x224x224, with a dtype when not float32 "
-        "(ids: 1x128 int64).",
+        "other formats. One input per line, named after the model's forward() arguments "
+        "(x: 1x3x224x224; checked against the file at upload), or shapes only, in forward's "
+        "order (1x3x224x224). Add a dtype when not float32 (ids: 1x128 int64).",
     )
 
     def clean_input_shapes(self) -> str:

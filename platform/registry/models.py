@@ -36,6 +36,10 @@ class Project(models.Model):
 _STORED_NAMES = {"model.onnx", "model.onnx.zip"} | {f"source{f.suffix}" for f in ModelFormat}
 
 
+# The start of the status message of a version a worker is converting.
+_STARTED = "Converting"
+
+
 def _model_upload_to(instance: ModelVersion, filename: str) -> str:
     # Never reuse the uploader's file name in the storage path: only our own fixed names.
     name = filename.rsplit("/", 1)[-1]
@@ -109,6 +113,13 @@ class ModelVersion(models.Model):
         help_text="Concrete shape per input with dynamic dims, chosen once on the version page; "
         "null stands for the batch dim, which each job's evaluate.batch_size fills in.",
     )
+    preprocessing = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How the model expects image pixels (registry.preprocessing): "
+        "{mean, std, scale}, set once on the version page and the default of every job's "
+        "evaluate.image_mean/image_std. Empty: no normalisation (pixels scaled to [0, 1]).",
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -142,6 +153,21 @@ class ModelVersion(models.Model):
         """`.onnx.zip` when the stored model carries external data, else `.onnx`: workers
         fetch it to a scratch name with the same suffix."""
         return ".onnx.zip" if self.file.name.endswith(".onnx.zip") else ".onnx"
+
+    @property
+    def conversion_started(self) -> bool:
+        """A worker has taken the conversion (mark_conversion_started's message)."""
+        return self.is_converting and self.status_message.startswith(_STARTED)
+
+    def mark_conversion_started(self) -> bool:
+        """Say on a converting version that a worker is converting it now (no longer waiting
+        in the convert queue)."""
+        label = ModelFormat(self.source_format).label
+        return bool(
+            ModelVersion.objects.filter(pk=self.pk, status=self.Status.CONVERTING).update(
+                status_message=f"{_STARTED} the {label} file to ONNX."
+            )
+        )
 
     def finish_conversion(self, *, file_name: str, fields: dict[str, object], message: str) -> bool:
         """converting -> ready with the converted model's facts. A conditional UPDATE: a

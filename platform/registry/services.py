@@ -25,7 +25,7 @@ from web.queue import send_model_conversion
 from web.rejections import Rejected
 
 if TYPE_CHECKING:
-    from compress_engine import ModelInfo
+    from compress_engine import InputSpec, ModelFormat, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def ingest_model_upload(
             info = inspect_onnx(path, max_bytes=max_bytes, external_data=False)
     except EngineError as exc:
         raise RegistryRejected(str(exc)) from exc
+    specs = _named_input_shapes(path, fmt, specs)
     if fmt.needs_input_shapes and not specs:
         raise RegistryRejected(
             f"This is a {fmt.label} file, which does not record the shapes of its inputs: give "
@@ -153,6 +154,43 @@ def ingest_model_upload(
         version.status,
     )
     return version
+
+
+class InputShapesRejected(RegistryRejected):
+    """Input shapes that do not fit the model's forward. `suggestion` is the field's text
+    with forward's names (given shapes kept), `placeholder` an example when none were given:
+    the upload form comes back with them, so a second try needs no guessing."""
+
+    def __init__(self, message: str, *, suggestion: str = "", placeholder: str = "") -> None:
+        super().__init__(message)
+        self.suggestion = suggestion
+        self.placeholder = placeholder
+
+
+def _named_input_shapes(path: Path, fmt: ModelFormat, specs: list[InputSpec]) -> list[InputSpec]:
+    """Check the given shapes against forward's arguments, read from the archive's text
+    (compress_engine.forward_signature: nothing is loaded or unpickled), before any conversion
+    is queued; shapes given by position get forward's names. Formats or archives whose names
+    cannot be read keep the shapes as given: the worker's converter checks them."""
+    from compress_engine import (
+        EngineError,
+        forward_signature,
+        name_input_shapes,
+        suggested_shapes,
+    )
+
+    signature = forward_signature(path, fmt)
+    if signature is None:
+        return specs
+    try:
+        return name_input_shapes(signature, specs, shapes_required=fmt.needs_input_shapes)
+    except EngineError as exc:
+        suggestion = suggested_shapes(signature, specs)
+        raise InputShapesRejected(
+            str(exc),
+            suggestion=suggestion if specs else "",
+            placeholder="" if specs else suggestion,
+        ) from exc
 
 
 def _set_model_facts(version: ModelVersion, info: ModelInfo) -> None:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from accounts.access import can_write, require_write, teams_for
+from accounts.access import can_delete, require_write, rights, teams_for
 from accounts.services import personal_team
 from registry.access import (
     get_dataset_for_user,
@@ -20,6 +20,7 @@ from registry.access import (
 from registry.forms import DatasetUploadForm, InputShapesForm, ModelUploadForm, ProjectForm
 from registry.models import ModelVersion
 from registry.services import (
+    InputShapesRejected,
     RegistryRejected,
     create_project,
     ingest_dataset_upload,
@@ -28,6 +29,7 @@ from registry.services import (
     too_large_message,
 )
 from registry.shapes import dims_to_ask, unknown_rank_inputs
+from web.queue_position import conversion_position
 
 
 @login_required
@@ -60,7 +62,7 @@ def _project_context(project, user, query=None) -> dict:
 
     return {
         "project": project,
-        "can_write": can_write(user, project.team),
+        **rights(user, project.team),
         "upload_form": ModelUploadForm(),
         "dataset_form": DatasetUploadForm(),
         # The lists show a row of facts each; the JSON columns (graph facts, image stats,
@@ -100,6 +102,8 @@ def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpR
                 # Fields beyond file and name that the form's service takes (input_shapes).
                 **{f: form.cleaned_data[f] for f in form.fields if f not in ("file", "name")},
             )
+        except InputShapesRejected as exc:
+            _offer_input_shapes(form, exc)
         except RegistryRejected as exc:
             form.add_error("file", str(exc))
         else:
@@ -111,6 +115,22 @@ def _handle_upload(request, project, form_class, ingest, form_key: str) -> HttpR
         )
     context = {**_project_context(project, request.user), form_key: form}
     return render(request, "registry/project.html", context, status=422)
+
+
+def _offer_input_shapes(form, exc: InputShapesRejected) -> None:
+    """Shapes that do not fit the model's forward: the message goes on the field, which comes
+    back holding the shapes under forward's names (or their names as the placeholder). The
+    chosen file survives an htmx swap (hx-preserve), so correcting the field and pressing
+    upload again is all it takes."""
+    if exc.suggestion:
+        form.data = form.data.copy()
+        form.data["input_shapes"] = exc.suggestion
+        message = f"{exc} The field now holds the names forward takes: check and upload again."
+    else:
+        message = str(exc)
+    if exc.placeholder:
+        form.fields["input_shapes"].widget.attrs["placeholder"] = exc.placeholder
+    form.add_error("input_shapes", message)
 
 
 @login_required
@@ -146,7 +166,11 @@ def dataset_detail(request: HttpRequest, dataset_uuid: UUID) -> HttpResponse:
     from registry.datasets import preview_context
 
     dataset = get_dataset_for_user(request.user, dataset_uuid)
-    return render(request, "registry/dataset.html", preview_context(dataset))
+    context = {
+        **preview_context(dataset),
+        "can_delete": can_delete(request.user, dataset.project.team),
+    }
+    return render(request, "registry/dataset.html", context)
 
 
 @login_required
@@ -172,7 +196,7 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
     from jobs.forms import job_form_context
 
     version = get_model_version_for_user(request.user, version_uuid)
-    jobs = version.jobs.all()[:50]
+    jobs = version.jobs.select_related("dataset")[:50]
     return render(
         request,
         "registry/model_version.html",
@@ -180,11 +204,48 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
             "version": version,
             "jobs": jobs,
             "datasets": version.project.datasets.all(),
+            "queue_position": conversion_position(version),
+            "can_delete": can_delete(request.user, version.project.team),
             # The job form (templates/jobs/inc/job_form.html): builder, presets, teachers.
             **job_form_context(request.user, version),
             **_input_shapes_context(version),
+            **_preprocessing_context(version),
         },
     )
+
+
+def _preprocessing_context(version: ModelVersion) -> dict:
+    """The image preprocessing a ready version's jobs start from (registry.preprocessing)."""
+    from registry.preprocessing import SCALES, Preprocessing, model_image_layout
+
+    layout = model_image_layout(version) if version.is_ready else None
+    return {
+        "preprocessing": Preprocessing.of(version),
+        "preprocessing_layout": layout,
+        "preprocessing_scales": SCALES,
+    }
+
+
+@login_required
+@require_POST
+def model_version_preprocessing(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
+    """Record how the version's image pixels are prepared; new jobs on it start from this."""
+    from registry.preprocessing import PreprocessingRejected, set_preprocessing
+
+    version = get_model_version_for_user(request.user, version_uuid)
+    require_write(request.user, version.project.team)
+    try:
+        chosen = set_preprocessing(
+            version,
+            mean=request.POST.get("mean", ""),
+            std=request.POST.get("std", ""),
+            scale=request.POST.get("scale", "1"),
+        )
+    except PreprocessingRejected as exc:
+        messages.error(request, f"The preprocessing was not saved: {exc}")
+    else:
+        messages.success(request, f"Preprocessing saved ({chosen.describe()}); new jobs use it.")
+    return redirect("registry-model-version", version_uuid=version.uuid)
 
 
 def _input_shapes_context(version: ModelVersion, form: InputShapesForm | None = None) -> dict:
@@ -206,7 +267,9 @@ def model_version_status(request: HttpRequest, version_uuid: UUID) -> HttpRespon
     polling, and a full reload (HX-Refresh) then shows the converted model's facts."""
     version = get_model_version_for_user(request.user, version_uuid)
     html = render(
-        request, "registry/model_version.html#version-status", {"version": version}
+        request,
+        "registry/model_version.html#version-status",
+        {"version": version, "queue_position": conversion_position(version)},
     ).content
     if version.is_converting:
         return HttpResponse(html)

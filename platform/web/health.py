@@ -44,8 +44,13 @@ def check_storage() -> dict[str, Any]:
 def check_workers() -> dict[str, Any]:
     from jobs.models import WorkerHeartbeat
 
-    alive = list(WorkerHeartbeat.alive().values_list("hostname", flat=True))
-    return {"ok": bool(alive), "alive": alive}
+    rows = list(WorkerHeartbeat.alive().values_list("hostname", "cannot_convert"))
+    result: dict[str, Any] = {"ok": bool(rows), "alive": [host for host, _ in rows]}
+    # What a live worker found missing at start (jobrunner.heartbeat.check_converters).
+    missing = {host: text for host, text in rows if text}
+    if missing:
+        result["cannot_convert"] = missing
+    return result
 
 
 CHECKS = {

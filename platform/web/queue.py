@@ -23,7 +23,12 @@ def send_compression_job(job: Job) -> None:
 
 
 def send_model_conversion(version: ModelVersion) -> None:
-    """Queue the conversion of an uploaded non-ONNX model, on the default queue."""
+    """Queue the conversion of an uploaded non-ONNX model on the convert queue, which a
+    worker of its own serves: a conversion never waits behind compression jobs."""
+    from django.conf import settings
+
     from config.celery import app
 
-    app.send_task(CONVERT_MODEL_VERSION, args=[str(version.uuid)])
+    app.send_task(
+        CONVERT_MODEL_VERSION, args=[str(version.uuid)], queue=settings.MODELPRESS_CONVERT_QUEUE
+    )

@@ -32,8 +32,13 @@ ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 K8S = DEPLOY / "k8s"
 
-APP_SERVICES = ("migrate", "web", "worker-cpu", "worker-gpu")
-WORKERS = {"worker-cpu": "cpu", "worker-gpu": "gpu"}
+APP_SERVICES = ("migrate", "web", "worker-cpu", "worker-convert", "worker-gpu")
+WORKERS = {"worker-cpu": "cpu", "worker-convert": "convert", "worker-gpu": "gpu"}
+WORKER_DEPLOYMENTS = (
+    "modelpress-worker-cpu",
+    "modelpress-worker-convert",
+    "modelpress-worker-gpu",
+)
 # The oldest Kubernetes the manifests are meant for, and the newest schemas the package ships.
 K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 
@@ -427,6 +432,11 @@ def test_it_routes_each_worker_to_the_queue_the_settings_name():
         "CELERY_TASK_DEFAULT_QUEUE"
     )
     assert _queues(services["worker-gpu"]["command"]) == _setting_default("MODELPRESS_GPU_QUEUE")
+    # Conversions at upload have a worker of their own, which reads nothing else.
+    assert _queues(services["worker-convert"]["command"]) == _setting_default(
+        "MODELPRESS_CONVERT_QUEUE"
+    )
+    assert "deploy" not in services["worker-convert"]
 
 
 def test_it_gives_the_gpu_worker_an_nvidia_gpu():
@@ -563,11 +573,23 @@ def test_it_gives_gpu_workers_a_gpu_on_gpu_nodes_and_cpu_workers_none():
     assert _queues(cpu["containers"][0]["command"]) == _setting_default("CELERY_TASK_DEFAULT_QUEUE")
 
 
+def test_it_runs_conversions_on_a_worker_deployment_of_their_own():
+    convert = _pod(_one("Deployment", "modelpress-worker-convert"))
+    container = convert["containers"][0]
+    assert _queues(container["command"]) == _setting_default("MODELPRESS_CONVERT_QUEUE")
+    assert "--concurrency" in container["command"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    # No job worker reads the convert queue: a conversion must not wait behind a job.
+    for name in ("modelpress-worker-cpu", "modelpress-worker-gpu"):
+        command = _pod(_one("Deployment", name))["containers"][0]["command"]
+        assert "convert" not in _queues(command).split(","), name
+
+
 def test_it_gives_workers_guaranteed_cpus():
     # Whole CPUs: the engine's thread count is the quota rounded down; and only a Guaranteed
     # pod (requests == limits in every container) gets exclusive cores from the kubelet's
     # static CPU manager.
-    for name in ("modelpress-worker-cpu", "modelpress-worker-gpu"):
+    for name in WORKER_DEPLOYMENTS:
         pod = _pod(_one("Deployment", name))
         for container in [*pod["initContainers"], *pod["containers"]]:
             resources = container["resources"]
@@ -578,7 +600,7 @@ def test_it_gives_workers_guaranteed_cpus():
 def test_it_migrates_in_a_job_and_makes_the_app_wait_for_it():
     job = _pod(_one("Job", "modelpress-migrate"))["containers"][0]
     assert job["command"] == ["python", "manage.py", "migrate", "--noinput"]
-    for name in ("modelpress-web", "modelpress-worker-cpu", "modelpress-worker-gpu"):
+    for name in ("modelpress-web", *WORKER_DEPLOYMENTS):
         init = _pod(_one("Deployment", name))["initContainers"]
         assert any("--check" in c["command"] and "migrate" in c["command"] for c in init), name
 
@@ -591,8 +613,7 @@ def test_it_keeps_files_in_s3_so_no_pod_needs_a_shared_volume():
     assert not [d for _, d in manifests() if d["kind"] == "PersistentVolumeClaim"]
     for name, target in (
         ("modelpress-web", "web"),
-        ("modelpress-worker-cpu", "worker"),
-        ("modelpress-worker-gpu", "worker"),
+        *((name, "worker") for name in WORKER_DEPLOYMENTS),
     ):
         pod = _pod(_one("Deployment", name))
         container = pod["containers"][0]

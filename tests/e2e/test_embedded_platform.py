@@ -87,6 +87,11 @@ def test_it_runs_the_whole_flow_on_embedded_defaults(page, tiny_cnn_onnx, tmp_pa
         page.set_input_files("#upload-form input[type=file]", str(tiny_cnn_onnx))
         page.click("text=Upload and check")
         expect(page.get_by_role("heading", name="tiny_cnn")).to_be_visible()
+        # The form suggests `auto` for a CNN without a dataset, which may keep the original;
+        # dynamic int8 always writes a quantized file to look for.
+        page.select_option("#job-preset", "fast-int8")
+        step = page.get_by_test_id("builder-step")
+        expect(step).to_have_attribute("data-technique", "quantize:dynamic-int8")
         page.click("text=Start job")
         expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=180_000)
         expect(page.get_by_test_id("artifacts")).to_contain_text("model.int8.onnx")

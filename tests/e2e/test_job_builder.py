@@ -33,7 +33,10 @@ def test_it_composes_prune_distill_quantize_runs_it_and_compares_two_jobs(
     page.select_option("#job-dataset", label=DATASET)
     steps = page.get_by_test_id("builder-step")
     recipe = page.locator("#job-recipe")
-    expect(steps).to_have_count(1)  # the default preset: dynamic int8
+    expect(steps).to_have_count(1)  # the engine's suggestion for a CNN with data: static int8
+    expect(steps.nth(0)).to_have_attribute("data-technique", "quantize:static-int8")
+    page.select_option("#job-preset", "fast-int8")
+    expect(steps.nth(0)).to_have_attribute("data-technique", "quantize:dynamic-int8")
 
     # Prune and distill go before the quantize step, whatever order they are added in.
     page.select_option("#add-technique", "prune")

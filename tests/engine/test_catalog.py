@@ -112,3 +112,19 @@ def test_its_stage_plan_tiles_the_engines_progress():
     assert plan[0].lo == 0.0 and plan[-1].hi == 1.0
     assert all(a.hi == pytest.approx(b.lo) for a, b in itertools.pairwise(plan))
     assert [s.name for s in stage_plan(None)][1] == "Step 1: Compression"
+
+
+def test_a_step_that_trains_gets_most_of_the_progress_bar():
+    # Distillation takes most of a prune-distill run's time, so it takes most of its bar:
+    # per-epoch progress then visibly moves the job's overall progress.
+    plan = stage_plan(
+        _recipe({"prune": {}}, {"distill": {"epochs": 3}}, {"quantize": {"mode": "static-int8"}})
+    )
+    widths = {s.name: s.hi - s.lo for s in plan}
+    assert widths["Step 2: Distillation"] > 0.5
+    assert widths["Step 2: Distillation"] > 10 * widths["Step 1: Pruning"]
+    assert plan[0].lo == 0.0 and plan[-1].hi == 1.0
+    assert all(a.hi == pytest.approx(b.lo) for a, b in itertools.pairwise(plan))
+    # A recipe that trains nothing keeps the layout it always had: the steps share 0.35-0.50.
+    light = stage_plan(_recipe({"prune": {}}, {"quantize": {}}))
+    assert (light[1].lo, light[2].hi, light[3].lo) == (0.35, 0.5, 0.5)

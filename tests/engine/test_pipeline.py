@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compress_engine import EngineError, Recipe, stages
+from compress_engine import EngineError, Recipe
 from compress_engine.configs import AutoConfig, DynamicInt8Config
 from compress_engine.passes import PassContext
 from compress_engine.passes.auto import AutoQuantize
@@ -45,9 +45,9 @@ def test_the_first_stages_hand_each_other_typed_values(
         "Dynamic int8 quantization",
         "Validate result",
     ]
-    assert calls[0] == ("Measuring original model", stages.MEASURE_ORIGINAL)
-    assert ("Quantizing (dynamic int8)", stages.STEPS) in calls
-    assert calls[-1] == ("Validating result", stages.VALIDATE)
+    assert calls[0] == ("Measuring original model", run.layout.measure_original)
+    assert ("Quantizing (dynamic int8)", run.layout.steps[0][0]) in calls
+    assert calls[-1] == ("Validating result", run.layout.validate)
 
 
 def test_a_pass_that_measures_candidates_needs_the_runs_evaluator(

@@ -47,8 +47,11 @@ def test_it_advertises_the_queues_it_reads_and_its_hardware(worker, settings):
     from compress_engine.device import cuda_devices
 
     row = WorkerHeartbeat.alive().get(hostname=worker.hostname)
-    # Only the -Q queues (the fixture's run-own queue), not every queue the app knows.
-    assert row.queue_names == [settings.CELERY_TASK_DEFAULT_QUEUE]
+    # Only the -Q queues (the fixture's run-own job and convert queues), not every queue the
+    # app knows.
+    assert sorted(row.queue_names) == sorted(
+        [settings.CELERY_TASK_DEFAULT_QUEUE, settings.MODELPRESS_CONVERT_QUEUE]
+    )
     assert row.cpu_cores > 0 and "cores" in row.device
     assert (row.cuda_device != "") == bool(cuda_devices())
 

@@ -81,6 +81,7 @@ def test_it_hides_every_team_object_from_an_outsider(client, outsider, team_obje
         statuses = {"get": client.get(url).status_code}
         if name.startswith("api-v1:"):  # the API reads JSON bodies
             statuses["post"] = client.post(url, {}, content_type="application/json").status_code
+            statuses["delete"] = client.delete(url).status_code
         else:
             statuses["post"] = client.post(url).status_code
         # 405 (wrong method) and the API's 422 (a request body missing) are answered before
@@ -94,6 +95,13 @@ def test_it_hides_every_team_object_from_an_outsider(client, outsider, team_obje
     # Guard against the walk silently covering nothing.
     assert {"registry-project", "jobs-detail", "jobs-artifact", "jobs-report"} <= set(checked)
     assert {"accounts-token-revoke", "api-v1:get_job", "api-v1:download_artifact"} <= set(checked)
+    assert {
+        "registry-project-delete",
+        "registry-model-version-delete",
+        "registry-dataset-delete",
+        "jobs-delete",
+        "api-v1:delete_dataset_route",
+    } <= set(checked)
     assert {
         "accounts-team",
         "accounts-team-audit",

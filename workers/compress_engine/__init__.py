@@ -30,16 +30,28 @@ from compress_engine.device import WorkerDevice, cpu_model_name, probe_worker_de
 from compress_engine.errors import EngineError
 from compress_engine.images import ImageLayout, image_layout
 from compress_engine.ingest import (
+    ForwardSignature,
     InputSpec,
     ModelFormat,
     convert_to_onnx,
     detect_format,
+    forward_signature,
+    name_input_shapes,
     parse_input_shapes,
+    suggested_shapes,
 )
+from compress_engine.ingest.capability import MissingCapability, probe_capabilities
 from compress_engine.inspect import inspect_onnx, same_inputs
 from compress_engine.onnx_files import pack_zip
 from compress_engine.passes import PassInfo, list_passes
-from compress_engine.presets import PRESETS, Preset, get_preset
+from compress_engine.presets import (
+    PRESETS,
+    Preset,
+    PresetSuggestion,
+    get_preset,
+    matching_preset,
+    suggest_preset,
+)
 from compress_engine.report import Report, TrainingPoint
 from compress_engine.tensors import ModelInfo, TensorInfo
 
@@ -51,12 +63,15 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "EngineError",
+    "ForwardSignature",
     "ImageLayout",
     "InputSpec",
+    "MissingCapability",
     "ModelFormat",
     "ModelInfo",
     "PassInfo",
     "Preset",
+    "PresetSuggestion",
     "Recipe",
     "Report",
     "Stage",
@@ -70,6 +85,7 @@ __all__ = [
     "cpu_model_name",
     "default_recipe",
     "detect_format",
+    "forward_signature",
     "get_preset",
     "image_layout",
     "image_sample",
@@ -79,15 +95,20 @@ __all__ = [
     "iter_bundle",
     "list_passes",
     "load_dataset",
+    "matching_preset",
     "missing_data",
+    "name_input_shapes",
     "npz_sample",
     "pack_zip",
     "parse_input_shapes",
+    "probe_capabilities",
     "probe_worker_device",
     "same_inputs",
     "split_sizes",
     "stage_plan",
     "step_needs",
+    "suggest_preset",
+    "suggested_shapes",
     "technique_key",
     "techniques",
     "training_steps",

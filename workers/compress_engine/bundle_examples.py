@@ -11,8 +11,9 @@ RUN_ONNX = '''"""Run the bundled ONNX model with ONNX Runtime.
     python examples/run_onnx.py [--npz data.npz] [--model models/NAME.onnx]
 
 Without --npz, inputs are random values of the shapes and dtypes the report was measured
-with (preprocessing.json). Prints each output's shape and, for 2-D class scores, the top-1
-class per sample.
+with (preprocessing.json). A model exported with a fixed batch size runs the samples in
+chunks of that size (the last one padded). Prints each output's shape and, for 2-D class
+scores, the top-1 class per sample.
 """
 
 import argparse
@@ -44,11 +45,28 @@ def main() -> None:
             feed[name] = rng.standard_normal(spec_input["measured_shape"]).astype(dtype)
         else:
             feed[name] = rng.integers(0, 100, spec_input["measured_shape"]).astype(dtype)
-    outputs = session.run(None, feed)
+    outputs = run_in_chunks(session, feed)
     for meta, value in zip(session.get_outputs(), outputs):
         print(f"{meta.name}: shape {list(value.shape)}")
         if value.ndim == 2 and value.shape[1] > 1:
             print(f"  top-1 per sample: {value.argmax(axis=1).tolist()}")
+
+
+def run_in_chunks(session, feed):
+    """All samples through the model; one run unless its batch dimension is fixed (an
+    export with batch 1 takes one sample per run), then chunks of that size."""
+    fixed = session.get_inputs()[0].shape[0]
+    total = len(next(iter(feed.values())))
+    if not isinstance(fixed, int) or fixed <= 0 or fixed == total:
+        return session.run(None, feed)
+    parts = []
+    for start in range(0, total, fixed):
+        chunk = {k: v[start : start + fixed] for k, v in feed.items()}
+        short = fixed - len(next(iter(chunk.values())))
+        if short:  # pad the last chunk with its last sample; its outputs are dropped below
+            chunk = {k: np.concatenate([v, v[-1:].repeat(short, 0)]) for k, v in chunk.items()}
+        parts.append([out[: fixed - short] for out in session.run(None, chunk)])
+    return [np.concatenate(outs) for outs in zip(*parts)]
 
 
 if __name__ == "__main__":

@@ -178,6 +178,12 @@ class Stage:
     hi: float  # ... and ends
 
 
+def progress_layout(recipe: Recipe | None) -> stages.Layout:
+    """Where each stage of a run of `recipe` sits in its progress: steps that train get
+    most of it. None (a recipe that no longer parses) lays out one step that does not."""
+    return stages.layout([] if recipe is None else [n.trains for n in step_needs(recipe)])
+
+
 def stage_plan(recipe: Recipe | None) -> tuple[Stage, ...]:
     """The stages compress() goes through for `recipe`, as the slices of its progress it
     reports them in; None (a recipe that no longer parses) plans one generic step."""
@@ -185,19 +191,19 @@ def stage_plan(recipe: Recipe | None) -> tuple[Stage, ...]:
         ["Compression"] if recipe is None else [pass_for_step(s).info.title for s in recipe.steps]
     )
     tflite = recipe is not None and "tflite" in recipe.export
-    span = (stages.VALIDATE - stages.STEPS) / len(titles)
+    at = progress_layout(recipe)
     return (
-        Stage("Measuring the original model", stages.MEASURE_ORIGINAL, stages.STEPS),
+        Stage("Measuring the original model", at.measure_original, at.steps[0][0]),
         *(
-            Stage(f"Step {i + 1}: {title}", stages.STEPS + i * span, stages.STEPS + (i + 1) * span)
-            for i, title in enumerate(titles)
+            Stage(f"Step {i + 1}: {title}", lo, hi)
+            for i, (title, (lo, hi)) in enumerate(zip(titles, at.steps, strict=True))
         ),
-        Stage("Validating the result", stages.VALIDATE, stages.MEASURE_RESULT),
-        Stage("Measuring the compressed model", stages.MEASURE_RESULT, stages.EXPORT),
+        Stage("Validating the result", at.validate, at.measure_result),
+        Stage("Measuring the compressed model", at.measure_result, at.export),
         Stage(
             "Checking artifacts" + (" and converting to TFLite" if tflite else ""),
-            stages.EXPORT,
-            stages.WRITE,
+            at.export,
+            at.write,
         ),
-        Stage("Writing the report", stages.WRITE, 1.0),
+        Stage("Writing the report", at.write, 1.0),
     )

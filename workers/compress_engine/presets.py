@@ -6,11 +6,14 @@ schema; the choices behind them were measured on the engine's test models (see t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from compress_engine.configs import Recipe
 from compress_engine.errors import EngineError
+from compress_engine.tensors import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -184,3 +187,72 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise EngineError(f"Unknown preset {name!r}; available: {', '.join(PRESETS)}") from None
+
+
+# --- which preset a model should start from ------------------------------------------------
+
+# Op types that carry a convolution's or a fully connected layer's weights.
+CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+MATMUL_OPS = frozenset({"MatMul", "Gemm"})
+
+
+@dataclass(frozen=True)
+class PresetSuggestion:
+    """The preset a job on this model starts from, and why (shown on the job form)."""
+
+    preset: Preset
+    reason: str
+
+
+def suggest_preset(model: ModelInfo | Mapping[str, int], has_dataset: bool) -> PresetSuggestion:
+    """The preset that does something useful for this model (a ModelInfo, or its op_types).
+
+    Dynamic int8 (`fast-int8`) quantizes MatMul/Gemm weights only: on a CNN it touches the
+    last fully connected layer and nothing else. So a model with more convolutions than
+    MatMul/Gemm nodes gets static int8 (weights and activations, convolutions included) when
+    there is data to calibrate on, and `auto` without data (it times dynamic int8 and keeps
+    the original when that is not faster, saying so). MatMul-heavy models (MLPs,
+    transformers) get dynamic int8, which needs no data; a model with neither gets `auto`.
+    """
+    op_types = model.op_types if isinstance(model, ModelInfo) else model
+    convs = sum(n for op, n in op_types.items() if op in CONV_OPS)
+    matmuls = sum(n for op, n in op_types.items() if op in MATMUL_OPS)
+    if convs and convs >= matmuls:
+        kind = f"convolutional ({convs} Conv, {matmuls} MatMul/Gemm)"
+        if has_dataset:
+            return PresetSuggestion(
+                PRESETS["static-int8"], f"{kind}: static int8, calibrated on your dataset"
+            )
+        return PresetSuggestion(
+            PRESETS["auto"],
+            f"{kind}, no dataset: automatic int8 (static int8 needs a dataset to calibrate on; "
+            "dynamic int8 alone would only quantize the fully connected layers)",
+        )
+    if matmuls:
+        return PresetSuggestion(
+            PRESETS["fast-int8"],
+            f"MatMul/Gemm-heavy ({matmuls} MatMul/Gemm, {convs} Conv): dynamic int8, no data "
+            "needed",
+        )
+    return PresetSuggestion(
+        PRESETS["auto"], "no convolution or MatMul/Gemm layers: automatic int8 (measured)"
+    )
+
+
+def matching_preset(recipe: Recipe) -> Preset | None:
+    """The preset this recipe was made from: the one with the same steps and exports (its
+    evaluate settings, data split and normalisation may differ); None for a custom recipe."""
+    steps = [s.model_dump(mode="json") for s in recipe.steps]
+    for preset in PRESETS.values():
+        made = _preset_recipe(preset.name)
+        same_files = made.export == recipe.export and (
+            "tflite" not in recipe.export or made.tflite == recipe.tflite
+        )
+        if same_files and [s.model_dump(mode="json") for s in made.steps] == steps:
+            return preset
+    return None
+
+
+@cache
+def _preset_recipe(name: str) -> Recipe:
+    return PRESETS[name].recipe()

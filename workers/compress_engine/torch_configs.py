@@ -134,7 +134,18 @@ class TrainingConfig(_Strict):
     """Optimisation settings shared by distill and finetune."""
 
     epochs: int = Field(default=10, ge=1, le=1000, description="Passes over the training split.")
-    batch_size: int = Field(default=64, ge=1, le=4096, description="Samples per training step.")
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description=(
+            "Samples per training step, whether the model was exported with a dynamic or a "
+            "fixed batch dimension: a fixed-batch model (e.g. batch 1) is trained on a copy "
+            "with a free batch dimension and keeps its fixed input and output shapes in the "
+            "result. Only if that copy cannot run at other batch sizes does training fall back "
+            "to the fixed batch (slower; the report says why)."
+        ),
+    )
     lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
         default="adamw",

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-def beat_once(hostname: str, queues: str, device: WorkerDevice) -> None:
-    """Refresh this worker's row (liveness, consumed queues, hardware) and reap stale jobs
-    (re-queued once, then failed: jobs.services.reap_stale_jobs)."""
+def beat_once(hostname: str, queues: str, device: WorkerDevice, cannot_convert: str = "") -> None:
+    """Refresh this worker's row (liveness, consumed queues, hardware, what it cannot convert)
+    and reap stale jobs (re-queued once, then failed: jobs.services.reap_stale_jobs)."""
     from django.conf import settings
     from django.db import close_old_connections
 
@@ -41,6 +41,7 @@ def beat_once(hostname: str, queues: str, device: WorkerDevice) -> None:
         cuda_memory_bytes=device.cuda_memory_bytes,
         cpu_cores=device.cpu_cores,
         providers=",".join(device.providers),
+        cannot_convert=cannot_convert,
     )
     reaped = reap_stale_jobs(timedelta(seconds=settings.MODELPRESS_JOB_STALE_SECONDS))
     if reaped.failed or reaped.cancelled:
@@ -60,12 +61,35 @@ def _loop(hostname: str, queues: str, interval: float) -> None:
     except Exception:  # never let the description stop the heartbeats; CPU-only gets no GPU jobs
         log.exception("could not describe this worker's hardware")
         device = WorkerDevice(cpu_model_name(), os.cpu_count() or 1)
+    # The check imports torch in a child process (seconds): beats go on meanwhile.
+    found: list[str] = [""]
+    threading.Thread(
+        target=lambda: found.__setitem__(0, check_converters()),
+        name="modelpress-converter-check",
+        daemon=True,
+    ).start()
     while not _stop.is_set():
         try:
-            beat_once(hostname, queues, device)
+            beat_once(hostname, queues, device, found[0])
         except Exception:  # the database may be briefly unreachable; try again next tick
             log.exception("worker heartbeat failed")
         _stop.wait(interval)
+
+
+def check_converters() -> str:
+    """Import every converter and quantizer path once (in a child process) and log, loudly,
+    what this worker cannot do for want of a package; the heartbeat row records the summary
+    (`cannot_convert`). A user whose upload needs it gets the same message from the engine."""
+    from compress_engine import probe_capabilities
+
+    try:
+        missing = probe_capabilities()
+    except Exception:
+        log.exception("could not check which converters this worker can run")
+        return ""
+    for item in missing:
+        log.error("%s", item.message)
+    return "; ".join(item.short for item in missing)
 
 
 @worker_ready.connect

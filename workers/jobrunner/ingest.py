@@ -41,9 +41,7 @@ def convert_model_version(version_uuid: str) -> None:
     stored: str | None = None
     storage = version.file.storage
     try:
-        ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.CONVERTING).update(
-            status_message=f"Converting the {fmt.label} file to ONNX."
-        )
+        version.mark_conversion_started()
         source = fetch_to_scratch(
             version.source_file.storage, version.source_file.name, scratch / f"source{fmt.suffix}"
         )

@@ -120,7 +120,9 @@ def test_it_shows_the_invite_to_a_visitor_and_brings_them_back_after_signup(clie
     page = client.get(path)
     body = page.content.decode()
     assert page.status_code == 200
-    assert team.name in body and "viewer" in body and "new@example.com" in body
+    # The address only masked: the link may have reached someone else.
+    assert team.name in body and "viewer" in body and "n…@example.com" in body
+    assert "new@example.com" not in body
     assert f"next={path.replace('/', '%2F')}" in body
     signup = client.post(
         f"{reverse('accounts-signup')}?next={path}",
@@ -134,8 +136,12 @@ def test_it_shows_the_invite_to_a_visitor_and_brings_them_back_after_signup(clie
     )
     assert signup.status_code == 302 and signup["Location"] == path
     body = client.get(path).content.decode()
-    # Logged in with another address than the invited one: the page says so.
-    assert "not new@example.com" in body and "Join as newbie" in body
+    # Logged in with another address than the invited one: refused, with the way out.
+    assert (
+        "This invite is for n…@example.com; you are signed in as newbie@example.com. Sign out "
+        "and sign in or sign up with the invited address."
+    ) in body
+    assert "Join as newbie" not in body and "Sign out" in body
 
 
 def test_it_sends_a_logged_out_accept_to_the_login_page(client, team, admin):
@@ -161,7 +167,7 @@ def test_it_comes_back_to_the_invite_after_login(client, team, admin):
 
 def test_it_accepts_an_invite_once(client, team, admin):
     path, token = _invite(client, team, admin.user, role="admin")
-    joiner = UserFactory()
+    joiner = UserFactory(email="New@Example.com")  # the invited address, in other letters
     client.force_login(joiner)
     response = client.post(reverse("accounts-invite-accept", args=[token]))
     assert response.status_code == 302
@@ -173,7 +179,7 @@ def test_it_accepts_an_invite_once(client, team, admin):
     assert event.actor == joiner and event.detail == {"email": "new@example.com", "role": "admin"}
 
     # Used: the page and a second accept, by anyone, say so with 410.
-    other = UserFactory()
+    other = UserFactory(email="other@example.com")
     client.force_login(other)
     page = client.get(path)
     assert page.status_code == 410 and "already been used" in page.content.decode()
@@ -237,3 +243,38 @@ def test_it_answers_an_unknown_token_with_a_clear_404(client):
     assert "not valid" in response.content.decode()
     client.force_login(UserFactory())
     assert client.post(reverse("accounts-invite-accept", args=["nope"])).status_code == 404
+
+
+def test_it_refuses_an_account_with_another_address(client, team, admin):
+    path, token = _invite(client, team, admin.user, email="alice@example.com")
+    bob = UserFactory(username="bob", email="bob@example.com")
+    client.force_login(bob)
+
+    page = client.get(path)
+    response = client.post(reverse("accounts-invite-accept", args=[token]))
+
+    message = (
+        "This invite is for a…@example.com; you are signed in as bob@example.com. Sign out and "
+        "sign in or sign up with the invited address."
+    )
+    assert message in page.content.decode() and "Join as bob" not in page.content.decode()
+    assert 'data-testid="invite-address">a…@example.com<' in page.content.decode()
+    assert response.status_code == 403 and message in response.content.decode()
+    assert not Membership.objects.filter(team=team, user=bob).exists()
+    assert not AuditEvent.objects.filter(action="invite_accepted").exists()
+    # Not consumed: Alice can still join with it.
+    assert Invite.objects.pending().count() == 1
+    alice = UserFactory(username="alice", email="ALICE@example.com")
+    client.force_login(alice)
+    assert 'data-testid="invite-address">alice@example.com<' in client.get(path).content.decode()
+    accepted = client.post(reverse("accounts-invite-accept", args=[token]))
+    assert accepted.status_code == 302
+    assert Membership.objects.get(team=team, user=alice).role == "member"
+
+
+def test_signing_out_from_a_refused_invite_comes_back_to_it(client, team, admin):
+    path, _ = _invite(client, team, admin.user, email="alice@example.com")
+    client.force_login(UserFactory(email="bob@example.com"))
+    response = client.post(reverse("accounts-logout"), {"next": path})
+    assert response.status_code == 302 and response["Location"] == path
+    assert "Log in" in client.get(path).content.decode()

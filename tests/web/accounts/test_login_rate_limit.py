@@ -1,4 +1,6 @@
-"""Login rate limiting (accounts.ratelimit): failed logins per username and per address."""
+"""Login rate limiting (accounts.ratelimit): a lock per (username, address) and per address,
+and only a slow-down for a username attacked from many addresses, so nobody can lock an
+account's owner out."""
 
 from __future__ import annotations
 
@@ -60,13 +62,45 @@ def test_it_refuses_the_11th_attempt_even_with_the_right_password(client, owner,
     assert not _logged_in(client)
 
 
-def test_it_counts_a_username_across_addresses_and_letter_case(client, owner, clock):
-    for i in range(10):
-        _login(client, owner.user.username.upper(), "wrong", ip=f"10.0.1.{i}")
+def test_an_attacker_cannot_lock_the_owner_out_from_another_address(client, owner, clock):
+    name, attacker, home = owner.user.username, "10.0.1.66", "10.0.1.1"
+    for _ in range(25):  # under the address limit (30): only the pair locks
+        _login(client, name, "wrong", ip=attacker)
 
-    response = _login(client, owner.user.username, PASSWORD, ip="10.0.2.1")
+    # The attacker's address is still locked, the right password included.
+    locked = _login(client, name, PASSWORD, ip=attacker)
+    assert locked.status_code == 429 and locked["Retry-After"] == "900"
+    assert not _logged_in(client)
+    # The owner, from their own address, logs in at the first try.
+    assert _login(client, name, PASSWORD, ip=home).status_code == 302
+    client.logout()
+    # The owner's login does not free the attacker's address.
+    assert _login(client, name, PASSWORD, ip=attacker).status_code == 429
 
-    assert response.status_code == 429 and not _logged_in(client)
+
+def test_a_username_attacked_from_many_addresses_is_slowed_not_locked(client, owner, clock):
+    name = owner.user.username
+    for i in range(40):  # each address fails once, in any letter case
+        assert _login(client, name.upper(), "wrong", ip=f"10.0.2.{i}").status_code == 200
+
+    # An address that just failed on it waits a few seconds before its next try ...
+    slowed = _login(client, name, "wrong", ip="10.0.2.39")
+    assert slowed.status_code == 429 and slowed["Retry-After"] == "5"
+    assert f"{LOCKED} 5 seconds." in slowed.content.decode()
+    clock.now += 5
+    assert _login(client, name, "wrong", ip="10.0.2.39").status_code == 200
+    # ... while the owner, from an address of their own, is not delayed at all, and a
+    # mistyped password costs them those few seconds only.
+    assert _login(client, name, "typo", ip="10.0.3.1").status_code == 200
+    assert _login(client, name, PASSWORD, ip="10.0.3.1").status_code == 429
+    clock.now += 5
+    assert _login(client, name, PASSWORD, ip="10.0.3.1").status_code == 302
+
+
+def test_it_counts_the_pair_in_any_letter_case(client, owner, clock):
+    for _ in range(10):
+        _login(client, owner.user.username.upper(), "wrong")
+    assert _login(client, owner.user.username, PASSWORD).status_code == 429
 
 
 def test_it_counts_an_address_across_usernames(client, owner, member, clock):

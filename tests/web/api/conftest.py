@@ -38,6 +38,9 @@ class ApiClient:
             API + path, data=body, content_type="application/json", headers=self._headers()
         )
 
+    def delete(self, path: str) -> Any:
+        return self.client.delete(API + path, headers=self._headers())
+
     def post_file(self, path: str, file: Path, **fields: str) -> Any:
         with file.open("rb") as handle:
             return self.client.post(API + path, {"file": handle, **fields}, headers=self._headers())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
@@ -28,15 +29,16 @@ def _row(page: str, label: str) -> list[tuple[str, bool]]:
         re.S,
     )
     assert row, label
-    cells = re.findall(r'<td class="nowrap( best)?"[^>]*>([^<]*)</td>', row.group(1))
-    return [(text, bool(best)) for best, text in cells]
+    cells = re.findall(r'<td class="nowrap( best| tie)?"[^>]*>([^<]*)', row.group(1))
+    return [(text.strip(), best == " best") for best, text in cells]
 
 
 @pytest.fixture
 def pair(model_version, report_variant, succeeded_job, base_report):
     size = base_report["original"]["size_bytes"]
     p50 = base_report["original"]["latency"]["p50_ms"]
-    small = succeeded_job(model_version, report_variant(size=size // 4, p50=p50, top1=0.70))
+    # 15 points apart on 200 scored samples: beyond the standard error.
+    small = succeeded_job(model_version, report_variant(size=size // 4, p50=p50, top1=0.60))
     fast = succeeded_job(model_version, report_variant(size=size // 2, p50=p50 / 2, top1=0.75))
     artifact = Artifact(job=small, name="model.int8.onnx", format="onnx", size_bytes=3, sha256="0")
     artifact.file.save("model.int8.onnx", ContentFile(b"abc"))
@@ -53,7 +55,7 @@ def test_it_puts_two_jobs_side_by_side_and_marks_the_best_of_each_row(client, ow
     assert [best for _, best in _row(page, "File size")] == [True, False]
     assert [best for _, best in _row(page, "p50, batch 1")] == [False, True]
     assert [best for _, best in _row(page, "Top-1 accuracy")] == [False, True]
-    assert [text for text, _ in _row(page, "Top-1 accuracy")] == ["70.00%", "75.00%"]
+    assert [text for text, _ in _row(page, "Top-1 accuracy")] == ["60.00%", "75.00%"]
     # Same figure in both: nothing to pick.
     assert [best for _, best in _row(page, "Parameters")] == [False, False]
     for label in ("MACs (batch 1)", "Sparsity", "Throughput, batch 1", "p90, batch 1",
@@ -151,3 +153,53 @@ def _path_of(version):
     from pathlib import Path
 
     return Path(version.file.path)
+
+
+def _tie_report(report_variant, base_report, *, p50: float, p90: float, top1: float) -> Any:
+    from compress_engine import Report
+
+    data = report_variant(size=5000, p50=p50, top1=top1)
+    for latency in [data["result"]["latency"], *data["result"]["latency_by_batch"].values()]:
+        latency["p90_ms"] = p90
+        latency["p99_ms"] = p90 * 1.5
+    return Report.model_validate(data)
+
+
+def test_it_marks_differences_inside_the_measured_noise_as_ties(report_variant, base_report):
+    """Before, 1.00 ms against 1.02 ms with runs spread over 0.2 ms was "best", and so was
+    75.5% against 75.0% on 200 samples."""
+    a = _tie_report(report_variant, base_report, p50=1.00, p90=1.20, top1=0.755)
+    b = _tie_report(report_variant, base_report, p50=1.02, p90=1.25, top1=0.750)
+    rows = {r.label: r for r in compare_rows([a, b])}
+    p50 = rows["p50, batch 1"].cells
+    assert [(c.best, c.tie) for c in p50] == [(False, True), (False, True)]
+    assert "p50–p90 spread" in p50[0].noise and "0.200 ms" in p50[0].noise
+    top1 = rows["Top-1 accuracy"].cells
+    assert [(c.best, c.tie) for c in top1] == [(False, True), (False, True)]
+    assert "standard error" in top1[0].noise
+    # Sizes are exact: equal sizes are no tie and no best.
+    assert [(c.best, c.tie) for c in rows["File size"].cells] == [(False, False), (False, False)]
+
+
+def test_a_difference_beyond_the_noise_is_still_best(report_variant, base_report):
+    a = _tie_report(report_variant, base_report, p50=1.0, p90=1.05, top1=0.90)
+    b = _tie_report(report_variant, base_report, p50=2.0, p90=2.10, top1=0.60)
+    c = _tie_report(report_variant, base_report, p50=1.02, p90=1.08, top1=0.62)
+    rows = {r.label: r for r in compare_rows([a, b, c])}
+    # a and c tie for the fastest; b is slower beyond the noise and is neither.
+    assert [(x.best, x.tie) for x in rows["p50, batch 1"].cells] == [
+        (False, True),
+        (False, False),
+        (False, True),
+    ]
+    assert [x.best for x in rows["Top-1 accuracy"].cells] == [True, False, False]
+
+
+def test_the_compare_page_names_jobs_and_shows_ties(client, owner, model_version, pair):
+    small, fast = pair
+    client.force_login(owner.user)
+    page = client.get(_url(small, fast)).content.decode()
+    titles = re.findall(r'data-testid="compare-title">([^<]+)<', page)
+    assert titles == ["tiny_cnn v1 · Fast int8 (dynamic)"] * 2
+    assert str(small.uuid)[:8] not in re.sub(r'href="[^"]*"|value="[^"]*"', "", page)
+    assert "measurement noise" in page

@@ -129,28 +129,64 @@ def test_it_swaps_only_the_table_with_htmx_and_pushes_the_real_address(
 
 def test_it_draws_the_tradeoffs_with_the_pareto_front(client, owner, model_version, three_runs):
     data = scatter(model_version.project)
-    assert data is not None and data["metric"] == "accuracy"
-    front = {p["job"] for p in data["points"] if p["front"]}
+    assert data is not None and len(data["charts"]) == 1
+    chart = data["charts"][0]
+    assert chart["metric"] == "accuracy" and chart["version"] == "tiny_cnn v1"
+    assert chart["metric_label"] == "Accuracy: top-1 on labelled data (%)"
+    front = {p["job"] for p in chart["points"] if p["front"]}
     assert front == {str(three_runs["small"].uuid), str(three_runs["fast"].uuid)}
     client.force_login(owner.user)
     page = client.get(reverse("registry-project", args=[model_version.project.uuid]))
     body = page.content.decode()
-    assert 'data-pareto-chart="pareto-data"' in body and "chartjs/chart.umd.min.js" in body
-    drawn = json.loads(body.split('id="pareto-data" type="application/json">', 1)[1].split("<")[0])
-    assert len(drawn["points"]) == 3 and "Pareto front: 2 jobs" in body
+    assert 'data-pareto-chart="pareto-data-0"' in body and "chartjs/chart.umd.min.js" in body
+    drawn = body.split('id="pareto-data-0" type="application/json">', 1)[1].split("<")[0]
+    assert len(json.loads(drawn)["points"]) == 3 and "Pareto front: 2 jobs" in body
 
 
-def test_it_plots_cosine_when_a_job_had_no_labels(
-    model_version, report_variant, succeeded_job, base_report
+def test_it_says_it_plots_fidelity_when_a_job_had_no_labels(
+    client, owner, model_version, report_variant, succeeded_job, base_report
 ):
     size = base_report["original"]["size_bytes"]
     p50 = base_report["original"]["latency"]["p50_ms"]
     succeeded_job(model_version, report_variant(size=size // 4, p50=p50, top1=0.7, cosine=0.99))
     succeeded_job(model_version, report_variant(size=size // 4, p50=p50, top1=None, cosine=0.9))
-    data = scatter(model_version.project)
-    assert data["metric"] == "cosine"
-    assert sorted(p["metric"] for p in data["points"]) == [0.9, 0.99]
-    assert [p["metric"] for p in data["points"] if p["front"]] == [0.99]
+    [chart] = scatter(model_version.project)["charts"]
+    assert chart["metric"] == "cosine"
+    assert chart["metric_label"] == "Fidelity: cosine similarity to the original (not accuracy)"
+    assert "1 of 2 jobs ran without labelled data" in chart["note"]
+    assert sorted(p["metric"] for p in chart["points"]) == [0.9, 0.99]
+    assert [p["metric"] for p in chart["points"] if p["front"]] == [0.99]
+    client.force_login(owner.user)
+    body = client.get(reverse("registry-project", args=[model_version.project.uuid]))
+    axis = re.search(r'data-testid="tradeoff-axis">(.+?)</p>', body.content.decode())[1]
+    assert "Fidelity: cosine similarity to the original (not accuracy)" in axis
+    assert "1 of 2 jobs ran without labelled data" in axis
+
+
+def test_it_draws_one_chart_per_model_version(
+    client, owner, project, model_version, report_variant, succeeded_job, base_report,
+    tiny_mlp_onnx,
+):  # fmt: skip
+    """Ratios against different originals do not compare, and one model's unlabelled job
+    does not turn another model's chart to cosine."""
+    from conftest import _ingest
+    from registry.services import ingest_model_upload
+
+    mlp = _ingest(ingest_model_upload, project, owner, tiny_mlp_onnx)
+    size = base_report["original"]["size_bytes"]
+    p50 = base_report["original"]["latency"]["p50_ms"]
+    succeeded_job(model_version, report_variant(size=size // 4, p50=p50, top1=0.7))
+    succeeded_job(model_version, report_variant(size=size // 2, p50=p50 / 2, top1=0.8))
+    succeeded_job(mlp, report_variant(size=size // 4, p50=p50, top1=None, cosine=0.95))
+    charts = {c["version"]: c for c in scatter(project)["charts"]}
+    assert set(charts) == {"tiny_cnn v1", "tiny_mlp v1"}
+    assert charts["tiny_cnn v1"]["metric"] == "accuracy"
+    assert len(charts["tiny_cnn v1"]["points"]) == 2
+    assert charts["tiny_mlp v1"]["metric"] == "cosine"
+    assert [p["metric"] for p in charts["tiny_mlp v1"]["points"]] == [0.95]
+    client.force_login(owner.user)
+    body = client.get(reverse("registry-project", args=[project.uuid])).content.decode()
+    assert body.count('data-testid="tradeoff-chart"') == 2
 
 
 def test_it_has_no_scatter_without_a_succeeded_job(client, owner, model_version):

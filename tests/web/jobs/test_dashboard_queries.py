@@ -63,9 +63,10 @@ def _costs(client, project) -> dict[str, int]:
     }
 
 
-def _drawn(body: str) -> dict:
-    """The scatter's data as the page hands it to the chart."""
-    return json.loads(body.split('id="pareto-data" type="application/json">', 1)[1].split("<")[0])
+def _drawn(body: str, index: int = 0) -> dict:
+    """One chart's data as the page hands it to the chart (one chart per model version)."""
+    marker = f'id="pareto-data-{index}" type="application/json">'
+    return json.loads(body.split(marker, 1)[1].split("<")[0])
 
 
 def _failed(version):
@@ -178,7 +179,8 @@ def test_the_table_and_the_scatter_show_what_the_reports_say(
         assert point["latency_ratio"] == round(report.latency_ratio, 4)
         assert point["metric"] == round(100 * report.accuracy.result_top1, 6)
         assert point["url"] == reverse("jobs-detail", args=[uuid])
-        assert point["label"] == f"{model_version.name} v{model_version.version} · {uuid[:8]}"
+        title = f"{model_version.name} v{model_version.version} · Fast int8 (dynamic)"
+        assert point["label"] == title
     expected_front = pareto_front(
         [(p["latency_ratio"], p["size_ratio"], -p["metric"]) for p in (points[u] for u in reports)]
     )
@@ -192,16 +194,16 @@ def test_the_cached_scatter_follows_each_job_that_succeeds(
     project = model_version.project
     succeeded_job(model_version, varied_report(rng))
     first = scatter(project)
-    assert scatter(project) == first and len(first["points"]) == 1
+    assert scatter(project) == first and len(first["charts"][0]["points"]) == 1
 
     running = JobFactory(model_version=model_version)
     assert running.claim(worker="w@test")
     assert scatter(project) == first  # a job that has not succeeded changes nothing
     assert running.succeed(varied_report(rng))
-    drawn_jobs = {p["job"] for p in scatter(project)["points"]}
-    assert drawn_jobs == {first["points"][0]["job"], str(running.uuid)}
+    drawn_jobs = {p["job"] for p in scatter(project)["charts"][0]["points"]}
+    assert drawn_jobs == {first["charts"][0]["points"][0]["job"], str(running.uuid)}
 
-    # A job without labels turns every point to cosine at once.
+    # A job without labels turns that model's chart to fidelity, and it says so.
     succeeded_job(model_version, varied_report(rng, labelled=False))
     client.force_login(owner.user)
     body = _get(client, reverse("registry-project", args=[project.uuid])).content.decode()

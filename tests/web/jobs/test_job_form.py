@@ -65,11 +65,59 @@ def test_it_shows_the_builder_and_every_preset_title_on_the_model_page(
     page = page.decode()
     for preset in PRESETS.values():
         assert html.escape(preset.title) in page
-    assert _techniques(page) == ["quantize:dynamic-int8"]  # the default preset, fast int8
-    assert Recipe.parse(_yaml(page)).steps[0].quantize.mode == "dynamic-int8"
-    # Help text is the schema's description; enum choices are a select.
-    assert "Use one scale per output channel" in page
+    # A CNN without a dataset starts from automatic int8 (the engine's suggestion).
+    assert _techniques(page) == ["quantize:auto"]
+    assert Recipe.parse(_yaml(page)).steps[0].quantize.mode == "auto"
     assert not _start_disabled(page)
+
+
+def _suggestion(page: str) -> str:
+    found = re.search(r'data-testid="preset-suggestion">(.+?)</small>', page, re.S)
+    return re.sub(r"<[^>]+>", "", html.unescape(found[1]))
+
+
+def _selected_preset(page: str) -> str:
+    select = page.split('id="job-preset"', 1)[1].split("</select>", 1)[0]
+    return re.search(r'<option value="([^"]*)" selected', select)[1]
+
+
+def test_it_starts_a_cnn_with_a_dataset_on_static_int8_and_says_why(
+    client, owner, model_version, dataset
+):
+    """fast-int8 quantized only the last Gemm of a CNN and said nothing: a convolutional
+    model with data starts on static int8, calibrated on the project's newest dataset."""
+    client.force_login(owner.user)
+    page = client.get(reverse("registry-model-version", args=[model_version.uuid])).content
+    page = page.decode()
+    assert _techniques(page) == ["quantize:static-int8"]
+    assert _selected_preset(page) == "static-int8"
+    assert f'value="{dataset.uuid}" selected' in page
+    suggestion = _suggestion(page)
+    assert "Static int8 (calibrated)" in suggestion
+    assert "convolutional" in suggestion and "calibrated on your dataset" in suggestion
+    assert not _start_disabled(page)
+
+
+def test_it_starts_a_cnn_without_a_dataset_on_auto(client, owner, model_version):
+    client.force_login(owner.user)
+    page = client.get(reverse("registry-model-version", args=[model_version.uuid])).content
+    page = page.decode()
+    assert _selected_preset(page) == "auto"
+    assert "convolutional" in _suggestion(page) and "no dataset" in _suggestion(page)
+
+
+def test_it_starts_a_matmul_model_on_dynamic_int8(client, owner, project, tiny_mlp_onnx, dataset):
+    from conftest import _ingest
+    from registry.services import ingest_model_upload
+
+    mlp = _ingest(ingest_model_upload, project, owner, tiny_mlp_onnx)
+    client.force_login(owner.user)
+    page = client.get(reverse("registry-model-version", args=[mlp.uuid])).content.decode()
+    assert _techniques(page) == ["quantize:dynamic-int8"]
+    assert _selected_preset(page) == "fast-int8"
+    assert "MatMul/Gemm-heavy" in _suggestion(page)
+    # Dynamic int8 needs no data: no dataset is picked for it.
+    assert "selected" not in page.split('id="job-dataset"', 1)[1].split("</select>")[0]
 
 
 def test_it_adds_steps_in_an_order_the_engine_accepts_and_regenerates_the_yaml(

@@ -174,9 +174,11 @@ def test_it_refuses_a_fraction_the_engine_does_not_accept(client, owner, model_v
     assert _start_disabled(page)
 
 
-def test_it_fills_in_the_recorded_mean_and_std_of_an_image_dataset(
+def test_it_never_takes_the_mean_and_std_from_the_image_dataset_itself(
     client, owner, model_version, image_folder_dataset
 ):
+    """The dataset's own statistics made the reported accuracy an artefact: choosing an image
+    dataset leaves the recipe's normalisation alone (none, unless the model says otherwise)."""
     client.force_login(owner.user)
     recipe = _static_int8(client, model_version)
 
@@ -186,15 +188,37 @@ def test_it_fills_in_the_recorded_mean_and_std_of_an_image_dataset(
         {"action": "dataset", "recipe": recipe, "dataset": image_folder_dataset.uuid},
     )
 
-    # The tiny CNN takes [N, 1, 8, 8]: the grayscale statistics, one value each.
     stats = image_folder_dataset.image_stats["L"]
     evaluate = _evaluate(page)
-    assert evaluate["image_mean"] == stats["mean"] and evaluate["image_std"] == stats["std"]
+    assert evaluate["image_mean"] == [0.0] and evaluate["image_std"] == [1.0]
+    assert evaluate["image_mean"] != stats["mean"]
+    now = html.unescape(re.search(r'data-testid="normalisation-now">(.+?)</p>', page, re.S)[1])
+    assert "None" in now and "scaled to [0, 1]" in now
     note = html.unescape(re.search(r'data-testid="image-preprocessing">([^<]+)<', page).group(1))
     assert "converted to grayscale, resized to 8x8" in note and "fed as NCHW" in note
-    assert str(stats["mean"]) in note
+    assert "mean [0.0] and std [1.0]" in note
     assert "(300 images, labelled)" in page
     assert not _start_disabled(page)
+
+
+def test_it_writes_the_normalisation_typed_on_the_form(
+    client, owner, model_version, image_folder_dataset
+):
+    client.force_login(owner.user)
+    page = _builder(
+        client,
+        model_version,
+        {
+            "action": "normalisation",
+            "recipe": _static_int8(client, model_version),
+            "dataset": image_folder_dataset.uuid,
+            "norm-image_mean": "0.5",
+            "norm-image_std": "0.25",
+        },
+    )
+    assert _evaluate(page)["image_mean"] == [0.5] and _evaluate(page)["image_std"] == [0.25]
+    assert 'name="norm-image_mean" value="0.5"' in page
+    assert "Differs from the model version" in html.unescape(page)
 
 
 def test_it_keeps_the_mean_and_std_a_recipe_sets(

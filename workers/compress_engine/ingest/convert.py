@@ -21,6 +21,7 @@ import numpy as np
 
 from compress_engine.archives import ZIP_ERRORS, extract_checked
 from compress_engine.errors import EngineError, short_message
+from compress_engine.ingest.capability import missing_package_message
 from compress_engine.ingest.formats import ModelFormat
 from compress_engine.ingest.shapes import InputSpec
 from compress_engine.inspect import ModelInfo, inspect_onnx
@@ -134,6 +135,12 @@ def _run(cmd: list[str], work: Path, env: dict[str, str], timeout_s: float, what
         why = f"exit status {proc.returncode}" + (f": {' / '.join(tail)}" if tail else "")
         raise EngineError(f"The {what} converter process died ({why}).")
     result = json.loads(result_path.read_text())
+    if "missing" in result:  # the TensorFlow converter's environment lacks a package
+        raise EngineError(
+            missing_package_message(
+                f"convert {what} models", result["missing"].split(".")[0], converter_env=True
+            )
+        )
     if "error" in result:
         raise EngineError(result["error"])
     return str(result.get("log", ""))

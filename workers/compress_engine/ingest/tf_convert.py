@@ -51,6 +51,8 @@ def main(spec_path: str) -> int:
         result = {"ok": True, "log": log}
     except Refused as exc:
         result = {"error": str(exc)}
+    except ModuleNotFoundError as exc:  # this environment lacks a package: not the model's fault
+        result = {"error": f"No module named {exc.name!r}", "missing": exc.name or "?"}
     except Exception as exc:
         result = {
             "error": f"tf2onnx could not convert the model: {_short(exc)}",

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from compress_engine.errors import EngineError, short_message
+from compress_engine.ingest.capability import CAPABILITIES, missing_package_error
 from compress_engine.ingest.shapes import InputSpec
 
 SEED = 20240601
@@ -44,6 +45,7 @@ PICKLE_REFUSED = (
     "Export a model whose weights and inputs are plain tensors, or export it with "
     "torch.onnx.export."
 )
+_WHAT = {c.key: c.what for c in CAPABILITIES}
 
 
 def main(spec_path: str) -> int:
@@ -55,6 +57,9 @@ def main(spec_path: str) -> int:
         result: dict[str, Any] = {"ok": True, "log": log}
     except EngineError as exc:
         result = {"error": str(exc)}
+    except ImportError as exc:  # torch itself, or a package the exporter needs
+        missing = missing_package_error(_WHAT.get(spec["format"], "convert torch models"), exc)
+        result = {"error": str(missing or f"The converter failed: {short_message(exc)}")}
     except Exception as exc:
         result = {
             "error": f"The converter failed: {short_message(exc)}",
@@ -184,7 +189,8 @@ def _torchscript(
     except EngineError:
         raise
     except Exception as exc:
-        raise EngineError(
+        missing = missing_package_error(_WHAT["torchscript"], exc)
+        raise missing or EngineError(
             f"torch.onnx.export could not export the TorchScript model: {short_message(exc)}"
         ) from None
     shapes = ", ".join(s.label() for s in ordered)
@@ -315,7 +321,9 @@ def _exported(
     except EngineError:
         raise
     except Exception as exc:
-        raise EngineError(
+        # torch wraps the exporter's ImportError (e.g. onnxscript) in its own error type.
+        missing = missing_package_error(_WHAT["torch-export"], exc)
+        raise missing or EngineError(
             f"torch.onnx.export could not export the program: {short_message(exc)}"
         ) from None
     log = (

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
-from compress_engine.passes.torch_common import load_checked, teacher_for, training_split
+from compress_engine.passes.torch_common import (
+    batch_notes,
+    load_checked,
+    teacher_for,
+    train_batch,
+    training_split,
+)
 from compress_engine.torch_configs import DistillConfig, FinetuneConfig, TrainingConfig
 
 
@@ -25,13 +31,14 @@ def _train(
     teacher = teacher_for(model.info.inputs, ctx, teacher_name) if teacher_name else None
     trainer = Trainer(
         student=model.module,
-        teacher=teacher,
+        teacher=teacher.module if teacher else None,
         split=split,
         cfg=cfg,
         kind=kind,  # type: ignore[arg-type]
         device=pick_device(),
         step_index=ctx.step_index,
-        fixed_batch=model.fixed_batch,
+        # A fixed exported batch is freed for training; the export below keeps it.
+        fixed_batch=train_batch(model, teacher),
         on_point=ctx.on_training,
         progress=lambda f: ctx.progress(0.95 * f),
         teacher_name=teacher_name,
@@ -40,6 +47,7 @@ def _train(
     export_onnx(model, out_path)
     ctx.progress(1.0)
     notes = [world.note] if world.note else []
+    notes += batch_notes(model, teacher, pass_.info.title.lower(), cfg.batch_size)
     if details.best_epoch == 0:
         notes.append(
             f"{pass_.info.title} did not improve the validation {details.metric} "

@@ -8,9 +8,11 @@ from pathlib import Path
 from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
 from compress_engine.passes.torch_common import (
+    batch_notes,
     example_inputs,
     load_checked,
     teacher_for,
+    train_batch,
     training_split,
 )
 from compress_engine.report import PruningDetails
@@ -64,7 +66,8 @@ class Prune(Pass[PruneConfig]):
             if cfg.importance == "taylor":
                 plan.loss_fn = _taylor_loss(split, model)
             if cfg.iterations > 1 and cfg.recover_epochs > 0:
-                plan.recover = _recoverer(ctx, model, split, cfg)
+                plan.recover, recover_notes = _recoverer(ctx, model, split, cfg)
+                notes += recover_notes
             before = pruning.channel_counts(module)
             ignored = [
                 model.node_names.get(n, n)
@@ -133,7 +136,8 @@ def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
 
         from compress_engine.torch_side.convert import as_outputs
 
-        n = min(256, split.train_samples)
+        # At most 256 samples at once, or the fixed batch the module could not be freed of.
+        n = model.train_batch or min(256, split.train_samples)
         xs = [torch.from_numpy(a[:n]) for a in split.train]
         # Eval mode: gradients flow all the same, and BatchNorm statistics stay untouched.
         module.eval()
@@ -147,27 +151,29 @@ def _taylor_loss(split, model):  # type: ignore[no-untyped-def]
 
 
 def _recoverer(ctx: PassContext, model, split, cfg: PruneConfig):  # type: ignore[no-untyped-def]
-    """Between iterative pruning steps: distil from the unpruned model for a few epochs."""
+    """Between iterative pruning steps: distil from the unpruned model for a few epochs.
+    Returns the recovery and what the report says about its batch."""
     from compress_engine.torch_side.device import pick_device
     from compress_engine.torch_side.distributed import fit
     from compress_engine.torch_side.training import Trainer
 
     teacher = teacher_for(model.info.inputs, ctx, "original")
+    distill = DistillConfig(epochs=cfg.recover_epochs, patience=None, seed=cfg.seed)
 
     def recover(module, i: int) -> None:  # type: ignore[no-untyped-def]
         trainer = Trainer(
             student=module,
-            teacher=teacher,
+            teacher=teacher.module,
             split=split,
-            cfg=DistillConfig(epochs=cfg.recover_epochs, patience=None, seed=cfg.seed),
+            cfg=distill,
             kind="recover",
             device=pick_device(),
             step_index=ctx.step_index,
-            fixed_batch=model.fixed_batch,
+            fixed_batch=train_batch(model, teacher),
             on_point=ctx.on_training,
             epochs=cfg.recover_epochs,
         )
         # On every GPU of the worker, as its policy (MODELPRESS_DDP) says.
         fit(trainer, None, max_gpus=None, work_dir=ctx.work_dir / f"recover{i}")
 
-    return recover
+    return recover, batch_notes(model, teacher, "recovery", distill.batch_size)

@@ -15,7 +15,7 @@ import inspect
 import io
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,18 +109,11 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
             def get_next(self) -> dict | None:
                 return next(self._feeds, None)
 
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[cfg.calibration]
         activation = QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8
-        cache: dict[str, Any] = {}
-        if ctx.calibration_cache is not None and calibration_cache_supported():
-            cache["calibration_cache_path"] = str(ctx.calibration_cache)
-        try:
+
+        def run(method: str, cache: dict[str, Any]) -> None:
             # The calibrators print progress to stdout, which would garble CLI output.
-            with contextlib.redirect_stdout(io.StringIO()), _calibrator_fixes(cfg.calibration):
+            with contextlib.redirect_stdout(io.StringIO()), _calibrator_fixes(method):
                 quantize_static(
                     prepared,
                     out_path,
@@ -129,7 +122,7 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                     per_channel=cfg.per_channel,
                     activation_type=activation,
                     weight_type=QuantType.QInt8,
-                    calibrate_method=method,
+                    calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
                     nodes_to_exclude=[*cfg.exclude, *excluded_by_type],
                     extra_options={
                         "ActivationSymmetric": cfg.symmetric_activations,
@@ -139,10 +132,11 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                     use_external_data_format=external,
                     **cache,
                 )
-        except Exception as exc:  # the quantizer raises bare Exceptions/asserts
-            raise EngineError(
-                f"Static int8 quantization failed in ONNX Runtime: {short_message(exc)}"
-            ) from exc
+
+        cache: dict[str, Any] = {}
+        if ctx.calibration_cache is not None and calibration_cache_supported():
+            cache["calibration_cache_path"] = str(ctx.calibration_cache)
+        method = _quantize_with_fallback(run, cfg.calibration, cache, notes)
         ctx.progress(0.9)
 
         by_type = _count_qdq_wrapped(onnx.load(str(out_path), load_external_data=False))
@@ -167,7 +161,7 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
             excluded=list(cfg.exclude),
             excluded_op_types=list(cfg.exclude_op_types),
             preprocessed=preprocessed,
-            calibration=cfg.calibration,
+            calibration=method,
             calibration_samples=sum(_rows(f) for f in feeds),
             symmetric=cfg.symmetric_weights,
             opset_upgraded_from=upgraded_from,
@@ -179,6 +173,41 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
             details=details,
             notes=notes,
         )
+
+
+_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# numpy's words when a histogram's bins cannot span an activation's range.
+_HISTOGRAM_ERRORS = ("Too many bins for data range", "finite-sized bins", "is not finite")
+
+
+def _quantize_with_fallback(
+    run: Callable[[str, dict[str, Any]], None], method: str, cache: dict[str, Any], notes: list[str]
+) -> str:
+    """run(method, cache) once; when a histogram method cannot bin an activation's range (a
+    large value that barely varies has bins narrower than float32 can tell apart; a range
+    past float32 has none), again with minmax, which needs no histogram. Returns the method
+    the ranges came from."""
+    try:
+        try:
+            run(method, cache)
+            return method
+        except Exception as exc:
+            if method == "minmax" or not _histogram_failed(exc):
+                raise
+            notes.append(
+                f"{method.capitalize()} calibration failed on this model's activation ranges "
+                f"({short_message(exc)}), so they were calibrated with minmax instead."
+            )
+        run("minmax", {})  # a calibration cache would hold the failed method's state
+        return "minmax"
+    except Exception as exc:  # the quantizer raises bare Exceptions/asserts
+        raise EngineError(
+            f"Static int8 quantization failed in ONNX Runtime: {short_message(exc)}"
+        ) from exc
+
+
+def _histogram_failed(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and any(e in str(exc) for e in _HISTOGRAM_ERRORS)
 
 
 @functools.cache

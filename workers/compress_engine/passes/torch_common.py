@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from compress_engine.errors import EngineError
 from compress_engine.inspect import TensorInfo, same_inputs
@@ -41,8 +41,8 @@ def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: i
     return split_data(data, model.input_names, fraction, seed)
 
 
-def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -> Any:
-    """The teacher's torch module: the original model, or a named one given to the run."""
+def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -> TorchModel:
+    """The teacher rebuilt as a torch model: the original, or a named one given to the run."""
     from compress_engine.torch_side.convert import check_round_trip, load_torch
 
     if name == "original":
@@ -63,7 +63,36 @@ def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -
             f"({_show(student_inputs)}); distillation feeds both the same samples."
         )
     check_round_trip(teacher, path)
-    return teacher.module
+    return teacher
+
+
+def train_batch(student: TorchModel, teacher: TorchModel | None = None) -> int | None:
+    """The batch training must run at: None (the recipe's batch_size) unless a fixed batch
+    could not be freed in the student or the teacher (both see the same samples)."""
+    return student.train_batch or (teacher.train_batch if teacher is not None else None)
+
+
+def batch_notes(
+    student: TorchModel, teacher: TorchModel | None, what: str, batch_size: int
+) -> list[str]:
+    """What the report says when the model's batch dimension is fixed."""
+    fixed = student.fixed_batch
+    if fixed is None:
+        return []
+    stuck = train_batch(student, teacher)
+    if stuck is None:
+        return [
+            f"The model's batch dimension is fixed at {fixed}: {what} ran at batch_size "
+            f"{batch_size} on a copy with a free batch dimension, and the result keeps the "
+            f"fixed batch of {fixed}."
+        ]
+    problem = next(m.batch_problem for m in (student, teacher) if m and m.train_batch)
+    return [
+        f"The model's batch dimension is fixed at {fixed}, and its torch rebuild cannot run "
+        f"at other batch sizes ({problem}), so {what} ran {stuck} sample(s) per optimiser step "
+        f"instead of batch_size {batch_size}: slower, and the learning rate may not fit. "
+        "Export the model with a dynamic batch dimension to train at batch_size."
+    ]
 
 
 def _show(inputs: list[TensorInfo]) -> str:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress_engine import stages
 from compress_engine.errors import short_message
 from compress_engine.export.litert import output_shapes
 from compress_engine.export.tflite import convert_tflite
@@ -42,12 +41,12 @@ class Exported:
 def export_artifacts(
     run: Run, original: Original, steps: Steps, validated: Validated, measured: Measured
 ) -> Exported:
-    run.tracker.stage("Checking artifacts", stages.EXPORT, stages.WRITE)
+    run.tracker.stage("Checking artifacts", run.layout.export, run.layout.write)
     with run.timed("Export and check"):
         onnx_check = check_onnx(steps.current, validated.session, measured)
         converted: list[Checked] = []
         if "tflite" in run.recipe.export:
-            run.tracker.stage("Converting to TFLite", stages.EXPORT, stages.WRITE)
+            run.tracker.stage("Converting to TFLite", run.layout.export, run.layout.write)
             converted = export_tflite(run, original, steps, validated)
     return Exported(onnx=onnx_check, converted=converted)
 

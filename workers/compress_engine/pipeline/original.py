@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compress_engine import stages
 from compress_engine.data import Dataset
 from compress_engine.errors import short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
@@ -55,7 +54,9 @@ class Original:
 
 
 def measure_original(run: Run, dataset: Dataset | None) -> Original:
-    run.tracker.stage("Measuring original model", stages.MEASURE_ORIGINAL, stages.STEPS)
+    run.tracker.stage(
+        "Measuring original model", run.layout.measure_original, run.layout.steps[0][0]
+    )
     ev = run.ev
     with run.timed("Measure original"):
         info = inspect_onnx(run.model)

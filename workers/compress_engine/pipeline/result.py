@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress_engine import stages
 from compress_engine.measure.figures import measurement, static_figures
 from compress_engine.measure.latency import measure_interleaved
 from compress_engine.measure.runtimes import has_qdq_int8, runtime_latencies
@@ -29,16 +28,18 @@ class Measured:
 
 
 def measure_result(run: Run, original: Original, steps: Steps, validated: Validated) -> Measured:
-    run.tracker.stage(LABEL, stages.MEASURE_RESULT, stages.FIDELITY)
+    run.tracker.stage(LABEL, run.layout.measure_result, run.layout.fidelity)
     ev = run.ev
     with run.timed("Measure result"):
         original_by_batch: dict[str, Latency] = {}
         result_by_batch: dict[str, Latency] = {}
         sizes = original.batch_sizes
-        share = (stages.FIDELITY - stages.MEASURE_RESULT) / len(sizes)
+        share = (run.layout.fidelity - run.layout.measure_result) / len(sizes)
         for j, b in enumerate(sizes):
             run.tracker.stage(
-                LABEL, stages.MEASURE_RESULT + j * share, stages.MEASURE_RESULT + (j + 1) * share
+                LABEL,
+                run.layout.measure_result + j * share,
+                run.layout.measure_result + (j + 1) * share,
             )
             # Interleaved: drift of the machine during timing affects both models alike.
             o_lat, r_lat = measure_interleaved(
@@ -65,7 +66,7 @@ def measure_result(run: Run, original: Original, steps: Steps, validated: Valida
             threads=run.threads,
             work=run.work,
         )
-        run.tracker.stage(LABEL, stages.FIDELITY, stages.EXPORT)
+        run.tracker.stage(LABEL, run.layout.fidelity, run.layout.export)
         fidelity, accuracy = compare(
             original.session,
             validated.session,

@@ -30,7 +30,9 @@ class DataSplits:
         self.evaluation = evaluation.take(slice(0, ev.max_evaluation_samples))
         first = next((t for t in info.inputs if t.shape), None)
         lead = first.shape[0] if first is not None and not batch_dim_dynamic(first) else None
-        # A fixed batch dim must be fed exactly; leftover samples are dropped.
+        # A fixed batch dim must be fed exactly to ONNX Runtime (calibration, scoring);
+        # leftover samples are dropped. Training steps use their recipe's batch_size instead,
+        # whatever the model's batch (torch_side/batch_dim.py).
         self.batch_size = lead if isinstance(lead, int) else DATA_BATCH
         self.drop_last = isinstance(lead, int)
 

@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compress_engine.catalog import progress_layout
 from compress_engine.configs import EvaluateConfig, Recipe
 from compress_engine.device import CPU_PROVIDER, physical_cores
 from compress_engine.report import StepTiming, TrainingPoint
+from compress_engine.stages import Layout
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -69,9 +71,13 @@ class Run:
     providers: list[str] = field(default_factory=lambda: [CPU_PROVIDER])
     threads: int = 0  # 0: evaluate.threads, else the machine's physical cores
 
+    # Where each stage sits in the run's progress (the catalog's stage plan reads the same).
+    layout: Layout = field(init=False)
+
     def __post_init__(self) -> None:
         if not self.threads:
             self.threads = self.ev.threads or physical_cores()
+        self.layout = progress_layout(self.recipe)
 
     @property
     def ev(self) -> EvaluateConfig:

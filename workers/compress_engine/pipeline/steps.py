@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress_engine import stages
+from compress_engine.ingest.capability import missing_package_error
 from compress_engine.passes import PassContext, PassResult, pass_for_step
 from compress_engine.passes.base import Evaluator, SubStage
 from compress_engine.pipeline.original import Original
@@ -35,16 +35,21 @@ class Steps:
 def run_steps(run: Run, original: Original) -> Steps:
     current = float_model = run.model
     results: list[tuple[str, PassResult]] = []
-    span = (stages.VALIDATE - stages.STEPS) / len(run.recipe.steps)
     for i, step in enumerate(run.recipe.steps):
         technique = pass_for_step(step)
-        lo, hi = stages.STEPS + i * span, stages.STEPS + (i + 1) * span
+        lo, hi = run.layout.steps[i]
         run.tracker.stage(technique.info.stage, lo, hi)
         step_dir = run.work / f"step{i}"
         step_dir.mkdir()
         with run.timed(technique.info.title):
             ctx = _context(run, original, i, step_dir, _sub_stages(run, lo, hi))
-            res = technique.run(current, run.work / f"step{i}.onnx", ctx)
+            try:
+                res = technique.run(current, run.work / f"step{i}.onnx", ctx)
+            except ImportError as exc:  # the server lacks a package: say which, not a traceback
+                missing = missing_package_error(f"run {technique.info.title.lower()}", exc)
+                if missing is None:
+                    raise
+                raise missing from exc
         results.append((technique.info.title, res))
         run.notes.extend(res.notes)
         current = res.model_path

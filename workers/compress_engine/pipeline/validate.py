@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from compress_engine import stages
 from compress_engine.errors import EngineError
 from compress_engine.measure.runtime import adapt_feed
 from compress_engine.pipeline.original import Feed, Original
@@ -25,7 +24,7 @@ class Validated:
 
 
 def validate(run: Run, original: Original, steps: Steps) -> Validated:
-    run.tracker.stage("Validating result", stages.VALIDATE, stages.MEASURE_RESULT)
+    run.tracker.stage("Validating result", run.layout.validate, run.layout.measure_result)
     with run.timed("Validate result"):
         session = open_session(
             steps.current,

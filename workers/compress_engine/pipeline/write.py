@@ -11,7 +11,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from compress_engine import stages
 from compress_engine.device import describe_device
 from compress_engine.measure.size import file_size, sha256_file
 from compress_engine.notes import honest_notes
@@ -56,7 +55,7 @@ class Artifact:
 def write_report(
     run: Run, original: Original, steps: Steps, measured: Measured, exported: Exported
 ) -> Report:
-    run.tracker.stage("Writing report", stages.WRITE, 1.0)
+    run.tracker.stage("Writing report", run.layout.write, 1.0)
     artifact = _artifact(run, steps, measured)
     report = build_report(run, original, steps, measured, exported, artifact)
     (run.work / RECIPE_NAME).write_text(run.recipe.to_yaml(), encoding="utf-8")

@@ -1,7 +1,8 @@
 """ONNX -> trainable torch module (onnx2torch) -> ONNX, with the checks that make it safe.
 
 The rebuilt module is compared with ONNX Runtime on seeded random inputs before any pass may
-touch it, and the export keeps the original's opset, input/output names and dynamic dims.
+touch it, and the export keeps the original's opset, input/output names and dynamic dims. A
+fixed batch dim is freed for training (batch_dim.py) and kept fixed in the export.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
-from compress_engine.measure.inputs import batch_dim_dynamic, random_feed, resolve_shapes
+from compress_engine.measure.inputs import random_feed, resolve_shapes
 from compress_engine.onnx_files import PROTOBUF_LIMIT, save_model
 from compress_engine.report import TorchRoundTrip
+from compress_engine.torch_side.batch_dim import fixed_batch_of, free_batch
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +40,10 @@ class TorchModel:
     info: ModelInfo
     # torch module name -> ONNX node name it was built from (names in reports and `ignore`).
     node_names: dict[str, str]
+    # A fixed batch dim was freed in the rebuilt module (proven by check_round_trip) ...
+    batch_free: bool = False
+    # ... or why it could not be: training then runs at the fixed batch.
+    batch_problem: str | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -45,11 +51,14 @@ class TorchModel:
 
     @property
     def fixed_batch(self) -> int | None:
-        """The model's fixed batch size, or None when the batch dim is dynamic."""
-        first = next((t for t in self.info.inputs if t.shape), None)
-        if first is None or batch_dim_dynamic(first):
-            return None
-        return int(first.shape[0])  # type: ignore[arg-type]
+        """The exported model's fixed batch size, or None when the batch dim is dynamic."""
+        return fixed_batch_of(self.info)
+
+    @property
+    def train_batch(self) -> int | None:
+        """The batch the module must be trained at: None (any, the recipe's batch_size)
+        unless the model's fixed batch could not be freed."""
+        return None if self.batch_free else self.fixed_batch
 
     def example_feed(self, batch: int = CHECK_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
         shapes = resolve_shapes(self.info.inputs, self.fixed_batch or batch)
@@ -80,6 +89,8 @@ def load_torch(path: Path) -> TorchModel:
         )
     proto = onnx.load(str(path))
     _constants_to_initializers(proto)
+    batch = fixed_batch_of(info)
+    problem = None if batch is None else free_batch(proto, info, batch)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -92,7 +103,13 @@ def load_torch(path: Path) -> TorchModel:
             f"distillation: {short_message(exc)}"
         ) from None
     names = {module_name(n.name, n.op_type, n.domain): n.name for n in proto.graph.node if n.name}
-    return TorchModel(module=module, info=info, node_names=names)
+    return TorchModel(
+        module=module,
+        info=info,
+        node_names=names,
+        batch_free=batch is not None and problem is None,
+        batch_problem=problem,
+    )
 
 
 def _constants_to_initializers(proto: Any) -> None:
@@ -151,38 +168,23 @@ def as_outputs(result: Any) -> list[torch.Tensor]:
 
 
 def check_round_trip(model: TorchModel, onnx_path: Path, seed: int = 0) -> TorchRoundTrip:
-    """Compare the torch module with ONNX Runtime on random inputs; EngineError if they differ."""
-    import torch
+    """Compare the torch module with ONNX Runtime on random inputs; EngineError if they differ.
 
+    A freed fixed batch is checked too, at twice that batch; if the module fails there,
+    `model.batch_free` is withdrawn (training then runs at the fixed batch) with the reason.
+    """
     from compress_engine.device import CPU_PROVIDER, physical_cores
     from compress_engine.measure.runtime import create_session
 
     feed = model.example_feed(seed=seed)
     session = create_session(onnx_path, providers=[CPU_PROVIDER], threads=physical_cores())
-    reference = session.run(None, feed)
-    model.module.eval()
-    with torch.no_grad():
-        got = as_outputs(model.module(*torch_inputs(feed, model.input_names, "cpu")))
-    if len(got) != len(reference):
+    compared = _compare(session.run(None, feed), _run_module(model, feed))
+    if isinstance(compared, str):
         raise EngineError(
-            f"The torch module rebuilt from this model returns {len(got)} outputs, ONNX Runtime "
-            f"{len(reference)}; pruning and distillation cannot run on it."
+            f"The torch module rebuilt from this model {compared}; pruning and distillation "
+            "cannot run on it."
         )
-    diff, scale = 0.0, 1.0
-    for ref, out in zip(reference, got, strict=True):
-        out_np = out.detach().cpu().numpy()
-        if ref.shape != out_np.shape:
-            raise EngineError(
-                f"The torch module rebuilt from this model returns shape {list(out_np.shape)} "
-                f"where ONNX Runtime returns {list(ref.shape)}; pruning and distillation cannot "
-                "run on it."
-            )
-        if np.issubdtype(ref.dtype, np.floating):
-            diff = max(diff, float(np.max(np.abs(out_np.astype(np.float64) - ref))))
-            scale = max(scale, float(np.max(np.abs(ref))))
-        elif not np.array_equal(ref, out_np):
-            diff = float("inf")
-    tolerance = RELATIVE_TOLERANCE * scale
+    diff, tolerance = compared
     check = TorchRoundTrip(
         max_abs_diff=diff,
         tolerance=tolerance,
@@ -195,7 +197,60 @@ def check_round_trip(model: TorchModel, onnx_path: Path, seed: int = 0) -> Torch
             f"ONNX Runtime (max abs difference {diff:.3g}, tolerance {tolerance:.3g}), so "
             "pruning and distillation would start from a different model; they cannot run on it."
         )
+    if model.batch_free:
+        model.batch_problem = _check_free_batch(model, session, seed)
+        model.batch_free = model.batch_problem is None
     return check
+
+
+def _check_free_batch(model: TorchModel, session: Any, seed: int) -> str | None:
+    """Why the module freed of its fixed batch is wrong at twice that batch, else None.
+
+    ONNX Runtime runs the original at its fixed batch, one group of samples at a time."""
+    batch = model.fixed_batch or 1
+    feeds = [model.example_feed(seed=seed + 1 + i) for i in range(2)]
+    joined = {n: np.concatenate([f[n] for f in feeds]) for n in model.input_names}
+    runs = [session.run(None, f) for f in feeds]
+    reference = [np.concatenate(outs) for outs in zip(*runs, strict=True)]
+    try:
+        got = _run_module(model, joined)
+    except Exception as exc:
+        return f"it fails at batch {2 * batch}: {short_message(exc)}"
+    compared = _compare(reference, got)
+    if isinstance(compared, str):
+        return f"at batch {2 * batch} it {compared}"
+    diff, tolerance = compared
+    if not diff <= tolerance:
+        return (
+            f"at batch {2 * batch} its outputs differ from ONNX Runtime's (max abs difference "
+            f"{diff:.3g}, tolerance {tolerance:.3g})"
+        )
+    return None
+
+
+def _run_module(model: TorchModel, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    model.module.eval()
+    with torch.no_grad():
+        got = as_outputs(model.module(*torch_inputs(feed, model.input_names, "cpu")))
+    return [out.detach().cpu().numpy() for out in got]
+
+
+def _compare(reference: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, float] | str:
+    """(max abs difference, tolerance), or what makes the outputs incomparable."""
+    if len(got) != len(reference):
+        return f"returns {len(got)} outputs, ONNX Runtime {len(reference)}"
+    diff, scale = 0.0, 1.0
+    for ref, out in zip(reference, got, strict=True):
+        if ref.shape != out.shape:
+            return f"returns shape {list(out.shape)} where ONNX Runtime returns {list(ref.shape)}"
+        if np.issubdtype(ref.dtype, np.floating):
+            diff = max(diff, float(np.max(np.abs(out.astype(np.float64) - ref))))
+            scale = max(scale, float(np.max(np.abs(ref))))
+        elif not np.array_equal(ref, out):
+            diff = float("inf")
+    return diff, RELATIVE_TOLERANCE * scale
 
 
 def export_onnx(model: TorchModel, out_path: Path) -> None:

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 Kind = Literal["distill", "finetune", "recover"]
 EVAL_BATCH = 256
 PROGRESS_EVERY_S = 0.5
+# ...or when training has advanced this fraction since the last report, however fast the
+# batches run: the bar moves within an epoch, in at most ~200 reports per run.
+PROGRESS_EVERY_FRACTION = 0.005
 # A tie on the validation metric counts as better only if the loss fell by this fraction.
 LOSS_MIN_DELTA = 1e-3
 
@@ -184,7 +187,7 @@ class Trainer:
         self._emit(history[-1])
         gen = torch.Generator().manual_seed(self.cfg.seed)
         steps, stale, stopped_early, step_time = 0, 0, False, 0.0
-        last_progress = 0.0
+        last_progress = last_fraction = 0.0
         epoch = 0
         for epoch in range(1, epochs + 1):
             self._trained.train()
@@ -208,9 +211,13 @@ class Trainer:
                 step_time += time.perf_counter() - t0
                 steps += 1
                 losses.append(float(loss.detach()))
-                if time.perf_counter() - last_progress > PROGRESS_EVERY_S:
-                    last_progress = time.perf_counter()
-                    self.progress(steps / total)
+                # (An epoch's last batch is reported after its validation, below.)
+                if b < per_epoch - 1 and (
+                    time.perf_counter() - last_progress > PROGRESS_EVERY_S
+                    or steps / total - last_fraction >= PROGRESS_EVERY_FRACTION
+                ):
+                    last_progress, last_fraction = time.perf_counter(), steps / total
+                    self.progress(last_fraction)
             metric, val_loss = self.validate_with_loss()
             eta = (time.perf_counter() - start) / steps * (total - steps) if steps else None
             if self.dist is not None and losses:
@@ -221,7 +228,7 @@ class Trainer:
             # Every epoch moves the stage bar, however short: throttled step reports alone
             # leave a fast run's bar at its first step while the curve shows later epochs.
             self.progress(steps / total)
-            last_progress = time.perf_counter()
+            last_progress, last_fraction = time.perf_counter(), steps / total
             # Ties on the metric (a small validation set saturates at 100%) go to the lower
             # validation loss, so training past the first perfect epoch still counts.
             if metric > best or (metric == best and val_loss < best_loss * (1 - LOSS_MIN_DELTA)):
