@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from registry import deletion_views, views
+from registry import deletion_views, prefill, views
 
 urlpatterns = [
     path("new/", views.project_create, name="registry-project-create"),
@@ -11,6 +11,11 @@ urlpatterns = [
         "<uuid:project_uuid>/delete/", deletion_views.project_delete, name="registry-project-delete"
     ),
     path("<uuid:project_uuid>/upload/", views.model_upload, name="registry-upload"),
+    path(
+        "<uuid:project_uuid>/upload/names/",
+        prefill.upload_input_names,
+        name="registry-upload-names",
+    ),
     path(
         "<uuid:project_uuid>/datasets/upload/",
         views.dataset_upload,

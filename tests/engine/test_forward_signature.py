@@ -16,6 +16,7 @@ from compress_engine import (
     forward_signature,
     name_input_shapes,
     parse_input_shapes,
+    signature_from_members,
     suggested_shapes,
 )
 
@@ -174,3 +175,42 @@ def test_it_asks_for_every_required_input_and_no_more(archives):
     traced = forward_signature(archives["traced"], ModelFormat.TORCHSCRIPT)
     with pytest.raises(EngineError, match=r"takes `x`, and the file does not record the shapes"):
         name_input_shapes(traced, [], shapes_required=True)
+
+
+def _text_members(path: Path) -> dict[str, str]:
+    """What the upload form's script sends: every text member under code/ or models/."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return {
+            i.filename: zf.read(i).decode("utf-8")
+            for i in zf.infolist()
+            if (i.filename.endswith(".py") and "/code/" in i.filename)
+            or (i.filename.endswith(".json") and "/models/" in i.filename)
+        }
+
+
+@pytest.mark.parametrize("name", ["seq", "traced", "scripted", "big", "frozen", "export"])
+def test_members_read_in_the_browser_give_the_same_signature_as_the_archive(archives, name):
+    fmt = ModelFormat.TORCH_EXPORT if name == "export" else ModelFormat.TORCHSCRIPT
+    expected = forward_signature(archives[name], fmt)
+    members = _text_members(archives[name])
+    assert expected is not None and members
+    assert signature_from_members(members) == expected
+    # Unrelated members (weights, pickles) sent along are ignored.
+    assert signature_from_members({**members, "m/data.pkl": "junk"}) == expected
+
+
+def test_members_that_do_not_single_out_a_signature_give_none(archives):
+    code = "class A(Module):\n  def forward(self, a: Tensor) -> Tensor:\n    return a\n"
+    assert signature_from_members({"m/code/__torch__.py": code}).names == ["a"]
+    both = code + code.replace("A", "B").replace("a", "b")
+    assert signature_from_members({"m/code/__torch__.py": both}) is None  # two roots
+    assert signature_from_members({"m/code/__torch__.py": "class A(Module:\n"}) is None
+    assert signature_from_members({}) is None
+    assert signature_from_members({"m/data.pkl": "x"}) is None
+    assert signature_from_members({"m/models/model.json": "{not json"}) is None
+    assert signature_from_members({"m/models/model.json": "[]"}) is None
+    # TorchScript code and a torch.export program together: not one archive's members.
+    program = _text_members(archives["export"])
+    assert signature_from_members({**program, "m/code/__torch__.py": code}) is None

@@ -38,6 +38,7 @@ from compress_engine.ingest import (
     forward_signature,
     name_input_shapes,
     parse_input_shapes,
+    signature_from_members,
     suggested_shapes,
 )
 from compress_engine.ingest.capability import MissingCapability, probe_capabilities
@@ -104,6 +105,7 @@ __all__ = [
     "probe_capabilities",
     "probe_worker_device",
     "same_inputs",
+    "signature_from_members",
     "split_sizes",
     "stage_plan",
     "step_needs",

@@ -1,8 +1,8 @@
 """Ingest: recognise an uploaded model's format and convert it to the canonical ONNX form.
 
 Importing this package is cheap (no torch, onnx or TensorFlow): the web app uses
-`detect_format`, `parse_input_shapes` and `forward_signature` at upload
-time; `convert_to_onnx` runs in a worker.
+`detect_format`, `parse_input_shapes` and `forward_signature` (or
+`signature_from_members`, before the upload) at upload time; `convert_to_onnx` runs in a worker.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from compress_engine.ingest.signature import (
     ForwardSignature,
     forward_signature,
     name_input_shapes,
+    signature_from_members,
     suggested_shapes,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "forward_signature",
     "name_input_shapes",
     "parse_input_shapes",
+    "signature_from_members",
     "suggested_shapes",
 ]

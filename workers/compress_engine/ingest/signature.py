@@ -14,6 +14,9 @@ without unpickling anything:
   rule does not single out one class, the names are unknown and the worker still checks them.
 - torch.export (`.pt2`): `models/<name>.json` is the serialised program in JSON; its
   signature lists the user inputs by the names the converter matches shapes against.
+
+Both read the same text members: from the stored upload (forward_signature) or, before any
+upload, as the browser's upload form reads them from the chosen file (signature_from_members).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +35,8 @@ from compress_engine.ingest.shapes import InputSpec
 
 # Code files larger than this are not parsed (generated code of huge models): names unknown.
 MAX_CODE_BYTES = 16 * 1024**2
+# A torch.export program's JSON holds the whole graph: a larger cap.
+MAX_PROGRAM_BYTES = 8 * MAX_CODE_BYTES
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,11 @@ class ForwardArg:
 
 @dataclass(frozen=True)
 class ForwardSignature:
-    """The inputs of a model's forward (self excluded), in order."""
+    """The inputs of a model's forward (self excluded), in order. `shapes_recorded`: the
+    archive carries example inputs (torch.export), so shapes need not be given."""
 
     args: tuple[ForwardArg, ...]
+    shapes_recorded: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -59,36 +67,63 @@ def forward_signature(path: Path, fmt: ModelFormat) -> ForwardSignature | None:
     """The forward signature of the archive at `path`, or None when it cannot be told from
     the archive's text (another format, an unusual archive). Never raises for a damaged
     archive: detect_format has already checked it, and the converter reports the rest."""
+    if fmt not in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT):
+        return None
     try:
         with zipfile.ZipFile(path) as zf:
-            if fmt is ModelFormat.TORCHSCRIPT:
-                return _torchscript(zf)
-            if fmt is ModelFormat.TORCH_EXPORT:
-                return _exported(zf)
-    except (*ZIP_ERRORS, SyntaxError, RecursionError, KeyError, TypeError):
+            wanted = [i for i in zf.infolist() if _member_kind(i.filename) is fmt]
+            if any(i.file_size > _max_bytes(fmt) for i in wanted):
+                return None
+            members = {i.filename: zf.read(i).decode("utf-8") for i in wanted}
+    except (*ZIP_ERRORS, UnicodeDecodeError):
         return None
+    return _signature(members, fmt)
+
+
+def signature_from_members(members: Mapping[str, str]) -> ForwardSignature | None:
+    """The forward signature told by an archive's text members alone (member name -> text),
+    as a browser reads them from the chosen file before any upload: the TorchScript code
+    files (`<top>/code/**/*.py`) or the torch.export program (`<top>/models/<name>.json`).
+    Other members are ignored; None when the members do not single out one signature."""
+    kinds = {_member_kind(name) for name in members} - {None}
+    if len(kinds) != 1:
+        return None
+    (fmt,) = kinds
+    if any(len(text) > _max_bytes(fmt) for text in members.values()):
+        return None
+    return _signature({n: t for n, t in members.items() if _member_kind(n) is fmt}, fmt)
+
+
+def _member_kind(name: str) -> ModelFormat | None:
+    """Which reader needs the member: TorchScript code or a torch.export program."""
+    parts = PurePosixPath(name).parts
+    if len(parts) > 2 and parts[1] == "code" and name.endswith(".py"):
+        return ModelFormat.TORCHSCRIPT
+    if len(parts) == 3 and parts[1] == "models" and name.endswith(".json"):
+        return ModelFormat.TORCH_EXPORT
     return None
 
 
-def _members(zf: zipfile.ZipFile, folder: str, suffix: str) -> list[zipfile.ZipInfo]:
-    """Members `<top>/<folder>/...<suffix>` of a torch archive (one top folder)."""
-    found = []
-    for info in zf.infolist():
-        parts = PurePosixPath(info.filename).parts
-        if len(parts) > 2 and parts[1] == folder and info.filename.endswith(suffix):
-            found.append(info)
-    return found
+def _max_bytes(fmt: ModelFormat) -> int:
+    return MAX_CODE_BYTES if fmt is ModelFormat.TORCHSCRIPT else MAX_PROGRAM_BYTES
 
 
-def _torchscript(zf: zipfile.ZipFile) -> ForwardSignature | None:
+def _signature(members: Mapping[str, str], fmt: ModelFormat) -> ForwardSignature | None:
+    """The one rule for both sources: `members` holds every member of `fmt`'s kind."""
+    try:
+        if fmt is ModelFormat.TORCHSCRIPT:
+            return _torchscript(members)
+        return _exported(members)
+    except (SyntaxError, RecursionError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _torchscript(members: Mapping[str, str]) -> ForwardSignature | None:
     classes: dict[str, ast.ClassDef] = {}
     referenced: set[str] = set()
-    for info in _members(zf, "code", ".py"):
-        if info.file_size > MAX_CODE_BYTES:
-            return None
-        tree = ast.parse(zf.read(info).decode("utf-8"))
-        module = _module_path(info.filename)
-        for node in tree.body:
+    for filename, text in members.items():
+        module = _module_path(filename)
+        for node in ast.parse(text).body:
             if isinstance(node, ast.ClassDef):
                 classes[f"{module}.{node.name}"] = node
                 referenced |= _held_types(node)
@@ -156,16 +191,11 @@ def _forward_of(node: ast.ClassDef) -> ForwardSignature | None:
     return None
 
 
-def _exported(zf: zipfile.ZipFile) -> ForwardSignature | None:
-    programs = [
-        i
-        for i in _members(zf, "models", ".json")
-        if PurePosixPath(i.filename).parent.name == "models"
-    ]
-    if len(programs) != 1 or programs[0].file_size > MAX_CODE_BYTES * 8:
+def _exported(members: Mapping[str, str]) -> ForwardSignature | None:
+    if len(members) != 1:
         return None
-    program = json.loads(zf.read(programs[0]))
-    specs = program["graph_module"]["signature"]["input_specs"]
+    (text,) = members.values()
+    specs = json.loads(text)["graph_module"]["signature"]["input_specs"]
     args = []
     for spec in specs:
         if "user_input" not in spec:
@@ -176,7 +206,7 @@ def _exported(zf: zipfile.ZipFile) -> ForwardSignature | None:
             return None
         kind = "Tensor" if kind == "as_tensor" else kind
         args.append(ForwardArg(name=name, type=kind, has_default=False))
-    return ForwardSignature(tuple(args))
+    return ForwardSignature(tuple(args), shapes_recorded=True)
 
 
 def name_input_shapes(

@@ -19,7 +19,10 @@
     event.preventDefault();
     zone.classList.remove("dragover");
     var input = zone.querySelector("input[type=file]");
-    if (input && event.dataTransfer.files.length) input.files = event.dataTransfer.files;
+    if (input && event.dataTransfer.files.length) {
+      input.files = event.dataTransfer.files;
+      input.dispatchEvent(new Event("change", { bubbles: true }));  // as if chosen
+    }
   });
 
   // Upload progress for htmx form posts.
