@@ -474,3 +474,20 @@ def export_torch_model(
         dynamo=False,
     )
     return path
+
+
+def save_x_torchscript(path: Path) -> Path:
+    """A traced TorchScript module whose forward takes `x` (as most hand-written models do):
+    Conv2d(3, 4, 3) then a spatial mean, traced on [1, 3, 8, 8]."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3))
+
+    torch.jit.save(torch.jit.trace(Net().eval(), torch.randn(1, 3, 8, 8)), path)
+    return path

@@ -16,19 +16,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(scope="module")
 def x_model(tmp_path_factory):
-    import torch
+    from model_builders import save_x_torchscript
 
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3)
-
-        def forward(self, x):
-            return self.conv(x).mean((2, 3))
-
-    path = tmp_path_factory.mktemp("names") / "xnet.pt"
-    torch.jit.save(torch.jit.trace(Net().eval(), torch.randn(1, 3, 8, 8)), path)
-    return path
+    return save_x_torchscript(tmp_path_factory.mktemp("names") / "xnet.pt")
 
 
 def test_it_refuses_a_wrong_name_then_uploads_with_the_corrected_field(

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from conftest import storage_files
+from model_builders import save_x_torchscript
 from registry.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -19,19 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(scope="module")
 def x_model(tmp_path_factory) -> Path:
     """A traced TorchScript module whose forward takes `x` (as most hand-written models do)."""
-    import torch
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3)
-
-        def forward(self, x):
-            return self.conv(x).mean((2, 3))
-
-    path = tmp_path_factory.mktemp("names") / "net.pt"
-    torch.jit.save(torch.jit.trace(Net().eval(), torch.randn(1, 3, 8, 8)), path)
-    return path
+    return save_x_torchscript(tmp_path_factory.mktemp("names") / "net.pt")
 
 
 def _post(client, project, path: Path, shapes: str, **headers):

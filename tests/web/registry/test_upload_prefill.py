@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
+from model_builders import save_x_torchscript
 from registry.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -17,18 +17,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def x_members(tmp_path_factory) -> dict[str, str]:
-    import torch
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3)
-
-        def forward(self, x):
-            return self.conv(x).mean((2, 3))
-
-    path: Path = tmp_path_factory.mktemp("prefill") / "xnet.pt"
-    torch.jit.save(torch.jit.trace(Net().eval(), torch.randn(1, 3, 8, 8)), path)
+    path = save_x_torchscript(tmp_path_factory.mktemp("prefill") / "xnet.pt")
     with zipfile.ZipFile(path) as zf:
         return {
             i.filename: zf.read(i).decode()
