@@ -19,7 +19,7 @@ from compress_engine.configs import DistillStep, step_kind
 from jobs.models import Job, Reaped
 from jobs.routing import choose_queue
 from registry.access import projects_for
-from registry.deletion import DeletionPlan, DeletionRefused, artifact_bytes
+from registry.deletion import DeletionPlan, artifact_bytes, refuse_or_audit
 from registry.models import Dataset, ModelVersion
 from registry.services import RegistryRejected, require_ready
 from web.queue import send_compression_job
@@ -268,16 +268,7 @@ def delete_job(job: Job, *, user: User, request: HttpRequest | None = None) -> D
     with transaction.atomic():
         job = Job.objects.select_for_update().select_related("model_version", "team").get(pk=job.pk)
         plan = plan_job_deletion(job)
-        if plan.refusal:
-            raise DeletionRefused(plan.refusal)
-        audit.record(
-            team=job.team,
-            actor=user,
-            action=audit.Action.DELETED,
-            target=job,
-            detail=plan.audit_detail(),
-            request=request,
-        )
+        refuse_or_audit(plan, team=job.team, target=job, user=user, request=request)
         job.delete()
     log.info("job %s deleted by %s", job.uuid, user.get_username(), extra=_log_extra(job))
     return plan

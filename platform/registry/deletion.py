@@ -191,6 +191,28 @@ def plan_dataset_deletion(dataset: Dataset) -> DeletionPlan:
     )
 
 
+def refuse_or_audit(
+    plan: DeletionPlan,
+    *,
+    team: Team,
+    target: Project | ModelVersion | Dataset | Job,
+    user: User,
+    request: HttpRequest | None,
+) -> None:
+    """Inside the deleting transaction: refuse with the plan's reason, else record the
+    deletion in the team's audit log (one entry, with what goes and the bytes freed)."""
+    if plan.refusal:
+        raise DeletionRefused(plan.refusal)
+    audit.record(
+        team=team,
+        actor=user,
+        action=audit.Action.DELETED,
+        target=target,
+        detail=plan.audit_detail(),
+        request=request,
+    )
+
+
 def _delete(
     *,
     team: Team,
@@ -206,16 +228,7 @@ def _delete(
     with transaction.atomic():
         Team.objects.select_for_update().get(pk=team.pk)
         plan = plan_for()
-        if plan.refusal:
-            raise DeletionRefused(plan.refusal)
-        audit.record(
-            team=team,
-            actor=user,
-            action=audit.Action.DELETED,
-            target=target,
-            detail=plan.audit_detail(),
-            request=request,
-        )
+        refuse_or_audit(plan, team=team, target=target, user=user, request=request)
         # Jobs first: a dataset is RESTRICTed by the jobs that used it.
         jobs.delete()
         target.delete()
