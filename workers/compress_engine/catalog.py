@@ -187,11 +187,11 @@ def progress_layout(recipe: Recipe | None) -> stages.Layout:
 def stage_plan(recipe: Recipe | None) -> tuple[Stage, ...]:
     """The stages compress() goes through for `recipe`, as the slices of its progress it
     reports them in; None (a recipe that no longer parses) plans one generic step."""
-    titles = (
-        ["Compression"] if recipe is None else [pass_for_step(s).info.title for s in recipe.steps]
-    )
+    # One pass over the steps gives both the titles and what the layout weighs (training).
+    needs = [] if recipe is None else step_needs(recipe)
+    titles = [n.title for n in needs] or ["Compression"]
     tflite = recipe is not None and "tflite" in recipe.export
-    at = progress_layout(recipe)
+    at = stages.layout([n.trains for n in needs])
     return (
         Stage("Measuring the original model", at.measure_original, at.steps[0][0]),
         *(
