@@ -42,7 +42,7 @@ ENGINE_FLOORS: list[tuple[str, set[str]]] = [
             "torch_configs",
             "tensors",
             "report",
-            "report_types",
+            "report_figures",
             "formatting",
             "presets",
         },
