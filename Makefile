@@ -10,6 +10,8 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # The TFLite converter (onnx2tf + TensorFlow) pins numpy/onnx/onnxruntime versions of its own,
 # so it gets its own environment; the engine runs it as a subprocess.
 TFLITE_VENV ?= .venv-tflite
+# The second TFLite route (litert-torch) pins what neither environment above can share.
+LITERT_VENV ?= .venv-litert
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test lint format bench bench-load worker web install install-dev assets migrate browser clean
@@ -26,7 +28,13 @@ $(TFLITE_VENV)/.installed: requirements/tflite.txt
 	  2> >(grep -v "is ignored" >&2)
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed $(TFLITE_VENV)/.installed pyproject.toml
+$(LITERT_VENV)/.installed: requirements/litert.txt
+	test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/pip -q --disable-pip-version-check install -r requirements/litert.txt \
+	  2> >(grep -v "is ignored" >&2)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed $(TFLITE_VENV)/.installed $(LITERT_VENV)/.installed pyproject.toml
 	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored" >&2)
 	touch $@
 
@@ -34,7 +42,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(TFLITE_VENV)/.installed
+install: $(VENV)/.installed $(TFLITE_VENV)/.installed $(LITERT_VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 assets: node_modules/.installed
 

@@ -75,12 +75,26 @@ class ReportSummary(Schema):
     size_ratio: float | None = Field(description="Result / original size (0.25: 4x smaller).")
     param_ratio: float | None
     latency_ratio: float | None = Field(description="Result / original p50 (below 1: faster).")
+    speed: str = Field(
+        default="",
+        description=(
+            'The speed change with its noise band, e.g. "1.42× faster (noise ±4%)" or "no '
+            'measurable speed change (1.03×, noise ±5%)".'
+        ),
+    )
     original_p50_ms: float
     result_p50_ms: float
     cosine_similarity: float | None
     top1_agreement: float | None
     accuracy_drop_points: float | None
     device: str
+    recommended: bool = Field(
+        default=True,
+        description="False: below the quality floor; kept for download, not recommended.",
+    )
+    quality_reasons: list[str] = Field(
+        default_factory=list, description="Why the result is not recommended ([] = it is)."
+    )
 
 
 class JobOut(Schema):
@@ -206,12 +220,15 @@ def _summary(job: Job) -> dict[str, Any] | None:
         "size_ratio": report.size_ratio,
         "param_ratio": report.param_ratio,
         "latency_ratio": report.latency_ratio,
+        "speed": report.speed_text(),
         "original_p50_ms": report.original.latency.p50_ms,
         "result_p50_ms": report.result.latency.p50_ms,
         "cosine_similarity": fidelity.cosine_similarity,
         "top1_agreement": fidelity.top1_agreement,
         "accuracy_drop_points": accuracy.drop_points if accuracy else None,
         "device": report.device,
+        "recommended": report.recommended,
+        "quality_reasons": report.quality_reasons,
     }
 
 

@@ -39,7 +39,7 @@ def comparison_rows(report: Any) -> list[ComparisonRow]:
         ),
         _count_row("Parameters", original.parameters, result.parameters),
     ]
-    rows += _latency_rows(original, result)
+    rows += _latency_rows(report)
     if original.macs and result.macs:
         rows.append(_count_row("MACs (batch 1)", original.macs, result.macs))
     return rows
@@ -57,8 +57,11 @@ def _count_row(label: str, before: int, after: int) -> ComparisonRow:
 NEUTRAL_BAND = 0.01
 
 
-def _latency_rows(original: Any, result: Any) -> list[ComparisonRow]:
-    """p50 per measured batch size (p90 too at the first), original and result interleaved."""
+def _latency_rows(report: Any) -> list[ComparisonRow]:
+    """p50 per measured batch size (p90 too at the first), original and result interleaved.
+    The p50 change is said with its noise band ("1.42× faster (noise ±4%)"), and is better or
+    worse only beyond it."""
+    original, result = report.original, report.result
     by_batch = original.latency_by_batch or {str(original.latency.batch_size): original.latency}
     rows = []
     for index, (batch, before) in enumerate(by_batch.items()):
@@ -68,16 +71,21 @@ def _latency_rows(original: Any, result: Any) -> list[ComparisonRow]:
         stats = (("p50", "p50_ms"), ("p90", "p90_ms")) if index == 0 else (("p50", "p50_ms"),)
         for label, attr in stats:
             b, a = getattr(before, attr), getattr(after, attr)
+            band = report.latency_noise_by_batch.get(batch)
+            verdict = None if band is None or a <= 0 else band.verdict(b / a)
             rows.append(
                 ComparisonRow(
                     f"Latency {label}, batch {batch}",
                     f"{b:.3f} ms",
                     f"{a:.3f} ms",
-                    _ratio_text(b, a),
-                    _direction(a, b),
+                    report.speed_text(batch) if label == "p50" else _ratio_text(b, a),
+                    _direction(a, b) if verdict is None else _SPEED_DIRECTION[verdict],
                 )
             )
     return rows
+
+
+_SPEED_DIRECTION = {"faster": True, "slower": False, "unchanged": None}
 
 
 def _direction(after: float, before: float) -> bool | None:
@@ -182,9 +190,13 @@ def _artifact_notes(info: Any) -> list[str]:
     """What the file was made from, and its inputs where they differ from the ONNX model's
     (e.g. "input: NHWC": TFLite image inputs are channel-last)."""
     notes = [f"from {info.source}"] if info.source else []
+    if info.converter:  # TFLite files: which converter route made it
+        notes.append(f"made by {info.converter}")
     for name in dict.fromkeys([*info.layouts, *info.input_dtypes]):
         parts = [info.layouts.get(name), info.input_dtypes.get(name)]
         notes.append(f"{name}: {', '.join(p for p in parts if p)}")
+    for name, shape in info.input_shapes.items():
+        notes.append(f"{name} fixed at {'x'.join('?' if d is None else str(d) for d in shape)}")
     return notes
 
 

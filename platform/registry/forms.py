@@ -60,9 +60,10 @@ class InputShapesForm(forms.Form):
 class DatasetUploadForm(forms.Form):
     file = forms.FileField(
         help_text="A .npz: arrays named after the model's inputs (or x), optional integer "
-        "labels y. Or a .zip of image folders, one per class (cats/001.png, dogs/001.png): "
-        "images are resized to the model's input when a job runs. Used for calibration, "
-        "training and evaluation."
+        "labels y, and an optional __modelpress__ manifest for sample axes and constants "
+        "(docs/datasets.md). Or a .zip of image folders, one per class (cats/001.png, "
+        "dogs/001.png): images are resized to the model's input when a job runs. Used for "
+        "calibration, training and evaluation."
     )
     name = forms.CharField(max_length=100, required=False, help_text="Defaults to the file name.")
 

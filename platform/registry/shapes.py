@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compress_engine import TensorInfo
+from compress_engine import TensorInfo, batch_symbols
 
 MAX_DIM = 1_000_000
 
@@ -41,10 +41,10 @@ def _infos(version) -> list[TensorInfo]:
 
 def dims_to_ask(version) -> list[OpenDim]:
     """The version's dynamic dims other than the batch, with any value already chosen. The
-    batch rule is the engine's (measure.inputs.resolve_shapes): a symbol leading some input,
-    or an unnamed leading dim, is the batch."""
+    batch rule is the engine's (compress_engine.batch_symbols): a symbol leading some input or
+    named like a batch, or an unnamed leading dim, is the batch."""
     infos = _infos(version)
-    batch = {t.shape[0] for t in infos if t.shape and isinstance(t.shape[0], str)}
+    batch = batch_symbols(infos)
     chosen = version.input_shapes or {}
     dims: dict[str, OpenDim] = {}
     for t in infos:

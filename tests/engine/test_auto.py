@@ -37,6 +37,14 @@ def test_it_treats_gains_below_five_percent_as_noise():
 
 
 def test_it_can_optimise_for_size_instead():
+    smaller = Candidate("int4", 200, 10.3, meets_budget=True)  # as fast, within the noise
+    decision = choose(ORIGINAL, [smaller], objective="size")
+    assert decision.pick is smaller
+
+
+def test_a_smaller_variant_slower_beyond_the_noise_is_never_the_answer():
+    # The latency gate: optimising for size does not excuse a slowdown beyond the band.
     smaller_slower = Candidate("int4", 200, 12.0, meets_budget=True)
     decision = choose(ORIGINAL, [smaller_slower], objective="size")
-    assert decision.pick is smaller_slower
+    assert decision.pick is None
+    assert "1.20× slower" in decision.reason and "keep the original" in decision.reason

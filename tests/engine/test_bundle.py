@@ -155,6 +155,7 @@ def test_its_preprocessing_gives_each_files_layout_and_input_dtypes(tflite_bundl
         "precision": "int8",
         "layouts": {"input": "NHWC"},
         "input_dtypes": {"input": "int8"},
+        "input_shapes": {"input": [1, 1, 8, 8]},  # fixed at conversion, batch 1
     }
 
 

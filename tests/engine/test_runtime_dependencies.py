@@ -36,10 +36,12 @@ from compress_engine.ingest.capability import (
 )
 from runtime_env import ROOT, blocking_env, runtime_closure
 
-# These two run in the TensorFlow converter's own environment (requirements/tflite.txt).
+# These run in a converter's own environment: the first two in TensorFlow's
+# (requirements/tflite.txt), the last in litert-torch's (requirements/litert.txt).
 CONVERTER_ENV_SCRIPTS = {
     "workers/compress_engine/ingest/tf_convert.py",
     "workers/compress_engine/export/tflite_convert.py",
+    "workers/compress_engine/export/litert_convert.py",
 }
 FAST = {"latency_runs": 2, "warmup": 0, "fidelity_samples": 4, "batch_sizes": []}
 

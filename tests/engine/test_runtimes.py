@@ -32,7 +32,9 @@ def test_every_runtime_has_a_row_and_the_main_one_is_the_comparisons_timing(
 ) -> None:
     rows = _rows(static_run)
 
-    assert list(rows) == ["CPU", "CUDA", "TensorRT fp16", "TensorRT int8"]
+    assert list(rows)[:4] == ["CPU", "CUDA", "TensorRT fp16", "TensorRT int8"]
+    # Where the multi-thread CPU figure was unstable, a 1-thread timing follows.
+    assert list(rows)[4:] in ([], ["CPU, 1 thread"])
     main = next(
         r for r in static_run.runtimes if r.provider == static_run.original.latency.provider
     )

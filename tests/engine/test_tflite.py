@@ -15,6 +15,7 @@ import pytest
 import model_builders
 from compress_engine import Report, compress
 from compress_engine.export.litert import LiteRTSession
+from compress_engine.export.litert_route import LITERT_ENV
 from compress_engine.export.tflite import CONVERTER_ENV, converter_python
 from compress_engine.export.verify import conversion_failure
 from compress_engine.report import Fidelity, OutputFidelity
@@ -211,7 +212,7 @@ def test_pruned_model_is_the_conversion_source(
 @pytest.mark.parametrize(
     ("python", "expected"),
     [
-        ("/nonexistent/python", "converter environment is not installed"),
+        ("/nonexistent/python", "environment is not installed"),
         ("/bin/false", "the converter process died (exit status 1)"),
     ],
 )
@@ -222,12 +223,20 @@ def test_a_missing_or_broken_converter_is_a_per_file_failure(
     python: str,
     expected: str,
 ) -> None:
+    # Both routes broken (onnx2tf's and litert-torch's environments): each file's row names
+    # each route's reason.
     monkeypatch.setenv(CONVERTER_ENV, python)
+    monkeypatch.setenv(LITERT_ENV, python)
     report, _ = run(mlp_path, None, steps=[{"quantize": {"mode": "dynamic-int8"}}])
 
-    onnx_file, *tflite = report.artifacts
-    assert onnx_file.status == "ok" and len(tflite) == 4
-    assert all(a.status == "failed" and expected in a.failure for a in tflite)
+    onnx_file, *tflite, int8 = report.artifacts
+    assert onnx_file.status == "ok" and len(tflite) == 3
+    for a in tflite:
+        assert a.status == "failed" and a.converter is None
+        onnx2tf, litert = a.failure.split("; litert-torch: ")
+        assert onnx2tf.startswith("onnx2tf: ") and expected in onnx2tf and expected in litert
+    # Without a dataset no route can calibrate int8: it says so without starting a converter.
+    assert int8.status == "failed" and "needs representative samples" in int8.failure
 
 
 def test_relative_paths_reach_the_converter(

@@ -256,6 +256,8 @@ def test_it_shows_what_auto_decided(trained_model_version, dataset, owner, clien
         assert "Keep the original" in decision
     else:
         assert f"Picked <strong>{auto['pick']}</strong>" in decision
+    # The worker measured the timing's noise band, and the page says what it means.
+    assert auto["noise"] is not None and 'data-testid="auto-noise"' in page
 
 
 PRUNE_DISTILL = {

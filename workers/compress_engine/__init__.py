@@ -24,6 +24,8 @@ from compress_engine.catalog import (
 )
 from compress_engine.configs import Recipe, default_recipe
 from compress_engine.data import Dataset, load_dataset, split_sizes
+from compress_engine.data_layout import MANIFEST as DATASET_MANIFEST
+from compress_engine.data_layout import batch_symbols
 from compress_engine.dataset_images import image_sample
 from compress_engine.dataset_info import DatasetInfo, inspect_dataset, npz_sample
 from compress_engine.device import WorkerDevice, cpu_model_name, probe_worker_device
@@ -59,6 +61,7 @@ from compress_engine.tensors import ModelInfo, TensorInfo
 __version__ = ENGINE_VERSION
 
 __all__ = [
+    "DATASET_MANIFEST",
     "ENGINE_VERSION",
     "PRESETS",
     "Dataset",
@@ -81,6 +84,7 @@ __all__ = [
     "TensorInfo",
     "TrainingPoint",
     "WorkerDevice",
+    "batch_symbols",
     "compress",
     "convert_to_onnx",
     "cpu_model_name",

@@ -6,6 +6,7 @@ placed when the run fails; the work itself is the pipeline's stages, run in orde
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,8 @@ from compress_engine.configs import EvaluateConfig, Recipe
 from compress_engine.data import Dataset, as_dataset, load_dataset
 from compress_engine.errors import EngineError
 from compress_engine.inspect import inspect_onnx
-from compress_engine.onnx_files import is_onnx_zip, unpack_zip
+from compress_engine.library_logs import aggregated_library_logs
+from compress_engine.onnx_files import is_onnx_zip, model_files, unpack_zip
 from compress_engine.pipeline.export import export_artifacts
 from compress_engine.pipeline.original import measure_original
 from compress_engine.pipeline.result import measure_result
@@ -64,13 +66,13 @@ def compress(
         # Scratch inside out_dir: same filesystem (cheap renames), and big models fit.
         with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as tmp:
             work = Path(tmp)
-            model = _unpacked(model, work / "input")
+            model = _private_copy(model, work / "input")
             if deferred:
                 dataset = _checked_data(data, model, recipe)
             hooks = Hooks(
                 on_training=on_training,
                 teachers={
-                    name: _unpacked(path, work / f"teacher{i}")
+                    name: _private_copy(path, work / f"teacher{i}")
                     for i, (name, path) in enumerate((teachers or {}).items())
                 },
             )
@@ -84,13 +86,15 @@ def compress(
 
 
 def _run(run: Run, dataset: Dataset | None) -> Report:
-    """The stages in order, each handing what it made to the next."""
-    original = measure_original(run, dataset)
-    steps = run_steps(run, original)
-    validated = validate(run, original, steps)
-    measured = measure_result(run, original, steps, validated)
-    exported = export_artifacts(run, original, steps, validated, measured)
-    return write_report(run, original, steps, measured, exported)
+    """The stages in order, each handing what it made to the next; library warnings are
+    counted and logged once per kind at the end (library_logs)."""
+    with aggregated_library_logs():
+        original = measure_original(run, dataset)
+        steps = run_steps(run, original)
+        validated = validate(run, original, steps)
+        measured = measure_result(run, original, steps, validated)
+        exported = export_artifacts(run, original, steps, validated, measured)
+        return write_report(run, original, steps, measured, exported)
 
 
 def _is_zip(data: Any) -> bool:
@@ -110,12 +114,28 @@ def _load_data(data: Any, model: Path, ev: EvaluateConfig) -> Dataset:
         # Image folders are decoded to the model's input size, channels and layout.
         inputs = inspect_onnx(model).inputs
         return load_dataset(data, inputs, image_mean=ev.image_mean, image_std=ev.image_std)
-    return as_dataset(data)
+    return as_dataset(data, sample_axis=ev.sample_axis, constants=ev.constants)
 
 
-def _unpacked(model: Path, folder: Path) -> Path:
-    """The `.onnx` to work on: a model zip (an ONNX file with its external data, the form of
-    models over 2 GB) is unpacked into the run's scratch folder first."""
-    if not is_onnx_zip(model):
-        return model
-    return unpack_zip(model, folder)
+def _private_copy(model: Path, folder: Path) -> Path:
+    """The `.onnx` the run works on: a copy of the caller's file (with its external data
+    files) in the run's scratch folder, never the file itself, which tools the stages call
+    may write to (onnx2tf rewrites its input in place) and the last stage may move into
+    out_dir (a result that is the original). A model zip (an ONNX file with its external
+    data, the form of models over 2 GB) is unpacked there instead. The dataset needs no
+    copy: it is read once, read-only, into memory."""
+    model = Path(model)
+    if is_onnx_zip(model):
+        return unpack_zip(model, folder)
+    if not model.is_file():
+        return model  # inspect says what is wrong with the path
+    try:
+        files = model_files(model)
+    except Exception:  # unreadable or a data file outside its folder: inspect explains
+        files = [model]
+    for path in files:
+        if path.is_file():
+            target = folder / path.relative_to(model.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return folder / model.name

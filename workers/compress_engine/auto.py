@@ -4,7 +4,8 @@ Measured here: dynamic int8 on convolution models runs several times slower than
 CPU (activations are quantized at run time around every ConvInteger), while static int8
 (QDQ, calibrated) is faster; MatMul-heavy models (MLPs, transformers) gain from dynamic int8.
 `auto` therefore picks by where the model's arithmetic is, and never returns a variant that
-is not better than the original: if nothing qualifies it says so and keeps the original.
+is not better than the original beyond the noise of its own timing (an identical copy of the
+original timed beside the candidates): if nothing qualifies it says so and keeps the original.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Literal
 
+from compress_engine.report import Latency, NoiseBand
+from compress_engine.report_figures import speed_text
+
 Objective = Literal["latency", "size"]
 
 CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 MATMUL_OPS = frozenset({"MatMul", "Gemm", "Attention", "LSTM"})
-# Differences below this are timer or rounding noise, not an improvement.
+# The smallest speed-up (or size saving) worth handing back a changed model for; a speed-up
+# must also clear the measured noise band of the timing.
 MIN_GAIN = 0.05
 
 
@@ -39,6 +44,20 @@ class Candidate:
     size_bytes: int
     p50_ms: float
     meets_budget: bool
+    below_floor: bool = False  # below evaluate.quality_floor: never the answer
+
+    @classmethod
+    def measured(
+        cls,
+        name: str,
+        size_bytes: int,
+        latency: Latency,
+        *,
+        meets_budget: bool = True,
+        below_floor: bool = False,
+    ) -> Candidate:
+        """A candidate from its measured latency (the median is what is compared)."""
+        return cls(name, size_bytes, latency.p50_ms, meets_budget, below_floor)
 
 
 @dataclass(frozen=True)
@@ -48,33 +67,63 @@ class Decision:
 
 
 def choose(
-    original: Candidate, candidates: Sequence[Candidate], objective: Objective = "latency"
+    original: Candidate,
+    candidates: Sequence[Candidate],
+    objective: Objective = "latency",
+    noise: NoiseBand | None = None,
 ) -> Decision:
-    """The variant to hand back, or None with the reason when none beats the original."""
-    within = [c for c in candidates if c.meets_budget]
+    """The variant to hand back, or None with the reason when none beats the original.
+
+    `noise` is the band of the candidates' timing (an identical copy of the original timed
+    in the same rounds): a speed-up counts only beyond it and MIN_GAIN, and a candidate
+    slower than the original beyond it is never the answer, whatever the objective (the
+    latency gate). Without a band MIN_GAIN stands in for it.
+    """
+    band = noise or NoiseBand(low=1.0, high=1.0, noise=MIN_GAIN, blocks=0, rounds=0)
+    gain = max(MIN_GAIN, band.noise)
+    within = [c for c in candidates if c.meets_budget and not c.below_floor]
     if objective == "latency":
-        better = [c for c in within if c.p50_ms <= original.p50_ms * (1 - MIN_GAIN)]
+        better = [c for c in within if _speedup(original, c) > 1 + gain]
         key = attrgetter("p50_ms", "size_bytes")
         what = "faster"
+        beyond = (
+            f" beyond the timing noise (±{band.noise:.0%}: how far an identical copy of the "
+            "original timed from it)"
+        )
     else:
-        better = [c for c in within if c.size_bytes <= original.size_bytes * (1 - MIN_GAIN)]
+        better = [
+            c
+            for c in within
+            if c.size_bytes <= original.size_bytes * (1 - MIN_GAIN)
+            and band.verdict(_speedup(original, c)) != "slower"
+        ]
         key = attrgetter("size_bytes", "p50_ms")
         what = "smaller"
+        beyond = f" without being slower beyond the timing noise (±{band.noise:.0%})"
     if not better:
         tried = ", ".join(
-            f"{c.name} ({c.p50_ms:.3f} ms, {c.size_bytes:,} bytes"
-            f"{'' if c.meets_budget else ', outside the budget'})"
+            f"{c.name} ({c.p50_ms:.3f} ms: {speed_text(_speedup(original, c), band)}, "
+            f"{c.size_bytes:,} bytes"
+            f"{'' if c.meets_budget else ', outside the budget'}"
+            f"{', below the quality floor' if c.below_floor else ''})"
             for c in candidates
         )
         return Decision(
             None,
             f"No variant was at least {MIN_GAIN:.0%} {what} than the original "
-            f"({original.p50_ms:.3f} ms, {original.size_bytes:,} bytes) within the budget; "
+            f"({original.p50_ms:.3f} ms, {original.size_bytes:,} bytes){beyond}, within the "
+            "budget and the quality floor; "
             f"keep the original. Tried: {tried or 'nothing'}.",
         )
     pick = min(better, key=key)
     return Decision(
         pick,
         f"{pick.name}: p50 {pick.p50_ms:.3f} ms vs {original.p50_ms:.3f} ms, "
+        f"{speed_text(_speedup(original, pick), band)}; "
         f"{pick.size_bytes:,} vs {original.size_bytes:,} bytes, within the budget.",
     )
+
+
+def _speedup(original: Candidate, candidate: Candidate) -> float:
+    """Original p50 / candidate p50 (above 1 = the candidate is faster)."""
+    return original.p50_ms / candidate.p50_ms if candidate.p50_ms > 0 else float("inf")

@@ -17,6 +17,7 @@ import yaml
 
 from compress_engine.bundle_charts import bundle_charts, charts
 from compress_engine.bundle_examples import RUN_ONNX, RUN_TFLITE
+from compress_engine.fidelity_text import fidelity_markdown, verdict_markdown
 from compress_engine.formatting import human_bytes as _bytes
 from compress_engine.report import ArtifactInfo, Report
 
@@ -132,6 +133,7 @@ def preprocessing(report: Report) -> dict[str, Any]:
                 "precision": a.precision,
                 "layouts": a.layouts,
                 "input_dtypes": a.input_dtypes,
+                "input_shapes": a.input_shapes,
             }
             for a in report.files
         },
@@ -147,8 +149,9 @@ def report_markdown(report: Report) -> str:
     for b, lat in o.latency_by_batch.items() or {str(o.latency.batch_size): o.latency}.items():
         got = r.latency_by_batch.get(b, r.latency)
         ratio = got.p50_ms / lat.p50_ms if lat.p50_ms else None
+        speed = f"{_x(ratio)}: {report.speed_text(b)}"
         rows.append(
-            (f"Latency p50, batch {b}", f"{lat.p50_ms:.4g} ms", f"{got.p50_ms:.4g} ms", _x(ratio))
+            (f"Latency p50, batch {b}", f"{lat.p50_ms:.4g} ms", f"{got.p50_ms:.4g} ms", speed)
         )
     if o.macs and r.macs is not None:
         rows.append(("MACs (batch 1)", f"{o.macs:,}", f"{r.macs:,}", _x(r.macs / o.macs)))
@@ -159,25 +162,19 @@ def report_markdown(report: Report) -> str:
         f"{report.created_at:%Y-%m-%d %H:%M} UTC.",
         f"Device: {report.device}.",
         "",
+        *verdict_markdown(report),
         "| | original | compressed | ratio |",
         "| --- | --- | --- | --- |",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
         "",
         f"Latency: ONNX Runtime {o.latency.provider}, {o.latency.threads} threads, "
         f"{o.latency.runs} timed runs after {o.latency.warmup} warm-up, original and compressed "
-        "interleaved on the same inputs.",
+        "interleaved on the same inputs with an identical copy of the original, whose spread "
+        "is the noise band (a change inside it is not claimed). Timed at "
+        f"{report.timed_shapes_text()}.",
     ]
     lines += _runtimes_section(report)
-    s = report.fidelity.summary
-    lines += [
-        "",
-        "## Fidelity",
-        "",
-        f"On {report.fidelity.samples} {report.fidelity.inputs} samples, output `{s.name}`: "
-        f"cosine {_num(s.cosine_similarity)}, max abs diff {_num(s.max_abs_diff)}"
-        + ("" if s.top1_agreement is None else f", top-1 agreement {s.top1_agreement:.1%}")
-        + ".",
-    ]
+    lines += fidelity_markdown(report)
     if report.accuracy is not None:
         a = report.accuracy
         lines += [
@@ -254,9 +251,10 @@ def _runtimes_section(report: Report) -> list[str]:
             continue
         before = rt.original.p50_ms if rt.original else None
         ratio = rt.compressed.p50_ms / before if before else None
+        speed = _x(ratio) if before is None else f"{_x(ratio)}: {rt.speed_text()}"
         lines.append(
             f"| {rt.runtime} | {'-' if before is None else f'{before:.4g} ms'} | "
-            f"{rt.compressed.p50_ms:.4g} ms | {_x(ratio)} | {rt.provider} |"
+            f"{rt.compressed.p50_ms:.4g} ms | {speed} | {rt.provider} |"
         )
     return lines
 
@@ -296,7 +294,10 @@ def _files_section(report: Report) -> list[str]:
     sources: dict[str, list[str]] = {}
     for a in report.artifacts:
         if a.source:
-            sources.setdefault(a.source, []).append(f"`{a.name}`")
+            by = f" by {a.converter}" if a.converter else ""
+            shapes = "; ".join(f"`{k}` {v}" for k, v in a.input_shapes.items())
+            takes = f" (takes {shapes})" if shapes else ""
+            sources.setdefault(f"{a.source}{by}{takes}", []).append(f"`{a.name}`")
     if sources:
         lines += ["", *(f"{', '.join(n)}: converted from {src}." for src, n in sources.items())]
     if layout := _layout_text(report):
@@ -353,6 +354,7 @@ def _readme(report: Report) -> str:
     lines = [
         "# ModelPress deployment bundle",
         "",
+        *verdict_markdown(report),
         *(f"- `models/{a.unpacked_name}`: {_describe(a, model)}." for a in report.files),
         "- `REPORT.md` / `report.json`: what was done and measured (before/after, fidelity, "
         "charts, notes).",
@@ -407,7 +409,8 @@ def _describe(a: ArtifactInfo, main: str | None) -> str:
         return "the same ONNX model, deflate-compressed or with its external data beside it"
     if a.format == "tflite":
         made = f", converted from {a.source}" if a.source else ""
-        return f"TFLite (LiteRT), {a.precision}{made}"
+        by = f" by {a.converter}" if a.converter else ""
+        return f"TFLite (LiteRT), {a.precision}{made}{by}"
     return f"ONNX, {a.precision}"
 
 
@@ -438,10 +441,6 @@ class _Sink:
 
 def _x(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.3f}x"
-
-
-def _num(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.6g}"
 
 
 def _opt(v: float | None) -> str:

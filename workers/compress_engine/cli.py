@@ -5,6 +5,7 @@ download."""
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 import tempfile
@@ -15,11 +16,14 @@ from typing import Any, TextIO
 from compress_engine import remote
 from compress_engine.configs import Recipe, default_recipe
 from compress_engine.errors import EngineError
+from compress_engine.fidelity_text import fidelity_lines, verdict_lines
 from compress_engine.formatting import human_bytes as _bytes
+from compress_engine.ingest.formats import require_onnx
 from compress_engine.inspect import ModelInfo, TensorInfo, inspect_onnx
+from compress_engine.library_logs import LIBRARY_LOGGER
 from compress_engine.onnx_files import is_onnx_zip, unpack_zip
 from compress_engine.passes import list_passes
-from compress_engine.presets import PRESETS, get_preset
+from compress_engine.presets import PRESETS, get_preset, with_input_shapes
 from compress_engine.report import ArtifactInfo, Report, TrainingPoint
 
 EXIT_INTERNAL_ERROR = 1
@@ -105,7 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write bundle.zip: artifacts, report, REPORT.md, preprocessing, an example",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help=(
+            "the shape to time and measure an input at, e.g. x=1x3x48x320 (repeatable, one per "
+            "input; sets evaluate.input_shapes over the recipe's). Without it, free dims take "
+            "the dataset's shape, or a guess the report names"
+        ),
+    )
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress lines and no library warnings"
+    )
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("recipe", parents=[common], help="print the default recipe (YAML)")
@@ -142,6 +159,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from compress_engine.measure.inputs import resolve_shapes
     from compress_engine.measure.macs import count_macs
 
+    require_onnx(args.model, "inspect")
     with tempfile.TemporaryDirectory(prefix="modelpress-inspect-") as tmp:
         # A model zip (ONNX with external data) is looked at unpacked.
         model = unpack_zip(args.model, Path(tmp)) if is_onnx_zip(args.model) else args.model
@@ -174,10 +192,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         recipe = get_preset(args.preset).recipe()
     else:
         recipe = default_recipe()
+    recipe = with_input_shapes(recipe, input_shapes(args.input_shape))
+    require_onnx(args.model, "compress")
     out = args.out or args.model.with_suffix(".compressed")
     teachers = _teachers(args.teacher)
     progress = None if args.quiet else _progress_display(sys.stderr)
     on_training = None if args.quiet else _training_printer(progress, sys.stderr)
+    if args.quiet:  # the run's summary of library warnings (library_logs) stays unprinted
+        logging.getLogger(LIBRARY_LOGGER).setLevel(logging.CRITICAL)
     try:
         report = compress(
             args.model,
@@ -202,6 +224,27 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         files.append("bundle.zip")
     print(f"\nwritten to {out}/: {', '.join(files)}")
     return 0
+
+
+def input_shapes(values: list[str]) -> dict[str, list[int]]:
+    """--input-shape values (NAME=DIMS, e.g. x=1x3x48x320) by input name."""
+    from compress_engine.ingest.shapes import parse_input_shapes
+
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        try:
+            specs = parse_input_shapes(value)
+        except EngineError as exc:
+            raise EngineError(f"--input-shape {value!r}: {exc}") from None
+        if len(specs) != 1 or specs[0].name is None or specs[0].dtype != "float32":
+            raise EngineError(
+                f"--input-shape takes one NAME=DIMS, e.g. x=1x3x48x320 (the input's name, its "
+                f"dims joined by x; the dtype comes from the model), got {value!r}."
+            )
+        if specs[0].name in shapes:
+            raise EngineError(f"--input-shape names {specs[0].name!r} twice.")
+        shapes[specs[0].name] = specs[0].shape
+    return shapes
 
 
 def _teachers(pairs: list[str]) -> dict[str, Path]:
@@ -363,7 +406,7 @@ def format_model_info(info: ModelInfo) -> str:
 
 
 def format_report(report: Report) -> str:
-    o, r, f = report.original, report.result, report.fidelity.summary
+    o, r = report.original, report.result
     rows = [
         ("", "original", "compressed", "ratio"),
         ("size", _bytes(o.size_bytes), _bytes(r.size_bytes), _x(report.size_ratio)),
@@ -404,14 +447,7 @@ def format_report(report: Report) -> str:
         )
         for row in rows
     ]
-    source = "random" if report.fidelity.inputs == "random" else "evaluation-split"
-    fid = (
-        f"fidelity ({report.fidelity.samples} {source} samples, output {f.name!r}): "
-        f"cosine {_num(f.cosine_similarity, 6)}, max abs diff {_num(f.max_abs_diff)}"
-    )
-    if f.top1_agreement is not None:
-        fid += f", top-1 agreement {f.top1_agreement:.1%}"
-    lines = [*table, fid]
+    lines = [*table, *_speed_lines(report), *fidelity_lines(report)]
     if report.accuracy is not None:
         a = report.accuracy
         acc = (
@@ -430,7 +466,7 @@ def format_report(report: Report) -> str:
         sr = report.search
         lines.append(
             f"accuracy-aware: {len(sr.trials)} trial(s), kept trial {sr.chosen} "
-            f"({sr.metric} {sr.trials[sr.chosen].metric:.5g}, budget {sr.budget:g}, "
+            f"({sr.metric} {sr.trials[sr.chosen].metric:.7g}, budget {sr.budget:.10g}, "
             f"{'met' if sr.met else 'missed'}); in float: "
             f"{', '.join(sr.trials[sr.chosen].kept_in_float) or 'none'}"
         )
@@ -452,7 +488,20 @@ def format_report(report: Report) -> str:
         )
     lines += [_artifact_line(a) for a in report.artifacts if a.check or not a.ok]
     lines += [f"note: {n}" for n in report.notes]
+    lines += verdict_lines(report)
     return "\n".join(lines)
+
+
+def _speed_lines(report: Report) -> list[str]:
+    """The speed change per batch size with its noise band, and the shapes it was timed at."""
+    batches = list(report.original.latency_by_batch) or [str(report.original.latency.batch_size)]
+    lines = [f"speed (batch {b}): {report.speed_text(b)}" for b in batches]
+    lines += [
+        f"speed ({rt.runtime}): {rt.speed_text()}"
+        for rt in report.runtimes
+        if rt.speedup is not None and rt.original != report.original.latency
+    ]
+    return [*lines, f"timed at: {report.timed_shapes_text()}"]
 
 
 def _artifact_line(a: ArtifactInfo) -> str:

@@ -25,6 +25,7 @@ from pydantic import (
 
 from compress_engine.errors import EngineError
 from compress_engine.export_configs import ExportFormat, TfliteConfig
+from compress_engine.quality_configs import QualityFloor
 from compress_engine.quantize_configs import (
     CONFIG_BY_MODE,
     DEFAULT_DYNAMIC_OP_TYPES,
@@ -72,6 +73,7 @@ __all__ = [
     "PositiveDim",
     "PruneConfig",
     "PruneStep",
+    "QualityFloor",
     "QuantizeConfig",
     "QuantizeMode",
     "QuantizeStep",
@@ -231,6 +233,22 @@ class EvaluateConfig(_Strict):
             "batch, e.g. {input_ids: [1, 128]}. Used verbatim."
         ),
     )
+    sample_axis: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "With a dataset: the axis holding the samples of arrays whose samples are not on "
+            "axis 0, e.g. {state: 1} for a state stored [2, samples, 128]; batches are cut "
+            "along it. Overrides the dataset's `__modelpress__` manifest."
+        ),
+    )
+    constants: dict[str, int | float | list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Values fed as they are with every batch, dataset or random inputs, e.g. "
+            "{sr: 16000} for a scalar sample-rate input; they override the dataset's arrays "
+            "of the same name."
+        ),
+    )
     calibration_fraction: float = Field(
         default=0.5,
         ge=0.0,
@@ -295,6 +313,14 @@ class EvaluateConfig(_Strict):
             "Budget without labels: lowest cosine similarity of the first output to the "
             "original's, on the evaluation split (or random inputs without a dataset), e.g. "
             "0.999. Used when max_accuracy_drop is unset or the dataset has no labels."
+        ),
+    )
+
+    quality_floor: QualityFloor | None = Field(
+        default_factory=QualityFloor,
+        description=(
+            "The least a result must keep to be recommended (see `evaluate.quality_floor`); "
+            "null judges nothing (every result is recommended)."
         ),
     )
 

@@ -3,7 +3,9 @@ it: `.npz` arrays (from their headers: no pickles, nothing loaded but the labels
 image folders (compress_engine.dataset_images).
 
 `inspect_dataset` answers before a job ever runs, so a dataset it accepts is one a job can
-load; every refusal is an EngineError whose message says what to do.
+load; every refusal is an EngineError whose message says what to do. A `.npz` may carry a
+manifest (data_layout.MANIFEST) naming sample axes and constants; samples are counted with
+the loader's own function (data_layout.sample_count).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from compress_engine.data import (
     ArrayHeader,
     read_array_header,
 )
+from compress_engine.data_layout import (
+    MANIFEST,
+    Layout,
+    parse_manifest,
+    read_manifest,
+    sample_count,
+)
 from compress_engine.errors import EngineError, short_message
 
 NPZ_PREVIEWS = 16
@@ -44,7 +53,8 @@ class DatasetInfo:
 
     kind: Literal["npz", "images"]
     samples: int
-    arrays: dict[str, dict] = field(default_factory=dict)  # name -> {"shape", "dtype"}
+    # name -> {"shape", "dtype"}, plus "sample_axis" (when not 0) or "constant": true
+    arrays: dict[str, dict] = field(default_factory=dict)
     label_array: str = ""  # "y" or "labels" when the .npz has labels
     classes: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "count"}]
     image_width: int | None = None  # image folders: the most common image size
@@ -71,8 +81,9 @@ def inspect_dataset(
         return inspect_image_folders(path, max_bytes=max_bytes)
     raise EngineError(
         "Datasets are .npz files (numpy.savez(path, x=inputs, y=labels), with arrays named "
-        "after the model's inputs or `x`, and optional integer labels `y`) or .zip files of "
-        "image folders, one folder per class (cats/001.png, dogs/001.png)."
+        "after the model's inputs or `x`, optional integer labels `y`, and an optional "
+        f"`{MANIFEST}` manifest for sample axes and constants) or .zip files of image "
+        "folders, one folder per class (cats/001.png, dogs/001.png)."
     )
 
 
@@ -100,7 +111,10 @@ def _inspect_npz(path: Path, max_samples: int | None) -> DatasetInfo:
         (
             name
             for name, a in arrays.items()
-            if name != label_array and npz_image_layout(a["shape"]) is not None
+            if name != label_array
+            and "sample_axis" not in a
+            and not a.get("constant")
+            and npz_image_layout(a["shape"]) is not None
         ),
         None,
     )
@@ -131,7 +145,9 @@ def _npz_structure(path: Path, max_samples: int | None) -> tuple[dict[str, dict]
             raise EngineError("The .npz archive holds no arrays.")
         if len(members) > MAX_ARRAYS:
             raise EngineError(f"The .npz archive holds more than {MAX_ARRAYS} arrays.")
-        headers = [_header(archive, m) for m in members]
+        notes = [m for m in members if m.filename == f"{MANIFEST}.npy"]
+        layout = parse_manifest(read_manifest(archive, notes[0])) if notes else Layout()
+        headers = [_header(archive, m) for m in members if m not in notes]
     total = sum(h.nbytes for h in headers)
     if total > MAX_DATASET_BYTES:
         # What a job could not load: the engine holds the whole dataset in memory.
@@ -140,7 +156,7 @@ def _npz_structure(path: Path, max_samples: int | None) -> tuple[dict[str, dict]
             f"{MAX_DATASET_BYTES / 1024**3:.0f} GiB. Use a subset for calibration and evaluation."
         )
     arrays = {h.name: {"shape": list(h.shape), "dtype": h.dtype.name} for h in headers}
-    return _validate(arrays, max_samples)
+    return _validate(arrays, layout, max_samples)
 
 
 def _header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> ArrayHeader:
@@ -152,20 +168,28 @@ def _header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> ArrayHeader:
     return read_array_header(archive, member)
 
 
-def _validate(arrays: dict[str, dict], max_samples: int | None) -> tuple[dict[str, dict], int, str]:
+def _validate(
+    arrays: dict[str, dict], layout: Layout, max_samples: int | None
+) -> tuple[dict[str, dict], int, str]:
     if all(n in arrays for n in LABEL_NAMES):
         raise EngineError("The .npz holds both `y` and `labels`; keep one label array.")
     label = next((n for n in LABEL_NAMES if n in arrays), "")
     inputs = {n: a for n, a in arrays.items() if n not in LABEL_NAMES}
     if not inputs:
-        raise EngineError("The .npz holds labels but no inputs; name the input array `x`.")
-    counts = {n: (a["shape"][0] if a["shape"] else None) for n, a in arrays.items()}
-    if None in counts.values():
-        scalars = [n for n, c in counts.items() if c is None]
-        raise EngineError(f"Arrays must have a sample dimension first; {scalars} are scalars.")
-    if len(set(counts.values())) != 1:
-        raise EngineError(f"Every array needs the same number of samples; got {counts}.")
-    samples = next(iter(counts.values()))
+        held = "labels but no inputs" if label else "no input arrays"
+        raise EngineError(f"The .npz holds {held}; name the input array `x`.")
+    layout.check_names(inputs, f"`{MANIFEST}` manifest")
+    shapes = {n: a["shape"] for n, a in inputs.items()}
+    if label and not arrays[label]["shape"]:
+        raise EngineError(f"Labels {label!r} must be one class id per sample, not a scalar.")
+    labels = (label, arrays[label]["shape"][0]) if label else None
+    samples = sample_count(shapes, layout, labels)
+    for name, a in inputs.items():
+        axis = layout.axis(name, len(a["shape"]))
+        if axis is None:
+            a["constant"] = True
+        elif axis:
+            a["sample_axis"] = axis
     if samples == 0:
         raise EngineError("The dataset has no samples.")
     if max_samples is not None and samples > max_samples:

@@ -3,6 +3,7 @@ to try next (leaving out what the run already did)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from compress_engine.report import (
@@ -10,10 +11,12 @@ from compress_engine.report import (
     AutoSummary,
     Fidelity,
     ModelMeasurement,
+    NoiseBand,
     OutputFidelity,
     PruningDetails,
     QuantizationDetails,
 )
+from compress_engine.report_figures import speed_text
 from compress_engine.tuning import Budget
 
 if TYPE_CHECKING:
@@ -37,6 +40,10 @@ class Splits(Protocol):
 _MIN_COSINE = 0.99
 _MIN_TOP1 = 0.95
 _SLOWER = 1.05
+# Outputs whose task agreement, not their cosine, says whether they moved.
+_JUDGED_BY_AGREEMENT = ("sequence", "dense-map", "embedding")
+# The band speed_notes judges by where no noise band was measured.
+_FIXED_BAND = NoiseBand(low=1.0, high=1.0, noise=_SLOWER - 1, blocks=0, rounds=0)
 # Top-1 accuracy points lost above which the report warns.
 _MAX_DROP_POINTS = 1.0
 
@@ -107,6 +114,7 @@ def honest_notes(
     quant: QuantizationDetails | None = None,
     pruning: PruningDetails | None = None,
     trained: bool = False,
+    noise: Mapping[str, NoiseBand] | None = None,
 ) -> list[str]:
     notes = []
     if fidelity.inputs == "random":
@@ -137,33 +145,8 @@ def honest_notes(
             f"({accuracy.original_top1:.2%} -> {accuracy.result_top1:.2%}). Try "
             f"{accuracy_advice(quant, pruning, trained)}."
         )
-    # 5% slack: single-digit-percent differences are timer noise on a shared machine.
-    slower = [
-        (b, o, result.latency_by_batch[b])
-        for b, o in original.latency_by_batch.items()
-        if b in result.latency_by_batch and result.latency_by_batch[b].p50_ms > o.p50_ms * _SLOWER
-    ]
     kept_original = auto is not None and auto.pick is None
-    if kept_original:
-        notes.append(
-            "The result is the original model, unchanged: any difference between the two "
-            "latency figures is measurement noise on this machine."
-        )
-    elif slower:
-        detail = "; ".join(
-            f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms" for b, o, r in slower
-        )
-        why = (
-            "For small models the cost of quantizing activations (or converting types) at run "
-            "time can outweigh the faster kernels."
-            if quant is not None
-            else "On a model this fast, fixed per-run overheads dominate the timing, so less "
-            "arithmetic need not show; compare at a larger batch size."
-        )
-        notes.append(
-            f"The compressed model is slower than the original on this device ({detail}; timed "
-            f"interleaved on the same inputs). {why}"
-        )
+    notes += speed_notes(original, result, noise or {}, auto, quant)
     if budget is not None:
         if budget.metric == "accuracy_drop" and accuracy is not None:
             value: float | None = accuracy.drop_points
@@ -181,10 +164,75 @@ def honest_notes(
     top1 = top1_if_class_scores(s, accuracy, data)
     if s.cosine_similarity is None:
         notes.append(f"Output {s.name!r} contains NaN or Inf, so its differences are not shown.")
+    elif s.kind in _JUDGED_BY_AGREEMENT:
+        # A cosine means little here (a mostly-zero map, argmax steps): the agreement decides.
+        if s.agreement is not None and s.agreement < _MIN_TOP1:
+            notes.append(
+                f"Outputs moved noticeably ({s.metric_label} {s.agreement:.1%}, cosine "
+                f"{s.cosine_similarity:.4f}). Try {fidelity_advice(quant, pruning, trained)}."
+            )
     elif s.cosine_similarity < _MIN_COSINE or (top1 is not None and top1 < _MIN_TOP1):
         shown = "" if top1 is None else f", top-1 agreement {top1:.1%}"
         notes.append(
             f"Outputs moved noticeably (cosine {s.cosine_similarity:.4f}{shown}). Try "
             f"{fidelity_advice(quant, pruning, trained)}."
+        )
+    return notes
+
+
+def speed_notes(
+    original: ModelMeasurement,
+    result: ModelMeasurement,
+    noise: Mapping[str, NoiseBand],
+    auto: AutoSummary | None = None,
+    quant: QuantizationDetails | None = None,
+) -> list[str]:
+    """What the timing means, judged per batch size against its noise band (how far an
+    identical copy of the original timed from it in the same rounds): slower beyond it is
+    flagged, inside it is "no measurable speed change", never a speed-up. A batch size
+    without a band (older callers) gets the fixed _SLOWER slack."""
+    if auto is not None and auto.pick is None:
+        return [
+            "The result is the original model, unchanged: any difference between the two "
+            "latency figures is measurement noise on this machine (no measurable speed change)."
+        ]
+    verdicts = []
+    for b, o in original.latency_by_batch.items():
+        r = result.latency_by_batch.get(b)
+        if r is None or r.p50_ms <= 0:
+            continue
+        band = noise.get(b) or _FIXED_BAND
+        speedup = o.p50_ms / r.p50_ms
+        verdicts.append((b, o, r, speed_text(speedup, band), band.verdict(speedup)))
+    notes = []
+    slower = [(b, o, r, text) for b, o, r, text, verdict in verdicts if verdict == "slower"]
+    if slower:
+        detail = "; ".join(
+            f"batch {b}: p50 {r.p50_ms:.4g} ms vs {o.p50_ms:.4g} ms, {text}"
+            for b, o, r, text in slower
+        )
+        why = (
+            "For small models the cost of quantizing activations (or converting types) at run "
+            "time can outweigh the faster kernels."
+            if quant is not None
+            else "On a model this fast, fixed per-run overheads dominate the timing, so less "
+            "arithmetic need not show; compare at a larger batch size."
+        )
+        notes.append(
+            f"The compressed model is slower than the original on this device beyond the "
+            f"timing noise ({detail}; timed interleaved on the same inputs). {why}"
+        )
+    same = [f"batch {b}: {text}" for b, _, _, text, verdict in verdicts if verdict == "unchanged"]
+    if same:
+        notes.append(
+            f"No measurable speed change ({'; '.join(same)}): the difference is inside the "
+            "noise band, how far an identical copy of the original timed from it in the same "
+            "interleaved rounds."
+        )
+    if auto is not None and verdicts and verdicts[0][4] != "faster":
+        notes.append(
+            f"auto picked {auto.pick} on its own timing, but the final timing shows "
+            f"{verdicts[0][3]} at batch {verdicts[0][0]}: the gain did not hold up on this "
+            "machine, so the original may serve as well."
         )
     return notes

@@ -6,7 +6,7 @@ schema; the choices behind them were measured on the engine's test models (see t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -26,14 +26,29 @@ class Preset:
     evaluate: tuple[tuple[str, Any], ...] = ()
     tflite: tuple[tuple[str, Any], ...] = ()  # set: TFLite files are exported too
 
-    def recipe(self) -> Recipe:
+    def recipe(self, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Recipe:
+        """The preset as a recipe; `input_shapes` (e.g. {"x": [1, 3, 48, 320]}) sets the
+        shapes it times and measures at (evaluate.input_shapes)."""
         source: dict[str, Any] = {"version": 1, "steps": [dict(s) for s in self.steps]}
         if self.evaluate:
             source["evaluate"] = dict(self.evaluate)
         if self.tflite:
             source["export"] = ["onnx", "tflite"]
             source["tflite"] = dict(self.tflite)
-        return Recipe.parse(source)
+        return with_input_shapes(Recipe.parse(source), input_shapes)
+
+
+def with_input_shapes(recipe: Recipe, input_shapes: Mapping[str, Sequence[int]] | None) -> Recipe:
+    """`recipe` with these inputs' shapes set in evaluate.input_shapes (others kept), checked
+    by the schema again."""
+    if not input_shapes:
+        return recipe
+    source = recipe.to_dict()
+    evaluate = dict(source.get("evaluate") or {})
+    shapes = dict(evaluate.get("input_shapes") or {})
+    shapes.update({name: list(dims) for name, dims in input_shapes.items()})
+    evaluate["input_shapes"] = shapes
+    return Recipe.parse({**source, "evaluate": evaluate})
 
 
 # Half the channels, then up to 30 epochs of distillation from the original (early stopping
@@ -86,9 +101,10 @@ PRESETS: dict[str, Preset] = {
             title="Static int8 that holds accuracy",
             description=(
                 "Static int8 as above; if the result loses more than 0.3 top-1 points (with "
-                "labels; without them, if the output cosine falls below 0.999), the most "
-                "sensitive layers stay in float, one more per trial, up to 6 trials. Every "
-                "trial is in the report. Needs a dataset."
+                "labels; without them, if the output cosine falls below 0.999), the layers "
+                "whose int8 error matters most per byte stay in float, one more per trial, up "
+                "to 6 trials, stopping early when two bring nothing. Every trial is in the "
+                "report. Needs a dataset."
             ),
             needs_data=True,
             steps=(
@@ -111,8 +127,9 @@ PRESETS: dict[str, Preset] = {
             description=(
                 "Tries the int8 modes that suit the model (static int8 for convolution models "
                 "when you give data, dynamic int8 otherwise), times each against the original "
-                "on the worker and keeps the fastest that is at least 5% faster; otherwise "
-                "keeps the original and says why."
+                "on the worker beside an identical copy of the original (the timing's noise) "
+                "and keeps the fastest that is at least 5% faster beyond that noise; "
+                "otherwise keeps the original and says why."
             ),
             needs_data=False,
             steps=({"quantize": {"mode": "auto", "objective": "latency"}},),

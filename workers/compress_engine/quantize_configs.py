@@ -48,9 +48,11 @@ Sensitivity = Annotated[
     bool,
     Field(
         description=(
-            "Also rank the quantizable layers by sensitivity: each one is quantized alone and "
-            "the relative error of the first output against float32 is recorded in the report "
-            "(most sensitive first). Costs one quantization per layer (at most 64 layers)."
+            "Also rank the quantizable layers by sensitivity: each one is quantized alone (with "
+            "the bias, activation, pooling and reshape nodes that carry its output) on "
+            "calibration samples, and the relative error of the first output against float32 "
+            "is recorded in the report (most sensitive first). Costs one quantization per "
+            "layer (at most 64 layers)."
         )
     ),
 ]
@@ -59,9 +61,12 @@ AccuracyAware = Annotated[
     Field(
         description=(
             "Hold accuracy: if the fully quantized model misses the budget in evaluate "
-            "(max_accuracy_drop with labels, else min_fidelity), keep the most sensitive layers "
-            "in float, one more per trial, until the budget is met. Every trial is measured "
-            "and recorded; if none meets the budget the best one is kept and the report says so."
+            "(max_accuracy_drop with labels, else min_fidelity) or the quality floor, keep "
+            "layers in float one more per trial, the most error removed per byte first, keeping "
+            "a layer only if its trial moves the metric; stop when the budget is met or two "
+            "trials in a row bring nothing. No trial may be larger than the original. Every "
+            "trial is measured (metric, size, latency) and recorded; if none meets the budget "
+            "the best one is kept and the report says so."
         )
     ),
 ]
@@ -72,7 +77,7 @@ MaxTrials = Annotated[
         le=64,
         description=(
             "accuracy_aware: at most this many trials, the fully quantized one included "
-            "(trial k keeps the k most sensitive layers in float)."
+            "(each later trial keeps one more layer in float)."
         ),
     ),
 ]
@@ -296,8 +301,10 @@ class AutoConfig(_Strict):
     objective: Literal["latency", "size"] = Field(
         default="latency",
         description=(
-            "What `better` means: latency (median at the first batch size, at least 5% faster) "
-            "or size (file at least 5% smaller)."
+            "What `better` means: latency (median at the first batch size, at least 5% faster "
+            "and beyond the noise an identical copy of the original measures) or size (file at "
+            "least 5% smaller). Either way a variant slower than the original beyond that noise "
+            "is never picked."
         ),
     )
 

@@ -14,6 +14,7 @@ from compress_engine.configs import (
     DynamicInt8Config,
     EvaluateConfig,
     Fp16Config,
+    QualityFloor,
     Recipe,
     StaticInt8Config,
     WeightInt4Config,
@@ -32,6 +33,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`quantize: {mode: weight-int4}`", WeightInt4Config),
     ("`quantize: {mode: auto}`", AutoConfig),
     ("`evaluate`", EvaluateConfig),
+    ("`evaluate.quality_floor`", QualityFloor),
     ("`tflite`", TfliteConfig),
 ]
 

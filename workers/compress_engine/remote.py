@@ -207,10 +207,15 @@ def format_job(job: Mapping[str, Any]) -> str:
             f"latency p50 {summary['original_p50_ms']:.3f} -> {summary['result_p50_ms']:.3f} ms "
             f"({ratio(summary['latency_ratio'])}) on {summary['device']}"
         )
+        if summary.get("speed"):
+            lines.append(f"speed: {summary['speed']}")
         if summary.get("cosine_similarity") is not None:
             lines.append(f"fidelity: cosine {summary['cosine_similarity']:.6g}")
         if summary.get("accuracy_drop_points") is not None:
             lines.append(f"accuracy drop: {summary['accuracy_drop_points']:.2f} points")
+        if summary.get("recommended") is False:
+            lines.append("NOT RECOMMENDED: the result is below the quality floor:")
+            lines += [f"  - {reason}" for reason in summary.get("quality_reasons", [])]
     for artifact in job.get("artifacts", []):
         lines.append(f"  {artifact['name']}  {human_bytes(artifact['size_bytes'])}")
     if job["status"] == "succeeded":

@@ -18,18 +18,29 @@ from compress_engine.report_figures import (
     Fidelity,
     Latency,
     ModelMeasurement,
+    NoiseBand,
     OutputFidelity,
     RuntimeLatency,
+    SampleSpread,
+    SpeedVerdict,
+    speed_text,
+    speed_verdict,
 )
+from compress_engine.report_search import LayerSensitivityInfo, SearchSummary, SearchTrial
 from compress_engine.tensors import TensorInfo
 
 __all__ = [
     "Accuracy",
     "Fidelity",
     "Latency",
+    "LayerSensitivityInfo",
     "ModelMeasurement",
+    "NoiseBand",
     "OutputFidelity",
     "RuntimeLatency",
+    "SampleSpread",
+    "SearchSummary",
+    "SearchTrial",
 ]
 
 
@@ -136,6 +147,17 @@ class ArtifactInfo(BaseModel):
     check: ArtifactCheck | None = Field(default=None, description="The run in its runtime.")
     opset: int | None = Field(default=None, description="ONNX files: opset of the ai.onnx domain.")
     conversion_s: float | None = Field(default=None, description="Converter wall time.")
+    converter: str | None = Field(
+        default=None,
+        description=(
+            "TFLite files: the route that made it: onnx2tf (from the ONNX graph) or "
+            "litert-torch (from the torch module onnx2torch rebuilds, where onnx2tf failed)."
+        ),
+    )
+    input_shapes: dict[str, list[int | None]] = Field(
+        default_factory=dict,
+        description="TFLite files: the input shapes the file takes (ONNX layout, batch 1).",
+    )
 
     @property
     def ok(self) -> bool:
@@ -197,42 +219,6 @@ class QuantizationDetails(BaseModel):
     )
 
 
-class LayerSensitivityInfo(BaseModel):
-    """How far the model's output moves when only this layer is quantized."""
-
-    node: str = Field(description="Node name in the original model.")
-    op_type: str = Field(description="Its op type.")
-    relative_error: float = Field(
-        description="||y_q - y|| / ||y|| of the first output vs float32, all samples together."
-    )
-
-
-class SearchTrial(BaseModel):
-    """One trial of the accuracy-aware search."""
-
-    index: int = Field(description="Trial number; trial k keeps the k most sensitive in float.")
-    kept_in_float: list[str] = Field(description="Nodes kept in float in this trial.")
-    metric: float = Field(description="The budget metric measured on this trial's model.")
-    meets_budget: bool = Field(description="Whether the metric is within the budget.")
-    size_bytes: int = Field(description="This trial's model file size.")
-
-
-class SearchSummary(BaseModel):
-    """Accuracy-aware quantization: the budget, every trial, and the one kept."""
-
-    metric: Literal["accuracy_drop", "cosine"] = Field(
-        description=(
-            "accuracy_drop: top-1 points lost on the evaluation split (lower is better); "
-            "cosine: cosine similarity of the first output to the original's (higher is better)."
-        )
-    )
-    budget: float = Field(description="The limit the metric had to meet.")
-    met: bool = Field(description="Whether the kept trial meets the budget.")
-    trials: list[SearchTrial] = Field(description="Every trial, in order.")
-    chosen: int = Field(description="Index of the trial whose model is the artifact.")
-    samples: int = Field(description="Samples each trial was scored on.")
-
-
 class AutoCandidate(BaseModel):
     """One variant `auto` built and measured."""
 
@@ -242,6 +228,10 @@ class AutoCandidate(BaseModel):
     meets_budget: bool = Field(description="Within the budget (True when none was given).")
     metric: float | None = Field(
         default=None, description="Budget metric (see search.metric); None without a budget."
+    )
+    quality_reasons: list[str] = Field(
+        default_factory=list,
+        description="Why it is below evaluate.quality_floor ([] = it is not), so never picked.",
     )
 
 
@@ -258,6 +248,10 @@ class AutoSummary(BaseModel):
     candidates: list[AutoCandidate] = Field(description="Every variant built, in order tried.")
     pick: str | None = Field(description="The chosen mode; None = the original is kept.")
     reason: str = Field(description="Why, in numbers.")
+    noise: NoiseBand | None = Field(
+        default=None,
+        description="The identical-copy noise band of auto's own timing; a gain must clear it.",
+    )
 
 
 class TorchRoundTrip(BaseModel):
@@ -372,6 +366,19 @@ class Report(BaseModel):
     original: ModelMeasurement = Field(description="The uploaded model.")
     result: ModelMeasurement = Field(description="The compressed model.")
     fidelity: Fidelity = Field(description="Compressed vs original outputs.")
+    recommended: bool = Field(
+        default=True,
+        description=(
+            "False when the result is below the quality floor (evaluate.quality_floor): it is "
+            "still offered for download, but not as a good result; see quality_reasons."
+        ),
+    )
+    quality_reasons: list[str] = Field(
+        default_factory=list, description="Why the result is not recommended ([] = it is)."
+    )
+    quality_floor: str = Field(
+        default="", description="The quality floor the result was judged against, in words."
+    )
     artifacts: list[ArtifactInfo] = Field(
         description="Produced files, and failed exports with the reason (status failed)."
     )
@@ -386,6 +393,15 @@ class Report(BaseModel):
         default=None, description="The dataset used and its split, if one was given."
     )
     input_shapes: dict[str, list[int]] = Field(description="Concrete input shapes measured with.")
+    input_shape_sources: dict[str, Literal["model", "dataset", "input_shapes", "default"]] = Field(
+        default_factory=dict,
+        description=(
+            "Per input, what fixed the shape latency was timed at: model (no free dims "
+            "besides the batch), dataset (its samples' shape), input_shapes "
+            "(evaluate.input_shapes, the CLI's --input-shape) or default (a free dim set "
+            "to a guess; a note names it)."
+        ),
+    )
     inputs: list[TensorInfo] = Field(
         default_factory=list, description="The model's inputs: names, dtypes, declared shapes."
     )
@@ -409,6 +425,14 @@ class Report(BaseModel):
             "faster. Note the inverse direction of `latency_ratio`."
         ),
     )
+    latency_noise_by_batch: dict[str, NoiseBand] = Field(
+        default_factory=dict,
+        description=(
+            "Per batch size (keyed as text), the noise band of the latency ratio, measured by "
+            "timing the original against an identical copy in the same interleaved rounds; a "
+            "speed change counts only beyond it."
+        ),
+    )
     sensitivity: list[LayerSensitivityInfo] | None = Field(
         default=None, description="Per-layer sensitivity, most sensitive first, where computed."
     )
@@ -424,6 +448,33 @@ class Report(BaseModel):
     training: list[TrainingDetails] = Field(
         default_factory=list, description="Each distill or finetune step, in order."
     )
+
+    def speedup(self, batch: str | None = None) -> float | None:
+        """Original p50 / result p50 at `batch` (text; None = the first batch size)."""
+        if batch is None or batch == str(self.original.latency.batch_size):
+            return _ratio(self.original.latency.p50_ms, self.result.latency.p50_ms)
+        before = self.original.latency_by_batch.get(batch)
+        after = self.result.latency_by_batch.get(batch)
+        return None if before is None or after is None else _ratio(before.p50_ms, after.p50_ms)
+
+    def speed_verdict(self, batch: str | None = None) -> SpeedVerdict | None:
+        """faster/slower/unchanged beyond the noise band; None where no band was measured."""
+        key = str(self.original.latency.batch_size) if batch is None else batch
+        return speed_verdict(self.speedup(batch), self.latency_noise_by_batch.get(key))
+
+    def speed_text(self, batch: str | None = None) -> str:
+        """e.g. "1.42× faster (noise ±4%)" or "no measurable speed change (1.03×, noise ±5%)"."""
+        key = str(self.original.latency.batch_size) if batch is None else batch
+        return speed_text(self.speedup(batch), self.latency_noise_by_batch.get(key))
+
+    def timed_shapes_text(self) -> str:
+        """The shapes latency was timed at and what fixed them, e.g. "x [1, 3, 48, 320] (the
+        dataset's shape)"."""
+        return ", ".join(
+            f"{name} [{', '.join(map(str, shape))}]"
+            + (f" ({_SHAPE_SOURCES[src]})" if (src := self.input_shape_sources.get(name)) else "")
+            for name, shape in self.input_shapes.items()
+        )
 
     @property
     def files(self) -> list[ArtifactInfo]:
@@ -448,6 +499,14 @@ class Report(BaseModel):
     def param_ratio(self) -> float | None:
         """Result parameters / original parameters."""
         return _ratio(self.result.parameters, self.original.parameters)
+
+
+_SHAPE_SOURCES = {
+    "model": "fixed by the model",
+    "dataset": "the dataset's shape",
+    "input_shapes": "set by evaluate.input_shapes",
+    "default": "free dims guessed: see the notes",
+}
 
 
 def _ratio(new: float, old: float) -> float | None:

@@ -5,9 +5,93 @@ Kept apart from report.py so each stays small; report.py re-exports every class 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+# A speed ratio within this of 1 is never claimed as a change, however close the identical
+# copy timed: timer resolution and rounding alone move a ratio by about a percent.
+MIN_NOISE = 0.02
+# A multi-thread CPU figure whose band is wider than this (±10%) is unstable: latency is then
+# also timed at 1 thread, where no thread pool competes with other work, and both are shown.
+UNSTABLE_NOISE = 0.10
+
+SpeedVerdict = Literal["faster", "slower", "unchanged"]
+# Float rounding allowed when a ratio sits exactly on the band's edge.
+_ROUNDING = 1e-9
+
+
+class NoiseBand(BaseModel):
+    """How far two identical models time apart on this worker, by the same method as the
+    comparison: the original against a second session of the same file (its identical copy),
+    timed as one more model in the same interleaved rounds.
+
+    The rounds are cut into up to 5 consecutive blocks of at least 4 rounds; the identical
+    pair's ratio of medians (original p50 / copy p50) is taken per block and over all rounds.
+    `low`..`high` spans those ratios, and `noise` is the widest relative deviation from 1
+    among them (1.06 and 1/0.94 both count as 6%), never below MIN_NOISE. Block medians
+    rest on fewer runs than the whole-run median a ratio is reported with, so the band is on
+    the wide (cautious) side.
+    """
+
+    low: float = Field(description="Lowest original / copy p50 ratio of the identical pair.")
+    high: float = Field(description="Highest original / copy p50 ratio of the identical pair.")
+    noise: float = Field(
+        description=(
+            "Half-width of the band as a fraction (0.04 = a ratio within ±4% of 1 is noise): "
+            "the widest deviation of low..high from 1, at least MIN_NOISE."
+        )
+    )
+    blocks: int = Field(description="Blocks of rounds the per-block ratios came from.")
+    rounds: int = Field(description="Interleaved rounds timed.")
+
+    @classmethod
+    def from_ratios(cls, ratios: Sequence[float], *, blocks: int, rounds: int) -> NoiseBand:
+        low, high = min(ratios), max(ratios)
+        return cls(low=low, high=high, noise=_spread(low, high), blocks=blocks, rounds=rounds)
+
+    def including(self, ratio: float) -> NoiseBand:
+        """The band widened to hold `ratio`: a further identical pair (a result that is the
+        original's own bytes) is one more measurement of the noise, not a speed change."""
+        low, high = min(self.low, ratio), max(self.high, ratio)
+        return self.model_copy(update={"low": low, "high": high, "noise": _spread(low, high)})
+
+    def verdict(self, speedup: float) -> SpeedVerdict:
+        """`speedup` = original p50 / result p50: faster or slower only beyond the band (a
+        ratio on its edge, e.g. the one `including` widened it to, is inside)."""
+        if speedup > (1 + self.noise) * (1 + _ROUNDING):
+            return "faster"
+        if speedup * (1 + self.noise) < 1 - _ROUNDING:
+            return "slower"
+        return "unchanged"
+
+
+def _spread(low: float, high: float) -> float:
+    if low <= 0:
+        return float("inf")
+    return max(MIN_NOISE, high - 1, 1 / low - 1)
+
+
+def speed_verdict(speedup: float | None, band: NoiseBand | None) -> SpeedVerdict | None:
+    """faster/slower/unchanged by the band; None without a ratio or a band (older reports)."""
+    if speedup is None or band is None:
+        return None
+    return band.verdict(speedup)
+
+
+def speed_text(speedup: float | None, band: NoiseBand | None) -> str:
+    """`speedup` (original p50 / result p50) in words, with its noise band:
+    "1.42× faster (noise ±4%)", "no measurable speed change (1.03×, noise ±5%)"."""
+    if speedup is None or speedup <= 0:
+        return "not measured"
+    noise = "noise not measured" if band is None else f"noise ±{band.noise:.0%}"
+    # Older reports have no band: the fixed floor is all that can be said.
+    verdict = (band or NoiseBand.from_ratios([1.0], blocks=0, rounds=0)).verdict(speedup)
+    if verdict == "unchanged":
+        return f"no measurable speed change ({speedup:.2f}×, {noise})"
+    factor = speedup if verdict == "faster" else 1 / speedup
+    return f"{factor:.2f}× {verdict} ({noise})"
 
 
 class Latency(BaseModel):
@@ -35,7 +119,12 @@ class Latency(BaseModel):
 class RuntimeLatency(BaseModel):
     """Latency on one runtime a deployment might use, or why this worker could not time it."""
 
-    runtime: str = Field(description='"CPU", "CUDA", "TensorRT fp16" or "TensorRT int8".')
+    runtime: str = Field(
+        description=(
+            '"CPU", "CUDA", "TensorRT fp16" or "TensorRT int8"; "CPU, 1 thread" where the '
+            "multi-thread CPU figure was unstable (its noise band wider than UNSTABLE_NOISE)."
+        )
+    )
     provider: str = Field(description="ONNX Runtime execution provider behind it.")
     status: Literal["ok", "unavailable", "failed", "not applicable"] = Field(
         description="ok: timed here; otherwise `reason` says why not."
@@ -43,6 +132,23 @@ class RuntimeLatency(BaseModel):
     reason: str = Field(default="", description="Why there is no figure.")
     original: Latency | None = Field(default=None, description="The original model's latency.")
     compressed: Latency | None = Field(default=None, description="The compressed model's latency.")
+    noise: NoiseBand | None = Field(
+        default=None,
+        description=(
+            "The identical-copy noise band of this runtime's comparison; None where only the "
+            "compressed model was timed (or in reports written before it was measured)."
+        ),
+    )
+
+    @property
+    def speedup(self) -> float | None:
+        """Original p50 / compressed p50 (above 1 = faster); None without both figures."""
+        if self.original is None or self.compressed is None or self.compressed.p50_ms <= 0:
+            return None
+        return self.original.p50_ms / self.compressed.p50_ms
+
+    def speed_text(self) -> str:
+        return speed_text(self.speedup, self.noise)
 
 
 class ModelMeasurement(BaseModel):
@@ -82,10 +188,28 @@ class ModelMeasurement(BaseModel):
     )
 
 
+AgreementMetric = Literal["top1_agreement", "nn_agreement", "step_agreement", "map_iou", "cosine"]
+
+
+class SampleSpread(BaseModel):
+    """Fidelity of single samples: one number per sample, summarised as a distribution."""
+
+    score: str = Field(
+        description='What one sample scores, e.g. "cosine", "steps that agree", "IoU".'
+    )
+    samples: int = Field(description="Samples scored.")
+    mean: float = Field(description="Mean score over the samples.")
+    worst: float = Field(description="Lowest score of any sample.")
+    floor: float = Field(description="Score below which a sample counts as broken.")
+    below_floor: float = Field(description="Share of samples scoring below the floor, 0..1.")
+
+
 class OutputFidelity(BaseModel):
     """How closely one output of the compressed model follows the original.
 
     A metric is None when it cannot be computed (e.g. the output contains NaN or Inf).
+    `kind` says what the output was taken for and `metric` which agreement judges it
+    (compress_engine/measure/agreement.py has the rules).
     """
 
     name: str = Field(description="Output name.")
@@ -96,7 +220,52 @@ class OutputFidelity(BaseModel):
     )
     top1_agreement: float | None = Field(
         default=None,
-        description="Fraction of samples with the same argmax; only for [N, C] outputs, C > 1.",
+        description="Share of samples with the same argmax; only for class scores [N, C].",
+    )
+    kind: Literal["class-scores", "embedding", "sequence", "dense-map", "values"] = Field(
+        default="values",
+        description=(
+            "What the output looks like: class scores [N, C], an embedding [N, D], a sequence "
+            "[N, T, C], a dense map (3+ dims in [0, 1]) or other values."
+        ),
+    )
+    metric: AgreementMetric = Field(
+        default="cosine", description="The task-aware agreement used for this output."
+    )
+    metric_label: str = Field(default="cosine similarity", description="`metric` in words.")
+    agreement: float | None = Field(
+        default=None,
+        description=(
+            "The task-aware agreement, 0..1 (1 = the original's decisions kept): top-1, "
+            "nearest-neighbour, per-step argmax, thresholded-map IoU, or cosine."
+        ),
+    )
+    top5_agreement: float | None = Field(
+        default=None,
+        description="Class scores (over 5 classes): share whose original top-1 is in the top 5.",
+    )
+    sequence_match: float | None = Field(
+        default=None,
+        description=(
+            "Sequences: share of samples whose whole argmax sequence, collapsed CTC-style "
+            "(repeats merged, the blank dropped), equals the original's."
+        ),
+    )
+    map_threshold: float | None = Field(
+        default=None, description="Dense maps: the threshold a cell counts as positive above."
+    )
+    relative_l2: float | None = Field(
+        default=None, description="||result - original|| / ||original|| over all samples."
+    )
+    range_error: float | None = Field(
+        default=None,
+        description=(
+            "Largest absolute difference / the output's range: 1 for probability maps, else "
+            "the original's max - min."
+        ),
+    )
+    per_sample: SampleSpread | None = Field(
+        default=None, description="The per-sample distribution; None for one number per sample."
     )
 
 

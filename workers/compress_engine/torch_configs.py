@@ -86,7 +86,10 @@ class PruneConfig(_Strict):
         description=(
             "Layers left whole, by name (ONNX node name such as `/features/0/Conv` or its "
             "torch module name). The layers that produce the model's outputs (the classifier) "
-            "are always left whole, so the model's interface does not change."
+            "are always left whole, so the model's interface does not change; so are grouped "
+            "convolutions whose channels cannot be removed consistently, and the layers "
+            "feeding them, which the report names (channel pruning first prunes a copy at the "
+            "run's input shapes and runs it)."
         ),
     )
     iterations: int = Field(

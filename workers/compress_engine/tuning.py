@@ -1,8 +1,11 @@
-"""Quantization that holds a budget: the budget, the scorer, per-layer sensitivity and the
-accuracy-aware search (the `auto` mode's pass, passes/auto.py, uses the budget and scorer).
+"""Quantization that holds a budget: the budget, the scorer, and the accuracy-aware search
+around a fully quantized model (the `auto` mode's pass, passes/auto.py, uses the budget and
+scorer).
 
-The algorithms (ranking, fallback search) live in `search/` and know nothing of ONNX
-Runtime; this module binds them to real passes, sessions and data.
+The algorithms (fallback units, ranking, fallback search) live in `search/` and know nothing
+of ONNX Runtime; this module binds them to real passes, sessions and data, with
+`tuning_rank` (per-layer sensitivity on calibration data) and `tuning_report` (each trial's
+size and latency, and the notes).
 """
 
 from __future__ import annotations
@@ -14,44 +17,36 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from compress_engine.configs import (
-    DynamicInt8Config,
-    EvaluateConfig,
-    QuantizeStep,
-    StaticInt8Config,
-)
+from compress_engine.configs import EvaluateConfig, StaticInt8Config
 from compress_engine.errors import EngineError
 from compress_engine.measure.accuracy import AccuracyCounter
 from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.onnx_files import model_bytes
-from compress_engine.passes.base import PassContext, PassResult
-from compress_engine.passes.registry import pass_for_step
-from compress_engine.report import (
-    LayerSensitivityInfo,
-    SearchSummary,
-    SearchTrial,
+from compress_engine.passes.base import PassResult
+from compress_engine.passes.tunable import TRIAL_CALIBRATION_SAMPLES
+from compress_engine.quality import check_candidate
+from compress_engine.report import LayerSensitivityInfo, SearchSummary
+from compress_engine.search import (
+    SearchOutcome,
+    fallback_search,
 )
-from compress_engine.search import fallback_search, rank_single_layer_error
+from compress_engine.tuning_rank import Ranking, rank, ranking_samples
+from compress_engine.tuning_report import search_notes, summary_trials
 
 if TYPE_CHECKING:
     import onnxruntime
 
-    from compress_engine.data import Dataset
+    from compress_engine.passes.base import Evaluator
+    from compress_engine.passes.tunable import Builder
 
 Feed = dict[str, np.ndarray]
 Batch = tuple[Feed, "np.ndarray | None"]
 
-# At most this many layers are ranked (the ones with the most weights): each costs a
-# quantization and a run over the sensitivity samples.
-MAX_RANKED_LAYERS = 64
-# Samples the single-layer runs are scored on: enough to order layers, bounded in time.
-SENSITIVITY_SAMPLES = 128
-# Static int8 calibrates once for all single-layer models and trials where ONNX Runtime can
-# reuse ranges (calibration_cache_path, 1.31+); older versions calibrate every build again,
-# and then get at most this many samples.
-TRIAL_CALIBRATION_SAMPLES = 128
-# Op types whose weights the int8 modes store as integers.
-_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM"})
+# A trial improves on another when it removes at least this share of the remaining error
+# (1 - cosine); less is rounding noise, not a move worth keeping a layer in float for.
+MIN_GAIN = 0.05
+# The search stops after this many trials in a row that did not improve.
+PATIENCE = 2
 
 
 # --- budget ----------------------------------------------------------------------------
@@ -72,9 +67,18 @@ class Budget:
             return value >= self.limit - 1e-12
         return value <= self.limit + 1e-9
 
+    def improves(self, new: float, old: float) -> bool:
+        """Whether `new` is a real step from `old`: cosine closes at least MIN_GAIN of the gap
+        to 1; a top-1 drop falls (one more sample right is a step: accuracy is a count)."""
+        if self.metric == "cosine":
+            return new > old and (1.0 - new) <= (1.0 - old) * (1.0 - MIN_GAIN)
+        return new < old - 1e-9
+
     def show(self, value: float) -> str:
         if self.metric == "cosine":
-            return f"cosine {value:.5f} (budget >= {self.limit:g})"
+            # As many decimals as the budget has (at least 5), so a miss never reads as a tie.
+            places = min(9, max(5, len(f"{self.limit:.10g}".partition(".")[2])))
+            return f"cosine {value:.{places}f} (budget >= {self.limit:.10g})"
         return f"top-1 drop {value:.2f} points (budget <= {self.limit:g})"
 
 
@@ -197,92 +201,6 @@ def _cosine(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) ->
 
 
 @dataclass
-class Builder:
-    """Re-runs one quantize pass with extra layers kept in float, each into its own files."""
-
-    config: DynamicInt8Config | StaticInt8Config
-    model_in: Path
-    work: Path
-    seed: int
-    data: Dataset | None
-    batch_size: int
-    built: dict[Path, PassResult] = field(default_factory=dict)
-    _count: int = 0
-
-    @property
-    def reuses_calibration(self) -> bool:
-        from compress_engine.passes.static_quantize import calibration_cache_supported
-
-        return isinstance(self.config, StaticInt8Config) and calibration_cache_supported()
-
-    @property
-    def calibration_note(self) -> str:
-        if not isinstance(self.config, StaticInt8Config):
-            return ""
-        if self.reuses_calibration:
-            return ", calibrated once and the ranges reused for every build"
-        return f", each calibrated on {TRIAL_CALIBRATION_SAMPLES} samples at most"
-
-    def build(self, keep_in_float: Sequence[str], tag: str) -> PassResult:
-        self._count += 1
-        work = self.work / f"{tag}{self._count}"
-        work.mkdir(parents=True)
-        update: dict[str, object] = {
-            "exclude": [*self.config.exclude, *keep_in_float],
-            "accuracy_aware": False,
-            "sensitivity": False,
-        }
-        if isinstance(self.config, StaticInt8Config) and not self.reuses_calibration:
-            update["samples"] = min(self.config.samples, TRIAL_CALIBRATION_SAMPLES)
-        cfg = self.config.model_copy(update=update)
-        technique = pass_for_step(QuantizeStep(quantize=cfg))
-        res = technique.run(
-            self.model_in,
-            work / "model.onnx",
-            PassContext(
-                work_dir=work,
-                seed=self.seed,
-                data=self.data,
-                batch_size=self.batch_size,
-                # Every build here keeps some layers in float, so all share one graph before
-                # quantization (optimisation is skipped to keep names) and one set of ranges.
-                calibration_cache=self.work / "calibration.json",
-            ),
-        )
-        self.built[res.model_path] = res
-        return res
-
-
-def candidate_layers(
-    model_path: Path, cfg: DynamicInt8Config | StaticInt8Config
-) -> tuple[list[tuple[str, str]], int]:
-    """(node, op type) of named layers with constant weights the mode would quantize, the
-    largest weights first, at most MAX_RANKED_LAYERS; and how many there were in all."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            sizes.setdefault(node.output[0], 1)
-    if isinstance(cfg, DynamicInt8Config):
-        types = set(cfg.op_types)
-    else:
-        types = set(_WEIGHTED_OPS) - set(cfg.exclude_op_types)
-    excluded = set(cfg.exclude)
-    found = [
-        (n.name, n.op_type, max(sizes[i] for i in n.input if i in sizes))
-        for n in model.graph.node
-        if n.name
-        and n.op_type in types
-        and n.name not in excluded
-        and any(i in sizes for i in n.input[1:])
-    ]
-    found.sort(key=lambda t: -t[2])
-    return [(name, op) for name, op, _ in found[:MAX_RANKED_LAYERS]], len(found)
-
-
-@dataclass
 class Tuned:
     result: PassResult
     sensitivity: list[LayerSensitivityInfo] | None = None
@@ -293,109 +211,138 @@ class Tuned:
 def tune(
     first: PassResult,
     builder: Builder,
+    ev: Evaluator,
     *,
-    budget: Budget | None,
-    scorer: Scorer,
     progress: Callable[[str, float, float], Callable[[float], None]],
 ) -> Tuned:
-    """Sensitivity ranking and/or the accuracy-aware search around a fully quantized model.
+    """Sensitivity ranking and/or the accuracy-aware search around the fully quantized
+    model `first` (built by `builder` from its shared graph).
 
     progress(label, lo, hi) starts a sub-stage and returns its fraction callback.
     """
     cfg = builder.config
+    budget = ev.budget
     out = Tuned(result=first)
-    search = cfg.accuracy_aware and budget is not None
-    first_metric = scorer.metric(first.model_path, budget) if search else None  # type: ignore[arg-type]
-    missed = search and first_metric is not None and not budget.meets(first_metric)  # type: ignore[union-attr]
-    ranking: list[str] = []
+    floor = _FloorCheck(ev)
+    missed = False
+    if cfg.accuracy_aware and budget is not None:
+        metric = ev.scorer.metric(first.model_path, budget)
+        missed = not budget.meets(metric) or bool(floor(first.model_path))
+    ranking = None
     if cfg.sensitivity or missed:
-        layers, found = candidate_layers(builder.model_in, cfg)
-        if found > len(layers):
+        ranking = rank(builder, ev, progress("Ranking layer sensitivity", 0.0, 0.5))
+        out.sensitivity = ranking.info
+        if ranking.found > len(ranking.info):
             out.notes.append(
-                f"Sensitivity was ranked for the {len(layers)} layers with the most weights, of "
-                f"{found} quantizable layers."
+                f"Sensitivity was ranked for {len(ranking.info)} of {ranking.found} quantizable "
+                "layers: the first and last layers, then those with the most weights."
             )
-        small = scorer.subset(SENSITIVITY_SAMPLES)
-        names = [name for name, _ in layers]
-        ranked = rank_single_layer_error(
-            layers,
-            quantize_only=lambda node: (
-                builder.build([n for n in names if n != node], "single").model_path
-            ),
-            run=small.outputs,
-            reference=small.reference,
-            progress=progress("Ranking layer sensitivity", 0.0, 0.5),
-        )
-        ranking = [layer.node for layer in ranked]
-        out.sensitivity = [
-            LayerSensitivityInfo(node=r.node, op_type=r.op_type, relative_error=r.relative_error)
-            for r in ranked
-        ]
         out.notes.append(
-            f"Layer sensitivity: each of {len(layers)} layers was quantized alone and scored on "
-            f"{small.samples} samples (relative error of the first output"
-            f"{builder.calibration_note})."
+            f"Layer sensitivity: each of {len(ranking.info)} layers was quantized alone (with "
+            "the bias, activation, pooling and reshape nodes that carry its output) and scored "
+            f"on {ranking_samples(builder)} calibration samples (relative error of the first "
+            f"output{builder.calibration_note}); the search tries them by error removed per "
+            "byte kept in float."
         )
-    if not search or budget is None:
+    if not cfg.accuracy_aware or budget is None:
         return out
-
-    def build(kept: Sequence[str]) -> Path:
-        if not kept:
-            return first.model_path
-        return builder.build(kept, "trial").model_path
-
+    outcome = _search(first, builder, ev, ranking if missed else None, floor, progress)
     builder.built[first.model_path] = first
-    outcome = fallback_search(
-        ranking if missed else [],
-        build=build,
-        evaluate=lambda path: scorer.metric(path, budget),
-        meets_budget=budget.meets,
-        max_trials=cfg.max_trials,
-        higher_is_better=budget.higher_is_better,
-        progress=progress("Searching layers to keep in float", 0.5, 1.0),
-    )
     out.result = builder.built[outcome.best.model_path]
+    original_size = model_bytes(builder.model_in)
     out.search = SearchSummary(
         metric=budget.metric,
         budget=budget.limit,
         met=outcome.met_budget,
-        trials=[
-            SearchTrial(
-                index=t.index,
-                kept_in_float=list(t.kept_in_float),
-                metric=t.metric,
-                meets_budget=t.meets_budget,
-                size_bytes=model_bytes(t.model_path),
-            )
-            for t in outcome.trials
-        ],
+        trials=summary_trials(outcome.trials, ev, progress("Timing the trials", 0.9, 1.0)),
         chosen=outcome.best.index,
-        samples=scorer.samples,
+        samples=ev.scorer.samples,
+        stop_reason=outcome.stop_reason,
+        skipped=outcome.skipped,
+        original_size_bytes=original_size,
     )
-    best = outcome.best
-    if not missed:
-        out.notes.append(
-            f"Accuracy-aware: the fully quantized model is within the budget "
-            f"({budget.show(best.metric)}); no layer had to stay in float."
-        )
-    elif outcome.met_budget:
-        out.notes.append(
-            f"Accuracy-aware: the fully quantized model missed the budget "
-            f"({budget.show(outcome.trials[0].metric)}); keeping {best.index} most sensitive "
-            f"layer(s) in float meets it ({budget.show(best.metric)}), trial {best.index} of "
-            f"{len(outcome.trials)} tried."
-        )
-    else:
-        out.notes.append(
-            f"Accuracy-aware: no trial met the budget within {len(outcome.trials)} trial(s); "
-            f"the best one, trial {best.index} ({budget.show(best.metric)}, "
-            f"{len(best.kept_in_float)} layer(s) in float), was kept. Raise max_trials, relax "
-            "the budget, or try another mode."
-        )
+    out.notes += search_notes(out.search, budget, missed=missed)
     capped = isinstance(cfg, StaticInt8Config) and cfg.samples > TRIAL_CALIBRATION_SAMPLES
-    if capped and best.index > 0 and not builder.reuses_calibration:
+    if capped and outcome.best.index > 0 and not builder.reuses_calibration:
         out.notes.append(
             f"The kept trial was calibrated on at most {TRIAL_CALIBRATION_SAMPLES} samples "
             f"(not {cfg.samples}) to bound the search time."
         )
     return out
+
+
+def _search(
+    first: PassResult,
+    builder: Builder,
+    ev: Evaluator,
+    ranking: Ranking | None,
+    floor: _FloorCheck,
+    progress: Callable[[str, float, float], Callable[[float], None]],
+) -> SearchOutcome:
+    """fallback_search over the ranking's order (nothing to try without one: the fully
+    quantized model met the budget), every trial built from the shared graph."""
+    budget = ev.budget
+    assert budget is not None
+    original_size = model_bytes(builder.model_in)
+    first_size = model_bytes(first.model_path)
+    units = ranking.units if ranking is not None else {}
+
+    def build(kept: Sequence[str]) -> Path:
+        if not kept:
+            return first.model_path
+        members = [m for name in kept for m in units[name].members]
+        return builder.build(members, "trial").model_path
+
+    def fits(kept: Sequence[str]) -> bool:
+        # Float weights cost 3 bytes more each; the Q/DQ nodes they drop are not counted.
+        return first_size + sum(units[name].fallback_bytes for name in kept) < original_size
+
+    def reject(path: Path) -> list[str]:
+        reasons = [] if path == first.model_path else _size_reasons(path, original_size)
+        return reasons + floor(path)
+
+    return fallback_search(
+        ranking.order if ranking is not None else [],
+        build=build,
+        evaluate=lambda path: ev.scorer.metric(path, budget),
+        meets_budget=budget.meets,
+        max_trials=builder.config.max_trials,
+        higher_is_better=budget.higher_is_better,
+        improves=budget.improves,
+        patience=PATIENCE,
+        fits=fits,
+        reject=reject,
+        progress=progress("Searching layers to keep in float", 0.5, 0.9),
+    )
+
+
+def _size_reasons(path: Path, original_size: int) -> list[str]:
+    size = model_bytes(path)
+    if size < original_size:
+        return []
+    return [f"its file ({size:,} bytes) is not smaller than the original ({original_size:,})"]
+
+
+class _FloorCheck:
+    """Why a candidate is below evaluate.quality_floor ([] without a floor, or when it
+    passes), measured on the scorer's batches as the report measures the result; once per
+    file."""
+
+    def __init__(self, ev: Evaluator) -> None:
+        self.ev = ev
+        self.seen: dict[Path, list[str]] = {}
+
+    def __call__(self, path: Path) -> list[str]:
+        ev = self.ev
+        if ev.floor is None:
+            return []
+        if path not in self.seen:
+            self.seen[path] = check_candidate(
+                ev.original,
+                path,
+                (feed for feed, _ in ev.scorer.batches),
+                providers=ev.providers,
+                threads=ev.threads,
+                floor=ev.floor,
+            )
+        return self.seen[path]

@@ -86,6 +86,7 @@ def test_it_lists_every_export_and_shows_why_one_failed_without_a_link(
     info = next(a for a in report.artifacts if a.name == "model.fp32.tflite")
     assert ">tflite</td>" in tflite and ">fp32</td>" in tflite
     assert "input: NHWC" in tflite and "from the original model" in tflite
+    assert "made by onnx2tf" in tflite and "input fixed at 1x1x8x8" in tflite
     assert info.check.runtime in tflite and info.check.runtime.startswith("LiteRT")
     assert f"{info.check.cosine_similarity:.6f}" in tflite
     assert f"{info.check.conversion_max_abs_diff:.3g}" in tflite

@@ -22,7 +22,8 @@ def test_it_times_the_cpu_and_says_why_there_are_no_gpu_figures(
     page = client.get(reverse("jobs-detail", args=[job.uuid])).content.decode()
 
     rows = re.findall(r'data-testid="runtime-row" data-status="([a-z ]+)"', page)
-    assert rows == ["ok", "unavailable", "unavailable", "not applicable"]
+    assert rows[:4] == ["ok", "unavailable", "unavailable", "not applicable"]
+    assert rows[4:] in ([], ["ok"])  # "CPU, 1 thread" where the 2-thread figure was unstable
     cpu = base_report["runtimes"][0]
     assert cpu["runtime"] == "CPU" and cpu["compressed"] == base_report["result"]["latency"]
     assert "no CUDA device on this worker" in page or "no CUDA provider" in page

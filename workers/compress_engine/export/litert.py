@@ -61,6 +61,11 @@ class LiteRTSession:
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
         signatures = self._interpreter.get_signature_list()
+        if not signatures:
+            raise EngineError(
+                "the file has no signature, so its inputs and outputs cannot be matched with "
+                "the ONNX model's"
+            )
         self._runner = self._interpreter.get_signature_runner(next(iter(signatures)))
         sig = signatures[next(iter(signatures))]
         self._input_details = self._runner.get_input_details()

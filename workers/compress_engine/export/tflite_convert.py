@@ -8,11 +8,15 @@ It imports nothing from compress_engine. SPEC.json:
 
     {"onnx": path, "out_dir": path, "precisions": ["fp32", "fp16", "dynamic-int8", "int8"],
      "representative": path to .npz (arrays named after the inputs, ONNX layout) or null,
-     "int8_io": bool, "keep_layout": [input names whose layout stays as in ONNX]}
+     "int8_io": bool, "keep_layout": [input names whose layout stays as in ONNX],
+     "input_shapes": {input: [dims]} (the fixed shapes of the model's inputs, or {})}
+
+onnx2tf rewrites the file it is given (simplified, its ops renamed): it gets a copy, in
+out_dir, never the file named in the spec.
 
 Writes out_dir/result.json: {"precisions": {p: {"file": name, "seconds": s} or
 {"error": message}}, "layouts": {input: "NHWC"|...}, "versions": {...}} — one entry per
-precision, so one failed precision never hides the others.
+precision, so one failed precision never hides the others; it is rewritten after each one.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main(spec_path: str) -> int:
         _write(out, result)
         return 0
     result["layouts"] = layouts
+    _write(out, result)
     # onnx2tf itself writes the fp32 and fp16 files: they are charged its time.
     onnx2tf_s = time.perf_counter() - start
     for precision in spec["precisions"]:
@@ -65,6 +70,9 @@ def main(spec_path: str) -> int:
             }
         except Exception as exc:
             result["precisions"][precision] = {"error": _short(exc)}
+        # Written after each file: a converter crash (TensorFlow can segfault) loses only the
+        # precision it was converting.
+        _write(out, result)
     _write(out, result)
     return 0
 
@@ -73,7 +81,8 @@ def _onnx2tf(spec: dict, out: Path) -> tuple[Path, dict[str, str]]:
     import onnx
     import onnx2tf
 
-    model = onnx.load(spec["onnx"], load_external_data=False)
+    source = _own_copy(Path(spec["onnx"]), out / "onnx2tf_input")
+    model = onnx.load(str(source), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     shapes = {
@@ -91,6 +100,7 @@ def _onnx2tf(spec: dict, out: Path) -> tuple[Path, dict[str, str]]:
         for name, shape in shapes.items()
     }
     saved_model = out / "saved_model"
+    fixed = _shape_args(spec.get("input_shapes") or {})
     # For 3-channel image inputs onnx2tf downloads sample images (from GitHub) to run the
     # model once; workers are offline, so it finds a seeded stand-in in its cwd instead.
     sample = Path(CALIBRATION_SAMPLE)
@@ -102,7 +112,7 @@ def _onnx2tf(spec: dict, out: Path) -> tuple[Path, dict[str, str]]:
     noise = io.StringIO()
     with contextlib.redirect_stdout(noise):
         onnx2tf.convert(
-            input_onnx_file_path=spec["onnx"],
+            input_onnx_file_path=str(source),
             output_folder_path=str(saved_model),
             output_signaturedefs=True,
             copy_onnx_input_output_names_to_tflite=True,
@@ -110,9 +120,45 @@ def _onnx2tf(spec: dict, out: Path) -> tuple[Path, dict[str, str]]:
             or None,
             # Erf (GELU) has no TFLite builtin: onnx2tf's pseudo-op form avoids a Flex op.
             replace_to_pseudo_operators=["erf"],
+            # Fixed shapes keep every TF tensor static ("Dimension -1 must be >= 0" otherwise,
+            # and int8 calibration refuses a recurrent layer's open TensorList shapes).
+            overwrite_input_shape=fixed or None,
+            # With every shape fixed a recurrent layer's steps are known: unrolled, it needs no
+            # While loop, which TFLite's int8 calibration cannot run (it crashes on one).
+            enable_rnn_unroll=all(d is not None for dims in shapes.values() for d in dims),
             non_verbose=True,
         )
     return saved_model, layouts
+
+
+def _own_copy(source: Path, folder: Path) -> Path:
+    """`source` and the external data files it names, copied into `folder` (same names)."""
+    import shutil
+
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    data = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    for name in [source.name, *sorted(data)]:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.parent / name, target)
+    return folder / source.name
+
+
+def _shape_args(shapes: dict) -> list[str]:
+    """onnx2tf's `name:d0,d1,...` for every input whose dims are all fixed."""
+    return [
+        f"{name}:{','.join(str(d) for d in dims)}"
+        for name, dims in shapes.items()
+        if dims and all(isinstance(d, int) and d > 0 for d in dims)
+    ]
 
 
 def _convert(
@@ -125,10 +171,16 @@ def _convert(
         made = out / "saved_model" / (Path(spec["onnx"]).stem + ONNX2TF_SUFFIX[precision])
         if not made.is_file():
             raise RuntimeError(f"onnx2tf wrote no {precision} file")
-        made.replace(target)
-        return target.name
+        if _has_signature(made):
+            made.replace(target)
+            return target.name
+        # onnx2tf's own file can come without the signature its inputs are found by (seen
+        # on models with grouped convolutions): the float file is made from the saved model.
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
     if precision == "int8":
         if not spec.get("representative"):
             raise RuntimeError("needs representative samples: give the job a dataset")
@@ -141,6 +193,15 @@ def _convert(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     target.write_bytes(converter.convert())
     return target.name
+
+
+def _has_signature(path: Path) -> bool:
+    import tensorflow as tf
+
+    try:
+        return bool(tf.lite.Interpreter(model_path=str(path)).get_signature_list())
+    except Exception:  # a file the interpreter cannot load: the engine's check says why
+        return True
 
 
 def _representative(spec: dict, layouts: dict[str, str]):

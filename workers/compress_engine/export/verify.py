@@ -2,7 +2,9 @@
 
 A TFLite file is compared twice on the same inputs: with the ONNX model it was converted from
 (the converter's own error, which decides ok or failed) and with the original model (what a
-user gets overall, reported beside the ONNX artifact's figures).
+user gets overall, reported beside the ONNX artifact's figures). Files of both converter
+routes (onnx2tf, litert-torch) go through the same check; a file whose inputs were fixed at
+batch 1 is run sample by sample.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def check_tflite(
     (whose outputs the comparison already has). One LiteRT pass per file serves both.
     """
     names = list(onnx_outputs)
+    # Where the fixed model the files came from knows an output's shape, it is the better
+    # guide to outputs given back channel-last.
+    onnx_outputs = {n: conversion.output_shapes.get(n) or onnx_outputs[n] for n in names}
     checked: list[Checked] = []
     sessions: list[tuple[int, LiteRTSession]] = []
     for n, made in enumerate(conversion.files):
@@ -76,11 +81,16 @@ def check_tflite(
             "source": source_name,
             "layouts": {k: v for k, v in conversion.layouts.items() if v != "as ONNX"},
             "conversion_s": made.seconds,
+            "converter": conversion.converter,
         }
         if made.path is None:
             checked.append(Checked(ArtifactInfo(**base, status="failed", failure=made.error), None))
             continue
-        base.update(size_bytes=file_size(made.path), sha256=sha256_file(made.path))
+        base.update(
+            size_bytes=file_size(made.path),
+            sha256=sha256_file(made.path),
+            input_shapes=conversion.input_shapes,
+        )
         try:
             session = LiteRTSession(
                 made.path,

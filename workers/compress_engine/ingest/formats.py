@@ -116,6 +116,33 @@ def detect_format(path: Path, filename: str = "", *, max_bytes: int | None = Non
     )
 
 
+def require_onnx(path: Path, command: str) -> None:
+    """EngineError, saying what the file is and how to go on, when the model at `path` is not
+    ONNX (or a zip of an ONNX model): the local CLI commands work on ONNX only, while a server
+    converts the other formats at upload."""
+    path = Path(path)
+    fmt = detect_format(path, path.name)
+    if fmt in (ModelFormat.ONNX, ModelFormat.ONNX_ZIP):
+        return
+    upload = f"modelpress upload PROJECT {path.name}"
+    if fmt.needs_input_shapes:
+        from compress_engine.ingest.signature import forward_signature, suggested_shapes
+
+        signature = forward_signature(path, fmt)
+        shapes = suggested_shapes(signature, []) if signature else "input: 1x3x224x224"
+        upload += f" --input-shapes '{'; '.join(shapes.splitlines())}'"
+    export = (
+        "torch.onnx.export(model, example_inputs, 'model.onnx')"
+        if fmt in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT)
+        else "python -m tf2onnx.convert --saved-model DIR --output model.onnx"
+    )
+    raise EngineError(
+        f"{path.name} is a {fmt.label} file, not ONNX: `modelpress {command}` works on ONNX "
+        f"models (.onnx, or a .zip of one with its external data). Export it to ONNX ({export}) "
+        f"or upload it to a ModelPress server, which converts it (`{upload}`)."
+    )
+
+
 def _zip_format(path: Path, max_bytes: int | None) -> ModelFormat:
     try:
         with zipfile.ZipFile(path) as zf:

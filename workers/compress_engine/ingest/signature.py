@@ -248,9 +248,36 @@ def name_input_shapes(
     if missing:
         raise EngineError(
             f"This model's forward takes {_listing(names)}; the shape of {_listing(missing)} "
-            f"is missing. Use e.g. {_suggest(signature, specs)}."
+            f"is missing{_scalar_hint(signature, missing)}. Use e.g. {_suggest(signature, specs)}."
         )
+    for spec in specs:
+        arg = next(a for a in signature.args if a.name == spec.name)
+        if arg.type in SCALAR_TYPES and len(spec.shape) != 1:
+            raise EngineError(
+                f"`{arg.name}` is {_a(arg.type)}, not a tensor: give one value for it "
+                f"(e.g. `{arg.name}: {_SCALAR_EXAMPLE}`), not a shape."
+            )
     return specs
+
+
+# forward's non-tensor argument types the converter takes: their "shape" is one value.
+SCALAR_TYPES = ("int", "float", "bool")
+_SCALAR_EXAMPLE = 1
+
+
+def _scalar_hint(signature: ForwardSignature, missing: list[str]) -> str:
+    scalars = [a for a in signature.args if a.name in missing and a.type in SCALAR_TYPES]
+    if not scalars:
+        return ""
+    named = ", ".join(f"`{a.name}` is {_a(a.type)}" for a in scalars)
+    return (
+        f" ({named}, not a tensor: give the value to convert the model with; it becomes a "
+        "scalar input of the ONNX model)"
+    )
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "int" else f"a {kind}"
 
 
 def suggested_shapes(signature: ForwardSignature, specs: list[InputSpec]) -> str:
@@ -266,7 +293,8 @@ def suggested_shapes(signature: ForwardSignature, specs: list[InputSpec]) -> str
         if spec is None:
             if arg.has_default:
                 break
-            spec = InputSpec(shape=[1, 3, 224, 224])
+            example = [_SCALAR_EXAMPLE] if arg.type in SCALAR_TYPES else [1, 3, 224, 224]
+            spec = InputSpec(shape=example)
         lines.append(spec.model_copy(update={"name": arg.name}).label())
     return "\n".join(lines)
 

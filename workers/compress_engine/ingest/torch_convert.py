@@ -37,6 +37,18 @@ import numpy as np
 from compress_engine.errors import EngineError, short_message
 from compress_engine.ingest.capability import CAPABILITIES, missing_package_error
 from compress_engine.ingest.shapes import InputSpec
+from compress_engine.ingest.torch_args import (
+    argument_label,
+    check_scalar_args_given,
+    example_argument,
+    feed_value,
+    fix_inputs,
+    graph_inputs,
+    is_tensor,
+    keep_or_fix_scalars,
+    scalar_tensor,
+    trailing_scalar_defaults,
+)
 
 SEED = 20240601
 DEFAULT_OPSET = 17
@@ -153,28 +165,33 @@ def _torchscript(
             f"{_example(names)}. The model's forward takes: {', '.join(names) or 'nothing'}."
         )
     required = [a.name for a in args if not a.has_default_value()]
+    check_scalar_args_given(args, specs)
     ordered = _match_inputs(specs, names, required)
-    non_tensor = [a.name for a in args[: len(ordered)] if str(a.type) not in ("Tensor",)]
-    if non_tensor:
-        raise EngineError(
-            f"forward's argument(s) {', '.join(non_tensor)} are not plain tensors; only tensor "
-            "inputs can be given shapes. Wrap the model so forward takes tensors."
-        )
     rng = np.random.default_rng(SEED)
-    inputs = [_random_tensor(s.shape, s.dtype, rng) for s in ordered]
-    input_names = names[: len(inputs)]
-    outputs = _run_source(module, inputs, ordered)
+
+    # Tensors for tensor arguments; a non-tensor argument (`sr: int`) gets its given value.
+    def tensor(spec: InputSpec) -> Any:
+        return _random_tensor(spec.shape, spec.dtype, rng)
+
+    call = [example_argument(a, s, tensor) for a, s in zip(args, ordered, strict=False)]
+    # The exporter needs every argument of a scripted forward: non-tensor ones left out keep
+    # forward's default, fixed in the graph below.
+    defaults = trailing_scalar_defaults(args[len(call) :])
+    call += list(defaults.values())
+    input_names = names[: len(call)]
+    tensor_names = [n for n, v in zip(input_names, call, strict=True) if is_tensor(v)]
+    outputs = _run_source(module, call, ordered)
     output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
 
     def export(dynamic: bool) -> None:
         torch.onnx.export(
             module,
-            tuple(inputs),
+            tuple(call),
             str(raw),
             input_names=input_names,
             output_names=output_names,
             dynamic_axes=(
-                {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic else None
+                {n: {0: "batch"} for n in [*tensor_names, *output_names]} if dynamic else None
             ),
             opset_version=opset,
             do_constant_folding=True,
@@ -183,7 +200,7 @@ def _torchscript(
 
     try:
         export(dynamic=True)
-        batch_ok = _runs_at_another_batch(module, raw, inputs, rng)
+        batch_ok = _runs_at_another_batch(module, raw, call, rng)
         if not batch_ok:
             export(dynamic=False)
     except EngineError:
@@ -193,14 +210,37 @@ def _torchscript(
         raise missing or EngineError(
             f"torch.onnx.export could not export the TorchScript model: {short_message(exc)}"
         ) from None
-    shapes = ", ".join(s.label() for s in ordered)
+    shapes = ", ".join(argument_label(a, s) for a, s in zip(args, ordered, strict=False))
     log = f"TorchScript model exported with torch.onnx.export (opset {opset}) at {shapes}; "
     log += (
         "dynamic batch."
         if batch_ok
         else "fixed shapes (the graph does not run at another batch size)."
     )
+    scalars = [
+        (n, v)
+        for n, v in zip(input_names, call, strict=True)
+        if not is_tensor(v) and n not in defaults
+    ]
+    if scalars:
+        log += " " + keep_or_fix_scalars(
+            lambda moved: _source_outputs(module, moved), raw, call, input_names, scalars
+        )
+    if defaults:
+        fix_inputs(raw, defaults)
+        listed = ", ".join(f"{n}={v}" for n, v in defaults.items())
+        log += f" Arguments left out keep forward's defaults ({listed})."
+    inputs = [v if is_tensor(v) else scalar_tensor(v) for v in call]
+    kept = {i.name for i in graph_inputs(raw)}
+    inputs = [t for n, t in zip(input_names, inputs, strict=True) if n in kept]
     return inputs, outputs, log
+
+
+def _source_outputs(module: Any, args: list[Any]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        return [t.numpy() for t in _flatten(module(*args))]
 
 
 def _run_source(module: Any, inputs: list[Any], specs: list[InputSpec] | None) -> list[Any]:
@@ -229,16 +269,23 @@ def _runs_at_another_batch(module: Any, raw: Path, inputs: list[Any], rng) -> bo
     import onnxruntime as ort
     import torch
 
-    if any(t.dim() == 0 for t in inputs):
+    tensors = [t for t in inputs if is_tensor(t)]
+    if not tensors or any(t.dim() == 0 for t in tensors):
         return False
+    # Non-tensor arguments (an int sample rate) keep their value.
     bigger = [
-        _random_tensor([t.shape[0] + 1, *t.shape[1:]], str(t.numpy().dtype), rng) for t in inputs
+        _random_tensor([t.shape[0] + 1, *t.shape[1:]], str(t.numpy().dtype), rng)
+        if is_tensor(t)
+        else t
+        for t in inputs
     ]
     try:
         with torch.no_grad():
             expected = [t.numpy() for t in _flatten(module(*bigger))]
         session = ort.InferenceSession(str(raw), providers=["CPUExecutionProvider"])
-        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), bigger, strict=True)}
+        feed = {
+            i.name: feed_value(t, i.type) for i, t in zip(session.get_inputs(), bigger, strict=True)
+        }
         got = session.run(None, feed)
     except Exception:
         return False
@@ -345,8 +392,17 @@ def _write_reference(raw: Path, inputs: list[Any], outputs: list[Any], path: Pat
             f"took {len(inputs)}; inputs that are not used by the computation are dropped on "
             "export. Remove them from forward."
         )
+    # A scalar from a non-tensor argument takes the dtype the exporter gave its input.
+    dtypes = {
+        v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+        for v in model.graph.input
+        if v.type.tensor_type.elem_type
+    }
     arrays = {
-        f"in:{n}": t.detach().cpu().numpy() for n, t in zip(graph_inputs, inputs, strict=True)
+        f"in:{n}": t.detach().cpu().numpy().astype(dtypes.get(n), copy=False)
+        if t.dim() == 0 and n in dtypes
+        else t.detach().cpu().numpy()
+        for n, t in zip(graph_inputs, inputs, strict=True)
     }
     arrays |= {f"out:{i}": t.detach().cpu().numpy() for i, t in enumerate(outputs)}
     np.savez(path, **arrays)

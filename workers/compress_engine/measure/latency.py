@@ -1,4 +1,5 @@
-"""Latency percentiles of an ONNX Runtime session."""
+"""Latency percentiles of ONNX Runtime sessions, timed alone or interleaved, and the noise
+band of a comparison: how far an identical copy of the original times from it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compress_engine.report import Latency
+from compress_engine.report import Latency, NoiseBand
 
 if TYPE_CHECKING:
     import onnxruntime
 
 # Report progress every this many runs so a long measurement visibly moves.
 PROGRESS_EVERY = 10
+# The noise band compares the identical pair over up to this many blocks of rounds, each of
+# at least MIN_BLOCK_ROUNDS (fewer rounds: one ratio over all of them).
+MAX_BLOCKS = 5
+MIN_BLOCK_ROUNDS = 4
 
 
 def measure_latency(
@@ -64,34 +69,93 @@ def measure_interleaved(
 ) -> list[Latency]:
     """Time several sessions in alternation, one Latency per (session, feed), in order.
 
-    Each round runs every session once, in an order that reverses from round to round
-    (A B C, C B A, ...), so slow drift of the machine (frequency scaling, a neighbour's load)
-    and any advantage of going first or last fall on all models alike.
+    Each round runs every session once, in an order that rotates by one from round to round
+    (A B C, B C A, C A B, ...; for two models A B, B A), so every model takes every position
+    equally often: slow drift of the machine (frequency scaling, a neighbour's load) and any
+    advantage of going first, last or after a given model fall on all models alike.
     """
+    times = _interleaved_ms(runs_of, warmup=warmup, runs=runs, progress=progress)
+    return [
+        _latency(times[i], s, warmup, batch_size, threads, interleaved=len(runs_of) > 1)
+        for i, (s, _) in enumerate(runs_of)
+    ]
+
+
+def measure_against_copy(
+    original: tuple[onnxruntime.InferenceSession, Mapping[str, np.ndarray]],
+    copy: onnxruntime.InferenceSession,
+    others: Sequence[tuple[onnxruntime.InferenceSession, Mapping[str, np.ndarray]]],
+    *,
+    warmup: int,
+    runs: int,
+    batch_size: int,
+    threads: int,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Latency, list[Latency], NoiseBand]:
+    """The original's and every other model's latency, and the noise band of their ratios.
+
+    `copy` is a second session of the original's file: it runs on the original's feed as one
+    more model in the same rotation (no extra timing phase), and how far it times from the
+    original is what an identical model measures as by this method (NoiseBand).
+    """
+    runs_of = [original, *others, (copy, original[1])]
+    times = _interleaved_ms(runs_of, warmup=warmup, runs=runs, progress=progress)
+    latencies = [
+        _latency(times[i], s, warmup, batch_size, threads, interleaved=True)
+        for i, (s, _) in enumerate(runs_of[:-1])
+    ]
+    return latencies[0], latencies[1:], noise_band(times[0], times[-1])
+
+
+def noise_band(original_ms: np.ndarray, copy_ms: np.ndarray) -> NoiseBand:
+    """The identical pair's ratio of medians per block of rounds and over all of them
+    (NoiseBand says why blocks); paired runs share a round, so the blocks line up."""
+    rounds = int(original_ms.size)
+    blocks = max(1, min(MAX_BLOCKS, rounds // MIN_BLOCK_ROUNDS))
+    ratios = [_median_ratio(original_ms, copy_ms)]
+    if blocks > 1:
+        pairs = zip(
+            np.array_split(original_ms, blocks), np.array_split(copy_ms, blocks), strict=True
+        )
+        ratios += [_median_ratio(o, c) for o, c in pairs]
+    return NoiseBand.from_ratios(ratios, blocks=blocks, rounds=rounds)
+
+
+def _median_ratio(original_ms: np.ndarray, copy_ms: np.ndarray) -> float:
+    copy = float(np.median(copy_ms))
+    return float(np.median(original_ms)) / copy if copy > 0 else float("inf")
+
+
+def _interleaved_ms(
+    runs_of: Sequence[tuple[onnxruntime.InferenceSession, Mapping[str, np.ndarray]]],
+    *,
+    warmup: int,
+    runs: int,
+    progress: Callable[[float], None] | None,
+) -> np.ndarray:
+    """Milliseconds per (session, round), the order rotating every round."""
     feeds = [dict(feed) for _, feed in runs_of]
     sessions = [s for s, _ in runs_of]
-    order = list(range(len(sessions)))
-    total = (warmup + runs) * len(sessions)
+    n = len(sessions)
+    total = (warmup + runs) * n
     done = 0
     for _ in range(warmup):
-        for i in order:
+        for i in range(n):
             sessions[i].run(None, feeds[i])
             done += 1
         if progress is not None:
             progress(done / total)
-    times = np.empty((len(sessions), runs), dtype=np.float64)
+    times = np.empty((n, runs), dtype=np.float64)
     for r in range(runs):
-        for i in order if r % 2 == 0 else order[::-1]:
+        for k in range(n):
+            i = (r + k) % n
             start = time.perf_counter()
             sessions[i].run(None, feeds[i])
             times[i, r] = time.perf_counter() - start
             done += 1
         if progress is not None and (r % PROGRESS_EVERY == 0 or r == runs - 1):
             progress(done / total)
-    return [
-        _latency(times[i] * 1e3, s, warmup, batch_size, threads, interleaved=len(sessions) > 1)
-        for i, s in enumerate(sessions)
-    ]
+    return times * 1e3
 
 
 def _latency(

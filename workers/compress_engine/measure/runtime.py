@@ -28,7 +28,29 @@ def create_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only; warnings would flood worker logs
-    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    # ONNX Runtime's NCHWc layout rewrite crashes the process (SIGSEGV) on some float16
+    # graphs (convolutions feeding a recurrent layer); float16 convs never take that path on
+    # a CPU anyway, so it costs nothing to leave it out for them.
+    disabled = ["NchwcTransformer"] if _has_float16(path) else []
+    return ort.InferenceSession(
+        str(path), sess_options=opts, providers=list(providers), disabled_optimizers=disabled
+    )
+
+
+def _has_float16(path: Path) -> bool:
+    """Whether any initializer or graph input/output of the model is float16 (weights that
+    live in external data are not read)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # ONNX Runtime reports a bad file better
+        return False
+    half = onnx.TensorProto.FLOAT16
+    if any(t.data_type == half for t in graph.initializer):
+        return True
+    values = [*graph.input, *graph.output, *graph.value_info]
+    return any(v.type.tensor_type.elem_type == half for v in values)
 
 
 _FLOAT_TYPES = {

@@ -25,9 +25,9 @@ from compress_engine.device import (
     gpu_available,
 )
 from compress_engine.errors import short_message
-from compress_engine.measure.latency import measure_latency
+from compress_engine.measure.latency import measure_against_copy, measure_latency
 from compress_engine.measure.runtime import create_session
-from compress_engine.report import Latency, RuntimeLatency
+from compress_engine.report import Latency, NoiseBand, RuntimeLatency
 
 # Sonames of TensorRT's core library that ONNX Runtime's TensorRT provider loads.
 NVINFER_SONAMES = ("libnvinfer.so.10", "libnvinfer.so.8")
@@ -106,6 +106,7 @@ def runtime_latencies(
     feeds: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
     measured: tuple[Latency, Latency],
     *,
+    noise: NoiseBand | None = None,
     qdq_int8: bool,
     warmup: int,
     runs: int,
@@ -113,8 +114,10 @@ def runtime_latencies(
     threads: int,
     work: Path,
 ) -> list[RuntimeLatency]:
-    """One row per runtime; the pair already `measured` fills the row of its provider.
-    `qdq_int8`: the result has QDQ nodes (has_qdq_int8), so TensorRT int8 applies."""
+    """One row per runtime; the pair already `measured` (with its `noise` band) fills the
+    row of its provider. `qdq_int8`: the result has QDQ nodes (has_qdq_int8), so TensorRT
+    int8 applies. The other rows are timed here the same way: original, identical copy and
+    result interleaved."""
     main = measured[0].provider
     runtimes = [
         _Runtime("CPU", [CPU_PROVIDER], lambda: None, "both"),
@@ -143,6 +146,7 @@ def runtime_latencies(
                     status="ok",
                     original=measured[0],
                     compressed=measured[1],
+                    noise=noise,
                 )
             )
             continue
@@ -158,6 +162,22 @@ def runtime_latencies(
     return rows
 
 
+def single_thread_row(
+    original: Path,
+    result: Path,
+    feeds: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+    *,
+    warmup: int,
+    runs: int,
+    batch_size: int,
+) -> RuntimeLatency:
+    """The CPU comparison again at 1 intra-op thread ("CPU, 1 thread"), for when the
+    multi-thread figure was unstable (report_figures.UNSTABLE_NOISE): one thread has no pool
+    to wait on, so it holds up on a busy machine where several threads do not."""
+    rt = _Runtime("CPU, 1 thread", [CPU_PROVIDER], lambda: None, "both")
+    return _time(rt, CPU_PROVIDER, original, result, feeds, warmup, runs, batch_size, 1)
+
+
 def _time(
     rt: _Runtime,
     provider: str,
@@ -169,29 +189,20 @@ def _time(
     batch_size: int,
     threads: int,
 ) -> RuntimeLatency:
-    latencies: list[Latency | None] = []
+    # At least one untimed run: TensorRT builds its engine on the first one.
+    timing = {"warmup": max(1, warmup), "runs": runs, "batch_size": batch_size, "threads": threads}
+    original_latency = noise = None
     try:
-        for path, feed, wanted in (
-            (original, feeds[0], rt.models == "both"),
-            (result, feeds[1], True),
-        ):
-            if not wanted:
-                latencies.append(None)
-                continue
-            session = create_session(path, providers=rt.providers, threads=threads)
-            if session.get_providers()[0] != provider:
-                # ONNX Runtime falls back silently when a provider cannot take the model.
-                raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()[0]}")
-            # At least one untimed run: TensorRT builds its engine on the first one.
-            latency = measure_latency(
-                session,
-                feed,
-                warmup=max(1, warmup),
-                runs=runs,
-                batch_size=batch_size,
-                threads=threads,
+        result_session = _session(result, rt, provider, threads)
+        if rt.models == "both":
+            original_latency, (latency,), noise = measure_against_copy(
+                (_session(original, rt, provider, threads), feeds[0]),
+                _session(original, rt, provider, threads),
+                [(result_session, feeds[1])],
+                **timing,
             )
-            latencies.append(latency)
+        else:  # the int8 runtime has no float original to compare with
+            latency = measure_latency(result_session, feeds[1], **timing)
     except Exception as exc:  # a provider's own error types; the row says what went wrong
         return RuntimeLatency(
             runtime=rt.name, provider=provider, status="failed", reason=short_message(exc)
@@ -200,6 +211,15 @@ def _time(
         runtime=rt.name,
         provider=provider,
         status="ok",
-        original=latencies[0],
-        compressed=latencies[1],
+        original=original_latency,
+        compressed=latency,
+        noise=noise,
     )
+
+
+def _session(path: Path, rt: _Runtime, provider: str, threads: int) -> Any:
+    session = create_session(path, providers=rt.providers, threads=threads)
+    if session.get_providers()[0] != provider:
+        # ONNX Runtime falls back silently when a provider cannot take the model.
+        raise RuntimeError(f"ONNX Runtime fell back to {session.get_providers()[0]}")
+    return session

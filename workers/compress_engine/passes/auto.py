@@ -15,7 +15,8 @@ from compress_engine.errors import EngineError
 from compress_engine.onnx_files import model_bytes, rewrite
 from compress_engine.passes.base import Evaluator, Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import pass_for_step, register
-from compress_engine.report import AutoCandidate, AutoSummary
+from compress_engine.quality import check_candidate
+from compress_engine.report import AutoCandidate, AutoSummary, NoiseBand
 
 
 @register
@@ -41,12 +42,16 @@ class AutoQuantize(Pass[AutoConfig]):
         """Hands back the chosen candidate's file where it was built (out_path goes unused)."""
         ev = ctx.require_evaluator("quantize mode auto")
         built, notes = _build_candidates(model_path, ctx, ev)
-        original_p50, candidates = _measure(built, ev)
+        original_p50, candidates, noise = _measure(built, ev)
         original_size = model_bytes(model_path)
         decision = choose(
             Candidate("original", original_size, original_p50, True),
-            [Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget) for c in candidates],
+            [
+                Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget, bool(c.quality_reasons))
+                for c in candidates
+            ],
             self.config.objective,
+            noise,
         )
         summary = AutoSummary(
             objective=self.config.objective,
@@ -57,6 +62,7 @@ class AutoQuantize(Pass[AutoConfig]):
             candidates=candidates,
             pick=None if decision.pick is None else decision.pick.name,
             reason=decision.reason,
+            noise=noise,
         )
         if decision.pick is not None:
             res = built[decision.pick.name]
@@ -101,10 +107,13 @@ def _build_candidates(
     return built, notes
 
 
-def _measure(built: dict[str, PassResult], ev: Evaluator) -> tuple[float, list[AutoCandidate]]:
-    """The original's p50 and every candidate's figures: timed interleaved with the original
-    (drift of the machine affects all alike), scored against the budget."""
-    from compress_engine.measure.latency import measure_interleaved
+def _measure(
+    built: dict[str, PassResult], ev: Evaluator
+) -> tuple[float, list[AutoCandidate], NoiseBand]:
+    """The original's p50, every candidate's figures and the timing's noise band: timed
+    interleaved with the original and its identical copy (drift of the machine affects all
+    alike), scored against the budget."""
+    from compress_engine.measure.latency import measure_against_copy
     from compress_engine.measure.runtime import adapt_feed, create_session
 
     feed = dict(ev.latency_feed)
@@ -112,8 +121,10 @@ def _measure(built: dict[str, PassResult], ev: Evaluator) -> tuple[float, list[A
         create_session(r.model_path, providers=ev.providers, threads=ev.threads)
         for r in built.values()
     ]
-    original_latency, *latencies = measure_interleaved(
-        [(ev.original, feed), *((s, adapt_feed(s, feed)) for s in sessions)],
+    original_latency, latencies, noise = measure_against_copy(
+        (ev.original, feed),
+        ev.original_copy,
+        [(s, adapt_feed(s, feed)) for s in sessions],
         warmup=ev.warmup,
         runs=ev.latency_runs,
         batch_size=ev.latency_batch,
@@ -123,6 +134,14 @@ def _measure(built: dict[str, PassResult], ev: Evaluator) -> tuple[float, list[A
     out = []
     for (mode, res), lat in zip(built.items(), latencies, strict=True):
         metric = None if ev.budget is None else ev.scorer.metric(res.model_path, ev.budget)
+        below = check_candidate(
+            ev.original,
+            res.model_path,
+            (feed for feed, _ in ev.scorer.batches),
+            providers=ev.providers,
+            threads=ev.threads,
+            floor=ev.floor,
+        )
         out.append(
             AutoCandidate(
                 mode=mode,
@@ -130,6 +149,7 @@ def _measure(built: dict[str, PassResult], ev: Evaluator) -> tuple[float, list[A
                 p50_ms=lat.p50_ms,
                 meets_budget=True if metric is None else ev.budget.meets(metric),  # type: ignore[union-attr]
                 metric=metric,
+                quality_reasons=below,
             )
         )
-    return original_latency.p50_ms, out
+    return original_latency.p50_ms, out, noise

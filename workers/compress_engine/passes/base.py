@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnxruntime
 
+    from compress_engine.configs import QualityFloor
     from compress_engine.data import Dataset
     from compress_engine.report import (
         AutoSummary,
@@ -55,6 +56,8 @@ class Evaluator:
     scorer: Scorer  # the report's evaluation batches (or seeded random inputs)
     budget: Budget | None  # evaluate's budget, None when it sets none
     original: onnxruntime.InferenceSession  # the original model, for interleaved timing
+    # A second session of the original's file, timed beside candidates: the noise band.
+    original_copy: onnxruntime.InferenceSession
     latency_feed: Mapping[str, np.ndarray]  # the first batch size's timing feed
     latency_batch: int  # samples in that feed
     macs_by_op_type: dict[str, int]  # the original's MACs (auto picks modes by them)
@@ -63,6 +66,8 @@ class Evaluator:
     warmup: int
     latency_runs: int
     stage: SubStage  # sub-stages within the step's progress slice
+    # evaluate.quality_floor: a candidate below it is never handed back as the answer.
+    floor: QualityFloor | None = None
 
 
 @dataclass
@@ -81,12 +86,19 @@ class PassContext:
     # Static int8: a JSON file of calibrated activation ranges, written on first use and read
     # instead of calibrating again (same graph and settings, e.g. the trials of a search).
     calibration_cache: Path | None = None
+    # The model is already pre-processed for quantization (opset, shape inference,
+    # optimisation, node names): a search's shared graph, quantized as it is.
+    prepared: bool = False
     # Torch-side passes: where this step sits in the recipe, the model before any step (the
     # default teacher), other teachers by name, and a sink for per-epoch training points.
     step_index: int = 0
     original_model: Path | None = None
     teachers: Mapping[str, Path] = field(default_factory=dict)
     on_training: Callable[[TrainingPoint], None] | None = None
+    # The shapes the run measures the original at (evaluate.input_shapes, else the dataset's
+    # samples), and evaluate.constants: torch-side passes draw their example inputs at them.
+    input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    constants: Mapping[str, Any] = field(default_factory=dict)
     # Scoring and timing against the original; compress() always gives one, a pass run on its
     # own (a trial of a search) has none and must not need it.
     evaluator: Evaluator | None = None
@@ -145,6 +157,12 @@ class Pass(ABC, Generic[ConfigT]):
     def needs_labels(self) -> bool:
         """Whether this step, as configured, needs labels in that dataset."""
         return self.info.needs_labels
+
+    def preflight(self, model_path: Path, ctx: PassContext) -> None:
+        """Refuse what this step cannot do before any step spends time (EngineError with
+        the reason and what to do). The run asks every step, in order, before the first
+        runs, each with the original model (`ctx.step_index` says which step it is: only the
+        first will get that model as its input). Most passes have nothing to check."""
 
     @abstractmethod
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:

@@ -8,6 +8,7 @@ from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
 from compress_engine.passes.torch_common import (
     batch_notes,
+    check_up_front,
     load_checked,
     teacher_for,
     train_batch,
@@ -19,16 +20,20 @@ from compress_engine.torch_configs import DistillConfig, FinetuneConfig, Trainin
 def _train(
     pass_: Pass, model_path: Path, out_path: Path, ctx: PassContext, kind: str
 ) -> PassResult:
-    from compress_engine.torch_side.convert import export_onnx
+    from compress_engine.torch_side.convert import check_runs_on, export_onnx
     from compress_engine.torch_side.device import pick_device
     from compress_engine.torch_side.distributed import fit
     from compress_engine.torch_side.training import Trainer
 
     cfg: TrainingConfig = pass_.config  # type: ignore[assignment]
-    model, check = load_checked(model_path, ctx.seed)
-    split = training_split(ctx, model, cfg.validation_fraction, cfg.seed)
+    model, check = load_checked(model_path, ctx)
+    split = training_split(ctx, model.input_names, cfg.validation_fraction, cfg.seed)
     teacher_name = cfg.teacher if isinstance(cfg, DistillConfig) else None
     teacher = teacher_for(model.info.inputs, ctx, teacher_name) if teacher_name else None
+    # A layer that cannot take the dataset's shapes names itself now, not mid-epoch.
+    for rebuilt in (model, teacher):
+        if rebuilt is not None:
+            check_runs_on(rebuilt, split.train)
     trainer = Trainer(
         student=model.module,
         teacher=teacher.module if teacher else None,
@@ -81,6 +86,9 @@ class Distill(Pass[DistillConfig]):
     )
     config_type = DistillConfig
 
+    def preflight(self, model_path: Path, ctx: PassContext) -> None:
+        check_up_front(model_path, ctx, trains=True, teacher=self.config.teacher)
+
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         return _train(self, model_path, out_path, ctx, "distill")
 
@@ -101,6 +109,9 @@ class Finetune(Pass[FinetuneConfig]):
         compute="heavy",
     )
     config_type = FinetuneConfig
+
+    def preflight(self, model_path: Path, ctx: PassContext) -> None:
+        check_up_front(model_path, ctx, trains=True)
 
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         return _train(self, model_path, out_path, ctx, "finetune")

@@ -9,6 +9,7 @@ from compress_engine.passes.base import Pass, PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
 from compress_engine.passes.torch_common import (
     batch_notes,
+    check_up_front,
     example_inputs,
     load_checked,
     teacher_for,
@@ -37,14 +38,27 @@ class Prune(Pass[PruneConfig]):
     )
     config_type = PruneConfig
 
+    def preflight(self, model_path: Path, ctx: PassContext) -> None:
+        """The torch copy must match ONNX Runtime at the run's shapes, and channel pruning
+        must find a consistent way to prune a copy of it (a dry run)."""
+        from compress_engine.torch_side import pruning
+
+        model = check_up_front(model_path, ctx, trains=self.config.needs_data)
+        if model is not None and self.config.method == "channel":
+            plan = pruning.ChannelPlan(example=example_inputs(model), names=model.node_names)
+            pruning.keep_consistent(model.module, self.config, plan)
+
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         from compress_engine.torch_side import pruning
-        from compress_engine.torch_side.convert import export_onnx
+        from compress_engine.torch_side.convert import check_runs_on, export_onnx
 
         cfg: PruneConfig = self.config
-        model, check = load_checked(model_path, ctx.seed)
+        model, check = load_checked(model_path, ctx)
         module = model.module
         example = example_inputs(model)
+        plan = pruning.ChannelPlan(example=example, names=model.node_names)
+        if cfg.method == "channel":
+            pruning.keep_consistent(module, cfg, plan)
         macs0, params0 = pruning.count(module, example)
         notes: list[str] = []
         extras: list[tuple[str, Path]] = []
@@ -59,24 +73,27 @@ class Prune(Pass[PruneConfig]):
                 "latency do not change; the zipped copy shows the storage saving."
             )
         else:
-            plan = pruning.ChannelPlan(example=example, names=model.node_names)
             ctx.progress(0.1)
             # One split serves both uses of data: taylor scoring and recovery.
-            split = training_split(ctx, model, 0.1, cfg.seed) if cfg.needs_data else None
+            split = (
+                training_split(ctx, model.input_names, 0.1, cfg.seed) if cfg.needs_data else None
+            )
+            if split is not None:
+                check_runs_on(model, split.train)
             if cfg.importance == "taylor":
                 plan.loss_fn = _taylor_loss(split, model)
             if cfg.iterations > 1 and cfg.recover_epochs > 0:
                 plan.recover, recover_notes = _recoverer(ctx, model, split, cfg)
                 notes += recover_notes
             before = pruning.channel_counts(module)
-            ignored = [
-                model.node_names.get(n, n)
-                for n in pruning.resolve_ignored(module, cfg, model.node_names)
-            ]
+            kept = [*pruning.resolve_ignored(module, cfg, model.node_names), *plan.whole]
+            ignored = [model.node_names.get(n, n) for n in dict.fromkeys(kept)]
             amount, target = pruning.channel_prune(module, cfg, plan)
             layers = pruning.layer_changes(before, pruning.channel_counts(module), model.node_names)
             macs1, params1 = pruning.count(module, example)
             notes += _rounding_note(layers, ignored, amount, cfg.round_to)
+            if (whole := pruning.whole_note(plan)) is not None:
+                notes.append(whole)
         ctx.progress(0.8)
         export_onnx(model, out_path)
         if cfg.method == "magnitude":

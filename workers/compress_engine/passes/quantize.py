@@ -67,11 +67,10 @@ class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
 
         cfg: DynamicInt8Config = self.config
         notes: list[str] = []
-        _check_exclude(onnx.load(str(model_path), load_external_data=False), cfg.exclude)
-
-        src, preprocessed = _preprocess(
-            model_path, ctx.work_dir, notes, keep_names=bool(cfg.exclude)
-        )
+        if ctx.prepared:
+            src, preprocessed = model_path, True
+        else:
+            src, _, preprocessed = self.prepare(model_path, ctx.work_dir, notes)
         ctx.progress(0.4)
 
         model = onnx.load(str(src))
@@ -149,6 +148,18 @@ class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
             details=details,
             notes=notes,
         )
+
+    def prepare(
+        self, model_path: Path, work_dir: Path, notes: list[str]
+    ) -> tuple[Path, int | None, bool]:
+        """The graph quantize_dynamic reads (see TunableQuantize.prepare): shape inference
+        and, unless nodes are excluded by name, optimisation; no opset change."""
+        import onnx
+
+        cfg = self.config
+        _check_exclude(onnx.load(str(model_path), load_external_data=False), cfg.exclude)
+        src, done = _preprocess(model_path, work_dir, notes, keep_names=bool(cfg.exclude))
+        return src, None, done
 
 
 def _preprocess(

@@ -77,13 +77,10 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                 "split (evaluate.calibration_fraction > 0)."
             )
         notes: list[str] = []
-        model = onnx.load(str(model_path))
-        _check_exclude(model, cfg.exclude)
-
-        src, upgraded_from = _upgrade_opset(model, model_path, ctx.work_dir, notes)
-        # Optimisation fuses (Conv+BatchNorm, ...) and renames nodes; with named exclusions the
-        # names must survive, so it is skipped then.
-        src, preprocessed = _preprocess(src, ctx.work_dir, notes, keep_names=bool(cfg.exclude))
+        if ctx.prepared:
+            src, upgraded_from, preprocessed = model_path, None, True
+        else:
+            src, upgraded_from, preprocessed = self.prepare(model_path, ctx.work_dir, notes)
         ctx.progress(0.2)
 
         model = onnx.load(str(src))
@@ -173,6 +170,24 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
             details=details,
             notes=notes,
         )
+
+    def prepare(
+        self, model_path: Path, work_dir: Path, notes: list[str]
+    ) -> tuple[Path, int | None, bool]:
+        """The graph quantize_static reads: opset >= MIN_OPSET, shape inference and, unless
+        nodes are excluded by name, optimisation. Returns (path, the opset it was upgraded
+        from or None, whether pre-processing ran). A search prepares once and quantizes every
+        trial from the same graph (PassContext.prepared), so all share nodes and ranges."""
+        import onnx
+
+        model = onnx.load(str(model_path))
+        _check_exclude(model, self.config.exclude)
+        src, upgraded_from = _upgrade_opset(model, model_path, work_dir, notes)
+        # Optimisation fuses (Conv+BatchNorm, ...) and renames nodes; with named exclusions the
+        # names must survive, so it is skipped then.
+        keep = bool(self.config.exclude)
+        src, preprocessed = _preprocess(src, work_dir, notes, keep_names=keep)
+        return src, upgraded_from, preprocessed
 
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}

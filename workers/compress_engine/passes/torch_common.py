@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     from compress_engine.torch_side.training import Split
 
 
-def load_checked(path: Path, seed: int) -> tuple[TorchModel, TorchRoundTrip]:
-    """The ONNX model as a torch module, proven to compute what ONNX Runtime computes."""
+def load_checked(path: Path, ctx: PassContext) -> tuple[TorchModel, TorchRoundTrip]:
+    """The ONNX model as a torch module, proven to compute what ONNX Runtime computes at the
+    run's input shapes."""
     from compress_engine.torch_side.convert import check_round_trip, load_torch
 
-    model = load_torch(path)
-    return model, check_round_trip(model, path, seed=seed)
+    model = load_torch(path, ctx.input_shapes, ctx.constants)
+    return model, check_round_trip(model, path, seed=ctx.seed)
 
 
 def example_inputs(model: TorchModel) -> tuple:
@@ -29,7 +30,8 @@ def example_inputs(model: TorchModel) -> tuple:
     return torch_inputs(model.example_feed(batch=1), model.input_names, "cpu")
 
 
-def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: int) -> Split:
+def training_split(ctx: PassContext, names: list[str], fraction: float, seed: int) -> Split:
+    """The training samples of the inputs `names`, split for validation."""
     from compress_engine.torch_side.training import split_data
 
     data = ctx.data if ctx.training_data is None else ctx.training_data
@@ -38,7 +40,28 @@ def training_split(ctx: PassContext, model: TorchModel, fraction: float, seed: i
             "This step trains or scores on data: give a dataset (.npz with arrays named after "
             "the model inputs or `x`, labels in `y` optional)."
         )
-    return split_data(data, model.input_names, fraction, seed)
+    return split_data(data, names, fraction, seed)
+
+
+def check_up_front(
+    model_path: Path, ctx: PassContext, *, trains: bool, teacher: str | None = None
+) -> TorchModel | None:
+    """What a torch-side step checks before any step runs (Pass.preflight). Every such step:
+    its training data can be fed to a torch module (`trains`), and a teacher other than the
+    original rebuilds as one that matches ONNX Runtime. The first step, whose input is the
+    model itself: so does the model, at the run's shapes; returns that rebuild (None for
+    later steps)."""
+    from compress_engine.inspect import inspect_onnx
+
+    inputs = inspect_onnx(model_path).inputs
+    if trains:
+        training_split(ctx, [t.name for t in inputs], 0.1, ctx.seed)
+    if teacher is not None and teacher != "original":
+        teacher_for(inputs, ctx, teacher)
+    if ctx.step_index != 0:
+        return None
+    model, _check = load_checked(model_path, ctx)
+    return model
 
 
 def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -> TorchModel:
@@ -56,7 +79,7 @@ def teacher_for(student_inputs: list[TensorInfo], ctx: PassContext, name: str) -
             )
     if path is None:
         raise EngineError("No teacher model is available for distillation.")
-    teacher = load_torch(path)
+    teacher = load_torch(path, ctx.input_shapes, ctx.constants)
     if not same_inputs(teacher.info.inputs, student_inputs):
         raise EngineError(
             f"The teacher's inputs ({_show(teacher.info.inputs)}) differ from the student's "

@@ -15,6 +15,7 @@ from compress_engine.measure.fidelity import OnOutputs, compare_outputs
 from compress_engine.measure.inputs import fidelity_batches
 from compress_engine.pipeline.sessions import random_feeds
 from compress_engine.pipeline.splits import DataSplits
+from compress_engine.quality import sample_floor
 from compress_engine.report import Accuracy, Fidelity
 from compress_engine.tuning import Scorer
 
@@ -43,10 +44,11 @@ def compare(
         fidelity = compare_outputs(
             original,
             result,
-            random_feeds(info, random_batches, ev.seed),
+            random_feeds(info, random_batches, ev.seed, ev.constants),
             total=len(random_batches),
             progress=progress,
             on_outputs=on_outputs,
+            sample_floor=sample_floor(ev.quality_floor),
         )
         return fidelity, None
     labelled = all(labels is not None for _, labels in batches)
@@ -68,6 +70,7 @@ def compare(
         total=len(batches),
         progress=progress,
         on_outputs=score,
+        sample_floor=sample_floor(ev.quality_floor),
     )
     fidelity.inputs = "evaluation split"
     if counter.skipped is not None:
@@ -91,5 +94,5 @@ def make_scorer(
     )
     if not batches:
         random_batches = fidelity_batches(info.inputs, shapes, ev.fidelity_samples)
-        batches = [(f, None) for f in random_feeds(info, random_batches, ev.seed)]
+        batches = [(f, None) for f in random_feeds(info, random_batches, ev.seed, ev.constants)]
     return Scorer(original, batches, providers=providers, threads=threads)

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 from compress_engine.errors import short_message
 from compress_engine.export.litert import output_shapes
-from compress_engine.export.tflite import convert_tflite
+from compress_engine.export.routes import convert_and_check
+from compress_engine.export.tflite import TfliteConversion
 from compress_engine.export.verify import Checked, check_tflite
 from compress_engine.pipeline.compare import compare
 from compress_engine.pipeline.original import Original
 from compress_engine.pipeline.result import Measured
-from compress_engine.pipeline.sessions import open_session
+from compress_engine.pipeline.sessions import open_session, shapes_at
 from compress_engine.pipeline.state import Run
 from compress_engine.pipeline.steps import Steps
 from compress_engine.pipeline.validate import Validated
@@ -76,16 +77,10 @@ def check_onnx(path: Path, session: onnxruntime.InferenceSession, measured: Meas
 def export_tflite(
     run: Run, original: Original, steps: Steps, validated: Validated
 ) -> list[Checked]:
-    """Convert the float model to TFLite in every configured precision and check each file."""
+    """Convert the float model to TFLite in every configured precision (through each
+    converter route in turn, at the run's shapes with batch 1) and check each file."""
     ev, data, float_model = run.ev, original.data, steps.float_model
     progress = run.tracker.sub
-    conversion = convert_tflite(
-        float_model,
-        run.work / "tflite",
-        run.recipe.tflite,
-        None if data is None else data.calibration,
-    )
-    progress(0.5)
     # Converted from the original: the comparison's reference outputs are the source's.
     from_original = float_model == run.model
     source = None
@@ -104,26 +99,45 @@ def export_tflite(
     source_name = (
         "the original model" if from_original else f"the model after {made_by[-1]}"
     ) + " (float32)"
-    return check_tflite(
-        conversion,
-        source=source,
-        source_name=source_name,
-        compare=lambda s, hook: compare(
-            original.session,
-            s,
-            original.info,
-            original.shapes,
-            ev,
-            data,
-            lambda _: None,
-            [],
-            hook,
-        ),
-        input_names=[t.name for t in original.info.inputs],
-        onnx_outputs=output_shapes(original.info.outputs),
-        latency_feed=original.feed,
-        threads=run.threads,
-        warmup=ev.warmup,
-        runs=ev.latency_runs,
-        progress=lambda f: progress(0.5 + 0.5 * f),
+    routes = len(run.recipe.tflite.converters)
+    done = [0]
+
+    def check(conversion: TfliteConversion) -> list[Checked]:
+        # Each route's conversion takes the first half of its share, the check the second.
+        share = 1 / routes
+        base = min(done[0], routes - 1) * share
+        progress(base + share / 2)
+        done[0] += 1
+        return check_tflite(
+            conversion,
+            source=source,
+            source_name=source_name,
+            compare=lambda s, hook: compare(
+                original.session,
+                s,
+                original.info,
+                original.shapes,
+                ev,
+                data,
+                lambda _: None,
+                [],
+                hook,
+            ),
+            input_names=[t.name for t in original.info.inputs],
+            onnx_outputs=output_shapes(original.info.outputs),
+            latency_feed=original.feed,
+            threads=run.threads,
+            warmup=ev.warmup,
+            runs=ev.latency_runs,
+            progress=lambda f: progress(base + share / 2 + share / 2 * f),
+        )
+
+    return convert_and_check(
+        float_model,
+        run.work / "tflite",
+        run.recipe.tflite,
+        None if data is None else data.calibration,
+        shapes=shapes_at(original.info, original.shapes, 1),
+        constants=ev.constants,
+        check=check,
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo
-from compress_engine.measure.inputs import batch_dim_dynamic, random_feed
+from compress_engine.measure import inputs as feeds
 from compress_engine.measure.runtime import create_session
 
 if TYPE_CHECKING:
@@ -38,28 +38,23 @@ def run_once(
 
 
 def batch_of(info: ModelInfo, shapes: Mapping[str, list[int]]) -> int:
-    """Samples per run: the leading dim of the first input that has one."""
-    for t in info.inputs:
-        if shapes[t.name]:
-            return shapes[t.name][0]
-    return 1
+    """Samples per run: the batch-axis dim of the first input that has one."""
+    return feeds.batch_of(info.inputs, shapes)
 
 
 def shapes_at(info: ModelInfo, shapes: Mapping[str, list[int]], batch: int) -> dict[str, list[int]]:
-    """`shapes` with every dynamic leading (batch) dim set to `batch`."""
-    out = {}
-    for t in info.inputs:
-        s = list(shapes[t.name])
-        if s and batch_dim_dynamic(t):
-            s[0] = batch
-        out[t.name] = s
-    return out
+    """`shapes` with every free batch dim (on each input's batch axis) set to `batch`."""
+    return feeds.shapes_at(info.inputs, shapes, batch)
 
 
 def random_feeds(
-    info: ModelInfo, batches: list[dict[str, list[int]]], seed: int
+    info: ModelInfo,
+    batches: list[dict[str, list[int]]],
+    seed: int,
+    constants: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
+    """Seeded random feeds at `batches`' shapes; inputs in `constants` get their value."""
     # One generator per batch, seeded by (seed, index): reproducible and independent of how
     # many batches were consumed before.
     for i, shapes in enumerate(batches, start=1):
-        yield random_feed(info.inputs, shapes, np.random.default_rng([seed, i]))
+        yield feeds.random_feed(info.inputs, shapes, np.random.default_rng([seed, i]), constants)

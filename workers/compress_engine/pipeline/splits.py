@@ -1,4 +1,9 @@
-"""A dataset bound to the model and split into calibration, training and evaluation samples."""
+"""A dataset bound to the model and split into calibration, training and evaluation samples.
+
+The recipe's evaluate.sample_axis and evaluate.constants apply first, then Dataset.for_model
+puts every array's samples on its input's batch axis; every batch cut from a split (scoring,
+calibration, timing) therefore feeds the model as it is, constants included.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import numpy as np
 
 from compress_engine.configs import EvaluateConfig
 from compress_engine.data import Dataset
+from compress_engine.data_layout import batch_axes, is_fixed
 from compress_engine.inspect import ModelInfo
-from compress_engine.measure.inputs import batch_dim_dynamic
 from compress_engine.report import DataSummary
 
 # Samples per run when feeding a dataset to a model with a dynamic batch dimension.
@@ -19,7 +24,7 @@ class DataSplits:
     evaluate.training_fraction, training is the calibration split."""
 
     def __init__(self, dataset: Dataset, info: ModelInfo, ev: EvaluateConfig) -> None:
-        self.dataset = dataset.for_model(info.inputs)
+        self.dataset = dataset.with_recipe(ev.sample_axis, ev.constants).for_model(info.inputs)
         if ev.training_fraction is None:
             self.calibration, evaluation = self.dataset.split(ev.calibration_fraction, seed=ev.seed)
             self.training = self.calibration
@@ -28,13 +33,13 @@ class DataSplits:
                 ev.calibration_fraction, ev.training_fraction, seed=ev.seed
             )
         self.evaluation = evaluation.take(slice(0, ev.max_evaluation_samples))
-        first = next((t for t in info.inputs if t.shape), None)
-        lead = first.shape[0] if first is not None and not batch_dim_dynamic(first) else None
+        axes = batch_axes(info.inputs)
+        lead = next((t.shape[a] for t in info.inputs if (a := axes[t.name]) is not None), None)
         # A fixed batch dim must be fed exactly to ONNX Runtime (calibration, scoring);
         # leftover samples are dropped. Training steps use their recipe's batch_size instead,
         # whatever the model's batch (torch_side/batch_dim.py).
-        self.batch_size = lead if isinstance(lead, int) else DATA_BATCH
-        self.drop_last = isinstance(lead, int)
+        self.batch_size = lead if is_fixed(lead) else DATA_BATCH
+        self.drop_last = is_fixed(lead)
 
     @property
     def separate_training(self) -> bool:

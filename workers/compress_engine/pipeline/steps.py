@@ -35,6 +35,7 @@ class Steps:
 def run_steps(run: Run, original: Original) -> Steps:
     current = float_model = run.model
     results: list[tuple[str, PassResult]] = []
+    _preflight(run, original)
     for i, step in enumerate(run.recipe.steps):
         technique = pass_for_step(step)
         lo, hi = run.layout.steps[i]
@@ -56,6 +57,27 @@ def run_steps(run: Run, original: Original) -> Steps:
         if technique.info.step != "quantize":
             float_model = current
     return Steps(results=results, current=current, float_model=float_model)
+
+
+def _preflight(run: Run, original: Original) -> None:
+    """Each step checks up front what it cannot do (e.g. the torch side cannot rebuild or
+    prune this model, or feed its dataset): a refusal in seconds, before any step spends
+    minutes. Every step is handed the original model (its step_index says which step it is)."""
+    if not run.recipe.steps:
+        return
+    lo = run.layout.steps[0][0]
+    for i, step in enumerate(run.recipe.steps):
+        technique = pass_for_step(step)
+        work = run.work / f"preflight{i}"
+        work.mkdir()
+        ctx = _context(run, original, i, work, _sub_stages(run, lo, lo))
+        try:
+            technique.preflight(run.model, ctx)
+        except ImportError as exc:
+            missing = missing_package_error(f"run {technique.info.title.lower()}", exc)
+            if missing is None:
+                raise
+            raise missing from exc
 
 
 def _sub_stages(run: Run, lo: float, hi: float) -> SubStage:
@@ -87,10 +109,13 @@ def _context(
         original_model=run.model,
         teachers=run.hooks.teachers,
         on_training=run.hooks.on_training,
+        input_shapes=original.shapes,
+        constants=ev.constants,
         evaluator=Evaluator(
             scorer=original.scorer,
             budget=original.budget,
             original=original.session,
+            original_copy=original.copy,
             latency_feed=original.feed,
             latency_batch=original.batch_sizes[0],
             macs_by_op_type=original.figures["macs_by_op_type"],
@@ -99,5 +124,6 @@ def _context(
             warmup=ev.warmup,
             latency_runs=ev.latency_runs,
             stage=stage,
+            floor=ev.quality_floor,
         ),
     )

@@ -27,6 +27,7 @@ from compress_engine.pipeline.original import Original
 from compress_engine.pipeline.result import Measured
 from compress_engine.pipeline.state import Run
 from compress_engine.pipeline.steps import Steps
+from compress_engine.quality import describe_floor, passes_floor
 from compress_engine.report import (
     ArtifactInfo,
     PruningDetails,
@@ -99,11 +100,15 @@ def build_report(
     passes = [r for _, r in steps.results]
     # Measured already unless the file was re-packed for download.
     same_file = artifact.path == steps.current
+    below_floor = passes_floor(measured.fidelity, ev.quality_floor)
     return Report(
         recipe=run.recipe.to_dict(),
         original=measured.original,
         result=result,
         fidelity=measured.fidelity,
+        recommended=not below_floor,
+        quality_reasons=below_floor,
+        quality_floor=describe_floor(ev.quality_floor),
         artifacts=[
             ArtifactInfo(
                 name=artifact.name,
@@ -133,6 +138,7 @@ def build_report(
         accuracy=measured.accuracy,
         data=None if original.data is None else original.data.summary(ev.seed),
         input_shapes=original.shapes,
+        input_shape_sources=original.shape_sources,
         inputs=original.info.inputs,
         outputs=original.info.outputs,
         device=describe_device(measured.original.latency.provider),
@@ -144,6 +150,7 @@ def build_report(
             for b, o in measured.original.latency_by_batch.items()
             if result.latency_by_batch[b].p50_ms > 0
         },
+        latency_noise_by_batch=measured.noise,
         sensitivity=next((r.sensitivity for r in passes if r.sensitivity is not None), None),
         search=next((r.search for r in passes if r.search is not None), None),
         auto=next((r.auto for r in passes if r.auto is not None), None),
@@ -172,6 +179,7 @@ def _notes(run: Run, original: Original, measured: Measured, passes: list[PassRe
             _first(passes, QuantizationDetails),
             pruning=_first(passes, PruningDetails),
             trained=any(isinstance(r.details, TrainingDetails) for r in passes),
+            noise=measured.noise,
         )
         + run.notes
     )

@@ -3,13 +3,18 @@
 The rebuilt module is compared with ONNX Runtime on seeded random inputs before any pass may
 touch it, and the export keeps the original's opset, input/output names and dynamic dims. A
 fixed batch dim is freed for training (batch_dim.py) and kept fixed in the export.
+
+Every example input (the round trip, pruning's dependency graph, the export) is drawn at the
+run's shapes: the recipe's evaluate.input_shapes, else the dataset's samples (`shapes`), never
+a default size that a model with small feature maps pools down to nothing.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +26,8 @@ from compress_engine.measure.inputs import random_feed, resolve_shapes
 from compress_engine.onnx_files import PROTOBUF_LIMIT, save_model
 from compress_engine.report import TorchRoundTrip
 from compress_engine.torch_side.batch_dim import fixed_batch_of, free_batch
+from compress_engine.torch_side.layer_errors import layer_errors
+from compress_engine.torch_side.value_shapes import complete_value_shapes
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +51,10 @@ class TorchModel:
     batch_free: bool = False
     # ... or why it could not be: training then runs at the fixed batch.
     batch_problem: str | None = None
+    # Per input, the concrete shape examples are drawn at (the run's shapes; its batch is
+    # replaced), and values of inputs fixed by evaluate.constants. Empty: the defaults.
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -60,9 +71,38 @@ class TorchModel:
         unless the model's fixed batch could not be freed."""
         return None if self.batch_free else self.fixed_batch
 
+    def shapes_at(self, batch: int) -> dict[str, list[int]]:
+        """Concrete input shapes with `batch` samples (the fixed batch, if the model has one)."""
+        return example_shapes(self.info, self.shapes, self.fixed_batch or batch, self.constants)
+
     def example_feed(self, batch: int = CHECK_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
-        shapes = resolve_shapes(self.info.inputs, self.fixed_batch or batch)
-        return random_feed(self.info.inputs, shapes, np.random.default_rng([seed, 7]))
+        shapes = self.shapes_at(batch)
+        rng = np.random.default_rng([seed, 7])
+        return random_feed(self.info.inputs, shapes, rng, self.constants)
+
+
+def example_shapes(
+    info: ModelInfo,
+    given: Mapping[str, Sequence[int]],
+    batch: int,
+    constants: Mapping[str, Any] | None = None,
+) -> dict[str, list[int]]:
+    """Concrete shapes per input: `given` (e.g. the run's measured shapes) with `batch` on
+    each free batch axis; inputs not given get resolve_shapes' defaults."""
+    from compress_engine.data_layout import batch_axes, declared_batch_axis
+
+    axes = batch_axes(info.inputs)
+    overrides: dict[str, list[int]] = {}
+    for t in info.inputs:
+        shape = given.get(t.name)
+        if shape is None or (constants and t.name in constants):
+            continue
+        shape = [int(d) for d in shape]
+        axis = declared_batch_axis(t, axes)
+        if axis is not None and axis < len(shape):
+            shape[axis] = batch
+        overrides[t.name] = shape
+    return resolve_shapes(info.inputs, batch, overrides, constants)
 
 
 def module_name(node_name: str, op_type: str, domain: str = "") -> str:
@@ -74,8 +114,14 @@ def module_name(node_name: str, op_type: str, domain: str = "") -> str:
 TORCH_SIDE_LIMIT = PROTOBUF_LIMIT
 
 
-def load_torch(path: Path) -> TorchModel:
-    """Rebuild `path` as a torch module; EngineError naming the op if that is impossible."""
+def load_torch(
+    path: Path,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    constants: Mapping[str, Any] | None = None,
+) -> TorchModel:
+    """Rebuild `path` as a torch module; EngineError naming the op if that is impossible.
+
+    `shapes`: per input, the shape examples are drawn at (see TorchModel.shapes)."""
     import onnx
     from onnx2torch import convert
 
@@ -91,6 +137,8 @@ def load_torch(path: Path) -> TorchModel:
     _constants_to_initializers(proto)
     batch = fixed_batch_of(info)
     problem = None if batch is None else free_batch(proto, info, batch)
+    # Values whose shape ONNX's inference loses would be rebuilt for the wrong rank.
+    complete_value_shapes(proto)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -109,6 +157,8 @@ def load_torch(path: Path) -> TorchModel:
         node_names=names,
         batch_free=batch is not None and problem is None,
         batch_problem=problem,
+        shapes={k: list(v) for k, v in (shapes or {}).items()},
+        constants=dict(constants or {}),
     )
 
 
@@ -157,7 +207,11 @@ def _unsupported(exc: Exception) -> str:
 def torch_inputs(feed: dict[str, np.ndarray], names: list[str], device: Any) -> tuple:
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(feed[n])).to(device) for n in names)
+    # reshape: ascontiguousarray turns a scalar (a 0-d sample rate) into shape [1].
+    return tuple(
+        torch.from_numpy(np.ascontiguousarray(feed[n]).reshape(np.shape(feed[n]))).to(device)
+        for n in names
+    )
 
 
 def as_outputs(result: Any) -> list[torch.Tensor]:
@@ -178,7 +232,16 @@ def check_round_trip(model: TorchModel, onnx_path: Path, seed: int = 0) -> Torch
 
     feed = model.example_feed(seed=seed)
     session = create_session(onnx_path, providers=[CPU_PROVIDER], threads=physical_cores())
-    compared = _compare(session.run(None, feed), _run_module(model, feed))
+    try:
+        reference = session.run(None, feed)
+    except Exception as exc:
+        raise EngineError(
+            f"ONNX Runtime cannot run this model on inputs of shapes {_shown(feed)} "
+            f"({short_message(exc)}), so pruning and distillation cannot check their torch "
+            "copy of it: set evaluate.input_shapes (the CLI's --input-shape) to the shape the "
+            "model takes, or give a dataset of such samples."
+        ) from None
+    compared = _compare(reference, _run_module(model, feed, "check"))
     if isinstance(compared, str):
         raise EngineError(
             f"The torch module rebuilt from this model {compared}; pruning and distillation "
@@ -213,7 +276,7 @@ def _check_free_batch(model: TorchModel, session: Any, seed: int) -> str | None:
     runs = [session.run(None, f) for f in feeds]
     reference = [np.concatenate(outs) for outs in zip(*runs, strict=True)]
     try:
-        got = _run_module(model, joined)
+        got = _run_module(model, joined, "free-batch")
     except Exception as exc:
         return f"it fails at batch {2 * batch}: {short_message(exc)}"
     compared = _compare(reference, got)
@@ -228,13 +291,40 @@ def _check_free_batch(model: TorchModel, session: Any, seed: int) -> str | None:
     return None
 
 
-def _run_module(model: TorchModel, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def check_runs_on(model: TorchModel, arrays: Sequence[np.ndarray]) -> None:
+    """The module must run on the first samples of `arrays` (the training data, in input
+    order): a layer that cannot take the dataset's shapes names itself before training."""
+    n = model.fixed_batch if model.fixed_batch and not model.batch_free else 2
+    feed = {name: a[:n] for name, a in zip(model.input_names, arrays, strict=True)}
+    _run_module(model, feed, "data")
+
+
+def _run_module(model: TorchModel, feed: dict[str, np.ndarray], why: str) -> list[np.ndarray]:
+    """The module's outputs on `feed`; a failure inside a layer is an EngineError naming it
+    (`why`: "check" is the round trip, anything else a further trial)."""
     import torch
 
+    what = (
+        "The torch module rebuilt from this model (onnx2torch), run on inputs of shapes "
+        f"{_shown(feed)},"
+    )
+    todos = {
+        "check": "Pruning and distillation cannot run on it; quantization steps still do. If "
+        "these shapes are not the model's, set evaluate.input_shapes (the CLI's --input-shape).",
+        "data": "Its training samples (the dataset's arrays) must have the shapes the model "
+        "takes; check the dataset against the model's inputs.",
+    }
+    todo = todos.get(why, "")
     model.module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), layer_errors(model.module, model.node_names, what, todo):
         got = as_outputs(model.module(*torch_inputs(feed, model.input_names, "cpu")))
     return [out.detach().cpu().numpy() for out in got]
+
+
+def _shown(feed: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(
+        f"{name} {'x'.join(map(str, a.shape)) or 'scalar'}" for name, a in feed.items()
+    )
 
 
 def _compare(reference: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, float] | str:

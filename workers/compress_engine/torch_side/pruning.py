@@ -3,7 +3,10 @@ magnitude pruning, on a module rebuilt from ONNX.
 
 Channel pruning removes whole output channels and every weight that reads them, so the
 exported graph is smaller; the layers that produce the model's outputs are never pruned,
-so the interface is unchanged.
+so the interface is unchanged. Before it prunes the module it prunes a copy and runs it
+(`keep_consistent`): channel groups torch-pruning cannot remove consistently (coupling.py)
+are kept whole and named in the report, and a model where that is not enough is refused
+with the layer that breaks, never left to fail later.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from compress_engine.errors import EngineError, short_message
 from compress_engine.report import PrunedLayer, PruneSearchPoint
 from compress_engine.torch_configs import PruneConfig
+from compress_engine.torch_side import coupling
+from compress_engine.torch_side.layer_errors import LayerFailure, describe, layer_errors
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +35,15 @@ _NOTHING_TO_PRUNE = (
 # Binary-search steps over the amount when a MACs/parameter target is given.
 SEARCH_STEPS = 10
 MAX_AMOUNT = 0.95
+# Dry runs before giving up on keeping the pruned graph consistent, and the most groups
+# pruned one by one to find the one that breaks it (each is a copy and a traced forward).
+MAX_REPAIRS = 6
+MAX_PROBES = 64
+_WHAT_TO_DO = "List the layer in prune.ignore, or use method magnitude."
+
+
+class PruneFailure(EngineError):
+    """torch-pruning itself failed on the graph (not a setting the user chose)."""
 
 
 @dataclass
@@ -43,13 +57,20 @@ class ChannelPlan:
     # Between iterative steps: recover the model (distillation from the unpruned one).
     recover: Callable[[nn.Module, int], None] | None = None
     search: list[PruneSearchPoint] = field(default_factory=list)
+    # Layers kept whole because removing their channels would break the graph: module name
+    # -> why (keep_consistent fills it).
+    whole: dict[str, str] = field(default_factory=dict)
+    # The unpruned module's output shapes on `example`: pruning must keep them.
+    output_shapes: list[tuple[int, ...]] | None = None
 
 
 def prunable_layers(module: nn.Module) -> dict[str, nn.Module]:
     """Conv and Linear modules by name, in graph order."""
     from torch import nn
 
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    # Transposed convs too: torch-pruning prunes them, so an output one must be known to
+    # stay whole.
+    kinds = (nn.modules.conv._ConvNd, nn.Linear)
     return {n: m for n, m in module.named_modules() if isinstance(m, kinds)}
 
 
@@ -138,8 +159,136 @@ def channel_prune(
     if target is not None:
         amount = _search_amount(module, cfg, plan, *target)
     _prune(module, cfg, plan, amount, cfg.iterations, plan.recover)
+    check_pruned(module, plan)
     label = None if target is None else f"{target[0]}<={target[1]:g}"
     return amount, label
+
+
+def keep_consistent(module: nn.Module, cfg: PruneConfig, plan: ChannelPlan) -> None:
+    """Fill `plan.whole` with the layers pruning must leave whole for the pruned module to
+    run, proven by pruning a copy at `cfg.amount` and running it on `plan.example`.
+
+    EngineError naming the layer when no set of whole layers makes the copy run."""
+    layers = prunable_layers(module)
+    user_kept = set(resolve_ignored(module, cfg, plan.names))
+    roots = {n: m for n, m in layers.items() if n not in user_kept}
+    plan.output_shapes = _output_shapes(module, plan)
+    try:
+        members = coupling.group_members(module, _one(plan.example), roots)
+    except Exception as exc:
+        raise EngineError(
+            "Channel pruning cannot trace this model's graph (torch-pruning: "
+            f"{short_message(exc)}); use method magnitude, or quantization steps alone."
+        ) from None
+    whole = coupling.unsupported_convs(layers)
+    for layer in list(whole):
+        for root in coupling.roots_touching(layer, members, {*whole, *user_kept}):
+            whole[root] = f"its channels feed {_name(module, layer, plan)}, which stays whole"
+    plan.whole = whole
+    # Which channels go does not change which layers couple: score by magnitude, no data.
+    dry = cfg.model_copy(update={"importance": "l2", "iterations": 1})
+    failed: EngineError | None = None
+    for _ in range(MAX_REPAIRS):
+        try:
+            _prune(copy.deepcopy(module), dry, plan, cfg.amount, 1, None, check=True)
+            return
+        except (PruneFailure, LayerFailure) as exc:
+            failed = exc
+        kept = {*user_kept, *plan.whole}
+        layer = failed.layer if isinstance(failed, LayerFailure) else None
+        culprits = coupling.roots_touching(layer, members, kept) if layer else []
+        candidates = [r for r in members if r not in kept]
+        if not culprits and len(candidates) <= MAX_PROBES:
+            culprits = coupling.roots_breaking(
+                module,
+                candidates,
+                members,
+                lambda trial, names: _prune_only(trial, dry, plan, names),
+            )
+        if not culprits:
+            break
+        where = f"the pruned model failed at {_name(module, layer, plan)}" if layer else str(failed)
+        for root in culprits:
+            plan.whole[root] = f"removing its channels breaks the graph ({where})"
+    raise EngineError(
+        f"Channel pruning cannot keep this model's graph consistent: {failed} Quantization "
+        "steps alone still work on it."
+    )
+
+
+def _prune_only(module: nn.Module, cfg: PruneConfig, plan: ChannelPlan, names: set[str]) -> None:
+    """Prune `module` leaving every layer outside `names` whole, then check it runs."""
+    others = {n: "probe" for n in prunable_layers(module) if n not in names}
+    probe = ChannelPlan(
+        example=plan.example,
+        names=plan.names,
+        whole={**plan.whole, **others},
+        output_shapes=plan.output_shapes,
+    )
+    _prune(module, cfg, probe, cfg.amount, 1, None, check=True)
+
+
+def check_pruned(module: nn.Module, plan: ChannelPlan) -> None:
+    """LayerFailure (an EngineError) naming the layer when the pruned `module` does not run
+    on the example, or returns other shapes than before."""
+    import torch
+
+    from compress_engine.torch_side.convert import as_outputs
+
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), layer_errors(module, plan.names, "The pruned model", _WHAT_TO_DO):
+            shapes = [tuple(o.shape) for o in as_outputs(module(*_on_device(module, plan)))]
+    finally:
+        module.train(training)
+    if plan.output_shapes is not None and shapes != plan.output_shapes:
+        raise LayerFailure(
+            f"Channel pruning changed the model's output shapes from {plan.output_shapes} to "
+            f"{shapes}. {_WHAT_TO_DO}",
+            None,
+        )
+
+
+def _output_shapes(module: nn.Module, plan: ChannelPlan) -> list[tuple[int, ...]]:
+    import torch
+
+    from compress_engine.torch_side.convert import as_outputs
+
+    module.eval()
+    with torch.no_grad(), layer_errors(module, plan.names, "The model before pruning", ""):
+        return [tuple(o.shape) for o in as_outputs(module(*_on_device(module, plan)))]
+
+
+def _on_device(module: nn.Module, plan: ChannelPlan) -> tuple:
+    """The example on the module's device (recovery may have trained it on a GPU)."""
+    device = next((p.device for p in module.parameters()), None)
+    return tuple(t.to(device) for t in plan.example) if device is not None else plan.example
+
+
+def _name(module: nn.Module, layer: str | None, plan: ChannelPlan) -> str:
+    if layer is None:
+        return "an op outside the layers"
+    try:
+        return describe(module, layer, plan.names)
+    except AttributeError:
+        return repr(plan.names.get(layer, layer))
+
+
+def whole_note(plan: ChannelPlan) -> str | None:
+    """The report's word on the layers kept whole for consistency, if any."""
+    if not plan.whole:
+        return None
+    shown = "; ".join(f"{plan.names.get(n, n)}: {why}" for n, why in plan.whole.items())
+    return (
+        f"Channel pruning kept {len(plan.whole)} layer(s) whole so that the pruned graph stays "
+        f"consistent ({shown})."
+    )
+
+
+def _whole_reasons(plan: ChannelPlan) -> str:
+    note = whole_note(plan)
+    return f" {note}" if note else ""
 
 
 def _target(cfg: PruneConfig) -> tuple[str, float] | None:
@@ -157,6 +306,8 @@ def _prune(
     amount: float,
     steps: int,
     recover: Callable[[nn.Module, int], None] | None,
+    *,
+    check: bool = False,
 ) -> None:
     import torch
     import torch_pruning as tp
@@ -164,9 +315,10 @@ def _prune(
     if amount <= 0:
         return
     layers = prunable_layers(module)
-    ignored = [layers[n] for n in resolve_ignored(module, cfg, plan.names)]
+    kept = dict.fromkeys([*resolve_ignored(module, cfg, plan.names), *plan.whole])
+    ignored = [layers[n] for n in kept if n in layers]
     if len(ignored) == len(layers):
-        raise EngineError(_NOTHING_TO_PRUNE)
+        raise EngineError(_NOTHING_TO_PRUNE + _whole_reasons(plan))
     torch.manual_seed(cfg.seed)
     try:
         pruner = tp.pruner.MetaPruner(
@@ -187,12 +339,14 @@ def _prune(
                 plan.loss_fn(module).backward()
             pruner.step()
             module.zero_grad()
+            if check:
+                check_pruned(module, plan)
             if recover is not None and i < steps - 1:
                 recover(module, i)
     except EngineError:
         raise
     except Exception as exc:
-        raise EngineError(
+        raise PruneFailure(
             "Channel pruning failed on this model's graph "
             f"({short_message(exc)}); try method magnitude, or list the layer in prune.ignore."
         ) from None

@@ -69,7 +69,7 @@ def split_data(data: Dataset, names: list[str], fraction: float, seed: int) -> S
     order = np.random.default_rng([seed, 11]).permutation(n)
     n_val = max(1, round(n * fraction))
     val, train = order[:n_val], order[n_val:]
-    arrays = [data.inputs[name] for name in names]
+    arrays = data.samples_first(names, "Training (prune, distill, finetune)")
     labels = data.labels
     return Split(
         train=[a[train] for a in arrays],
