@@ -259,7 +259,7 @@ def test_notes_never_claim_a_speed_up_inside_the_band() -> None:
 
     wide = {"1": NoiseBand.from_ratios([0.8, 1.25], blocks=5, rounds=50)}
     inside = speed_notes(measured(10.0), measured(10.0 / 1.2), wide)
-    assert any("No measurable speed change (batch 1: no measurable" in n for n in inside)
+    assert any("No measurable speed change (batch 1: 1.20×, noise ±25%)" in n for n in inside)
     assert not any("× faster" in n for n in inside)
 
     tight = {"1": NoiseBand.from_ratios([0.99, 1.01], blocks=5, rounds=50)}

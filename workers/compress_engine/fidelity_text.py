@@ -88,10 +88,11 @@ def fidelity_lines(report: Report) -> list[str]:
     source = "random" if f.inputs == "random" else "evaluation-split"
     lines = []
     for o in f.per_output:
+        # Outputs judged by cosine already show it as their agreement.
+        cosine = "" if o.metric == "cosine" else f", cosine {_num(o.cosine_similarity)}"
         line = (
             f"fidelity ({f.samples} {source} samples, output {o.name!r}, {o.kind}): "
-            f"{_agreement(o)}, cosine {_num(o.cosine_similarity)}, "
-            f"max abs diff {_num(o.max_abs_diff)}"
+            f"{_agreement(o)}{cosine}, max abs diff {_num(o.max_abs_diff)}"
         )
         if o.sequence_match is not None:
             line += f", whole-sequence match {o.sequence_match:.1%}"

@@ -197,6 +197,7 @@ def speed_notes(
             "latency figures is measurement noise on this machine (no measurable speed change)."
         ]
     verdicts = []
+    figures: dict[str, str] = {}
     for b, o in original.latency_by_batch.items():
         r = result.latency_by_batch.get(b)
         if r is None or r.p50_ms <= 0:
@@ -204,6 +205,7 @@ def speed_notes(
         band = noise.get(b) or _FIXED_BAND
         speedup = o.p50_ms / r.p50_ms
         verdicts.append((b, o, r, speed_text(speedup, band), band.verdict(speedup)))
+        figures[b] = f"{speedup:.2f}×, noise ±{band.noise:.0%}"
     notes = []
     slower = [(b, o, r, text) for b, o, r, text, verdict in verdicts if verdict == "slower"]
     if slower:
@@ -222,7 +224,7 @@ def speed_notes(
             f"The compressed model is slower than the original on this device beyond the "
             f"timing noise ({detail}; timed interleaved on the same inputs). {why}"
         )
-    same = [f"batch {b}: {text}" for b, _, _, text, verdict in verdicts if verdict == "unchanged"]
+    same = [f"batch {b}: {figures[b]}" for b, *_, verdict in verdicts if verdict == "unchanged"]
     if same:
         notes.append(
             f"No measurable speed change ({'; '.join(same)}): the difference is inside the "
