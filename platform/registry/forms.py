@@ -32,7 +32,9 @@ class ModelUploadForm(forms.Form):
         help_text="Needed for TorchScript, which records no input shapes; optional for the "
         "other formats. One input per line, named after the model's forward() arguments "
         "(x: 1x3x224x224; checked against the file at upload), or shapes only, in forward's "
-        "order (1x3x224x224). Add a dtype when not float32 (ids: 1x128 int64).",
+        "order (1x3x224x224). Add a dtype when not float32 (ids: 1x128 int64). An int, "
+        "float or bool argument of forward() takes its value instead (sr: 16000): it becomes "
+        "a scalar input of the ONNX model.",
     )
 
     def clean_input_shapes(self) -> str:
