@@ -256,3 +256,10 @@ def test_every_quantize_preset_runs_on_the_stateful_model(
         # Calibrated on the manifest dataset's split: state batched on axis 1, sr constant.
         assert report.data is not None and report.data.calibration_samples == 12
         assert report.quantization is not None and report.quantization.quantized_nodes > 0
+        # `stateN [2, batch, 128]` is scored per sample along its batch axis, as values
+        # (cosine), not as a 2-sample "sequence" whose argmax over hidden units means nothing.
+        state = next(o for o in report.fidelity.per_output if o.name == "stateN")
+        assert state.kind == "values"
+        assert state.per_sample is not None
+        assert state.per_sample.samples == report.fidelity.samples
+        assert report.recommended, report.quality_reasons
