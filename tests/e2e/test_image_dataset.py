@@ -62,8 +62,12 @@ def test_it_previews_an_image_zip_and_fills_the_job_form_from_it(
     expect(page.get_by_test_id("image-preprocessing")).to_contain_text("fed as NCHW")
     expect(recipe).to_have_value(re.compile(r"image_mean: \[0\.0\]"))
 
-    page.fill("#split-calibration-fraction", "0.25")
-    page.press("#split-calibration-fraction", "Tab")
+    # Let every swap the dataset choice started land before typing into a field they redraw,
+    # then wait for the swap this edit brings.
+    page.wait_for_load_state("networkidle")
+    with page.expect_response(lambda r: "/builder" in r.url):
+        page.fill("#split-calibration-fraction", "0.25")
+        page.press("#split-calibration-fraction", "Tab")
     expect(recipe).to_have_value(re.compile(r"calibration_fraction: 0\.25"))
     expect(page.get_by_test_id("split-counts")).to_contain_text("Of 18 samples: 4 calibrate")
     expect(page.get_by_test_id("start-job")).to_be_enabled()

@@ -19,10 +19,11 @@ def _page(client, owner, model_version, succeeded_job, report) -> str:
 
 
 def _with_band(report: dict, *, low: float, high: float) -> dict:
-    """`report` with this band at every batch size (and no runtime rows, which carry their
-    own real timing)."""
+    """`report` with this band at every batch size (and no runtime rows or notes, which
+    carry the real run's own timing: a 1-thread retiming note, say)."""
     report = copy.deepcopy(report)
     report["runtimes"] = []
+    report["notes"] = []
     noise = max(0.02, high - 1, 1 / low - 1)
     report["latency_noise_by_batch"] = {
         b: {"low": low, "high": high, "noise": noise, "blocks": 5, "rounds": 50}
