@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, FloatField, Max, QuerySet
+from django.db.models import BooleanField, Case, Count, F, FloatField, Max, QuerySet, Value, When
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.urls import get_script_prefix, reverse
@@ -73,6 +73,12 @@ def _with_ratios(jobs: QuerySet[Job]) -> QuerySet[Job]:
         latency_ratio=Cast(KT("report__latency_ratio"), FloatField()),
         accuracy_drop=Cast(KT("report__accuracy__drop_points"), FloatField()),
         cosine=Cast(KT("report__fidelity__summary__cosine_similarity"), FloatField()),
+        # Below the recipe's quality floor (reports older than the floor carry no verdict).
+        not_recommended=Case(
+            When(report__recommended=False, then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        ),
     )
 
 

@@ -99,3 +99,18 @@ def test_the_compare_page_marks_a_result_not_recommended(
     page = client.get(url).content.decode()
 
     assert page.count('data-testid="compare-not-recommended"') == 1
+
+
+def test_the_project_jobs_table_marks_a_result_not_recommended(
+    client, owner, model_version, succeeded_job, reports, base_report
+):
+    broken = succeeded_job(model_version, reports["broken"])
+    fine = succeeded_job(model_version, base_report)
+    client.force_login(owner.user)
+
+    page = client.get(reverse("registry-project", args=[model_version.project.uuid]))
+    rows = page.content.decode().split('data-testid="job-row"')[1:]
+
+    marked = [r for r in rows if 'data-testid="row-not-recommended"' in r.split("</tr>", 1)[0]]
+    assert len(marked) == 1 and str(broken.uuid) in marked[0]
+    assert not any(str(fine.uuid) in r for r in marked)
