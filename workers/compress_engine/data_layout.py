@@ -219,10 +219,13 @@ def batch_symbols(inputs: Sequence[TensorInfo]) -> set[str]:
     return symbols
 
 
-def batch_axes(inputs: Sequence[TensorInfo]) -> dict[str, int | None]:
+def batch_axes(
+    inputs: Sequence[TensorInfo], symbols: set[str] | None = None
+) -> dict[str, int | None]:
     """Per input, the axis that holds the batch: where a batch symbol stands, else axis 0
-    (dynamic or fixed); None for scalars and inputs of unknown rank."""
-    symbols = batch_symbols(inputs)
+    (dynamic or fixed); None for scalars and inputs of unknown rank. `symbols` defaults to
+    the batch symbols of `inputs` themselves (outputs pass their model's inputs' symbols)."""
+    symbols = batch_symbols(inputs) if symbols is None else symbols
     axes: dict[str, int | None] = {}
     for t in inputs:
         if not t.rank_known or not t.shape:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compress_engine.configs import QualityFloor
-from compress_engine.data_layout import batch_symbols
+from compress_engine.data_layout import batch_axes, batch_symbols
 from compress_engine.errors import EngineError
 from compress_engine.measure.agreement import Task, task_for
 from compress_engine.measure.runtime import adapt_feed
@@ -168,19 +168,22 @@ class OutputComparison:
 def output_batch_axes(session: onnxruntime.InferenceSession) -> list[int]:
     """Per output, the axis of the batch symbol the inputs declare (0 when none is named)."""
 
-    def info(arg: object) -> TensorInfo:
-        shape = [d if isinstance(d, int | str) else None for d in (arg.shape or [])]  # type: ignore[attr-defined]
-        return TensorInfo(name=arg.name, dtype="float32", shape=shape)  # type: ignore[attr-defined]
+    def infos(args: Sequence[Any]) -> list[TensorInfo]:
+        return [
+            TensorInfo(
+                name=a.name,
+                dtype="float32",  # only the shape matters here
+                shape=[d if isinstance(d, int | str) else None for d in (a.shape or [])],
+            )
+            for a in args
+        ]
 
     get_inputs = getattr(session, "get_inputs", None)  # test doubles may not have it
     if get_inputs is None:
         return [0] * len(session.get_outputs())
-    symbols = batch_symbols([info(i) for i in get_inputs()])
-    axes = []
-    for out in session.get_outputs():
-        shape = list(out.shape or [])
-        axes.append(next((i for i, d in enumerate(shape) if d in symbols), 0))
-    return axes
+    outputs = infos(session.get_outputs())
+    axes = batch_axes(outputs, symbols=batch_symbols(infos(get_inputs())))
+    return [axes[o.name] or 0 for o in outputs]
 
 
 OnOutputs = Callable[[int, Mapping[str, np.ndarray], list[np.ndarray], list[np.ndarray]], None]
