@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,15 +32,26 @@ def create_session(
     # ONNX Runtime's NCHWc layout rewrite crashes the process (SIGSEGV) on some float16
     # graphs (convolutions feeding a recurrent layer); float16 convs never take that path on
     # a CPU anyway, so it costs nothing to leave it out for them.
-    disabled = ["NchwcTransformer"] if _has_float16(path) else []
+    disabled = ["NchwcTransformer"] if _file_has_float16(Path(path)) else []
     return ort.InferenceSession(
         str(path), sess_options=opts, providers=list(providers), disabled_optimizers=disabled
     )
 
 
-def _has_float16(path: Path) -> bool:
+def _file_has_float16(path: Path) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:  # ONNX Runtime reports a missing file better
+        return False
+    return _has_float16(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _has_float16(path: str, _mtime_ns: int, _size: int) -> bool:
     """Whether any initializer or graph input/output of the model is float16 (weights that
-    live in external data are not read)."""
+    live in external data are not read). Cached per file version: a run opens the original
+    and its copy many times (timing, fidelity, every tuning trial), and parsing a large graph
+    each time would cost more than the session it guards."""
     import onnx
 
     try:
