@@ -314,6 +314,8 @@ def _check_auto_consistent(report: Report, out: Path) -> None:
                 auto.original_p50_ms / c.p50_ms > 1 + gain
                 if auto.objective == "latency"
                 else c.size_bytes <= auto.original_size_bytes * (1 - MIN_GAIN)
+                # the latency gate: never an answer slower beyond the band
+                and auto.noise.verdict(auto.original_p50_ms / c.p50_ms) != "slower"
             )
             assert not (better and c.meets_budget)
     else:
@@ -355,7 +357,18 @@ def test_auto_for_size_picks_the_smaller_variant(cnn_path: Path, tmp_path: Path)
     report = _compress(
         cnn_path, {"steps": [{"quantize": {"mode": "auto", "objective": "size"}}]}, tmp_path
     )
-    assert report.auto is not None and report.auto.pick == "dynamic-int8"  # no data: no static
+    auto = report.auto
+    assert auto is not None and auto.noise is not None
+    (candidate,) = auto.candidates  # no data: no static int8
+    assert candidate.mode == "dynamic-int8"
+    assert candidate.size_bytes <= auto.original_size_bytes * (1 - MIN_GAIN)
+    # The smaller variant is the answer unless it timed slower than the original beyond the
+    # noise band (the latency gate holds for the size objective too); on this 0.02 ms model
+    # either can happen, and each must be said.
+    if auto.noise.verdict(auto.original_p50_ms / candidate.p50_ms) == "slower":
+        assert auto.pick is None and "slower" in auto.reason
+    else:
+        assert auto.pick == "dynamic-int8"
     _check_auto_consistent(report, tmp_path)
 
 
