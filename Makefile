@@ -71,8 +71,12 @@ test: install-dev assets browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Not part of `make test` or CI: builds its reference models, then times them (minutes).
+# nudenet is installed without its dependencies: nudenet-320n only reads the ONNX file in its
+# wheel, and its declared ones would put the CPU onnxruntime over onnxruntime-gpu (and OpenCV).
+# nncf too: its `ninja` requirement would replace django-ninja's module (see pyproject's bench).
 bench: install
 	$(PIP) install -e ".[bench]" 2> >(grep -v "is ignored" >&2)
+	$(PIP) install --no-deps nudenet==3.4.2 nncf==3.4.0 2> >(grep -v "is ignored" >&2)
 	$(PY) -m benchmarks --suite quick
 
 # Not part of `make test` or CI: 100 Locust users against gunicorn + PostgreSQL + Redis with

@@ -8,7 +8,7 @@ the ratio.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import onnxruntime
+
+    from benchmarks.detections import Detections
 
 
 def session(path: Path, threads: int) -> onnxruntime.InferenceSession:
@@ -79,13 +81,14 @@ def p50(ms: np.ndarray) -> float:
 def outputs(
     sess: onnxruntime.InferenceSession, inputs: Mapping[str, np.ndarray], batch: int
 ) -> np.ndarray:
-    """The first output over all samples, run `batch` samples at a time."""
+    """The first output over all samples (samples on axis 0, the output's own shape kept),
+    run `batch` samples at a time."""
     n = len(next(iter(inputs.values())))
     chunks = []
     for start in range(0, n, batch):
         feed = {k: v[start : start + batch] for k, v in inputs.items()}
         chunks.append(sess.run(None, feed)[0])
-    return np.concatenate(chunks).reshape(n, -1).astype(np.float64)
+    return np.concatenate(chunks).astype(np.float64)
 
 
 def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,10 +111,27 @@ def nearest_neighbours(emb: np.ndarray) -> np.ndarray:
     return sim.argmax(axis=1)
 
 
+def top5_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Share of samples whose fp32 top-1 class is among the candidate's five best (top-5
+    accuracy with fp32's prediction as the label)."""
+    top5 = np.argpartition(-candidate, 4, axis=1)[:, :5]
+    return float((top5 == reference.argmax(axis=1)[:, None]).any(axis=1).mean())
+
+
 def fidelity(
-    reference: np.ndarray, candidate: np.ndarray, kind: str, labels: np.ndarray | None
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    kind: str,
+    labels: np.ndarray | None,
+    postprocess: Callable[[np.ndarray], list[Detections]] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and agreement figures of `candidate` outputs against the `reference` ones."""
+    """Accuracy and agreement figures of `candidate` outputs against the `reference` ones.
+
+    Cosine and max error compare the raw outputs, flattened per sample (for a detector: the
+    boxes and scores of every anchor); a detector is also compared on its decoded detections.
+    """
+    n, raw_shape = len(reference), reference.shape[1:]
+    reference, candidate = reference.reshape(n, -1), candidate.reshape(n, -1)
     finite = bool(np.isfinite(candidate).all())
     cos = cosine_per_sample(reference, candidate) if finite else None
     out: dict[str, Any] = {
@@ -120,16 +140,29 @@ def fidelity(
         "fidelity_cosine": None if cos is None else float(cos.mean()),
         "fidelity_cosine_min": None if cos is None else float(cos.min()),
         "top1_agreement": None,
+        "top5_agreement": None,
         "nn_agreement": None,
+        "detection_agreement": None,
     }
     if kind == "classifier":
         top1 = candidate.argmax(axis=1)
         out["top1_agreement"] = float((top1 == reference.argmax(axis=1)).mean())
+        if candidate.shape[1] >= 5:
+            out["top5_agreement"] = top5_agreement(reference, candidate)
         if labels is not None:
             out["accuracy"] = round(100.0 * float((top1 == labels).mean()), 3)
-    elif finite:
+    elif kind == "embedding" and finite:
         same = nearest_neighbours(candidate) == nearest_neighbours(reference)
         out["nn_agreement"] = float(same.mean())
+    elif kind == "detector" and finite:
+        from benchmarks.detections import detection_agreement
+
+        if postprocess is None:
+            raise ValueError("a detector needs its postprocess to be compared")
+        shape = (n, *raw_shape)
+        out["detection_agreement"] = detection_agreement(
+            postprocess(reference.reshape(shape)), postprocess(candidate.reshape(shape))
+        )
     return out
 
 

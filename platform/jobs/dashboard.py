@@ -257,6 +257,7 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
             "latency_ratio",
             "cosine",
             "top1",
+            "not_recommended",
         )[:SCATTER_LIMIT]
     )
     if not jobs:
@@ -272,12 +273,20 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
 
 def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """One model version's jobs: accuracy when every one of them was scored on labels, else
-    fidelity (cosine similarity to the original), and the chart says which and why."""
+    fidelity (cosine similarity to the original), and the chart says which and why.
+
+    The front is the recommended points: jobs at or above their quality floor that no other
+    such job beats on all three. A job below its floor (Report.recommended false) is no
+    trade-off to pick however small or fast, so it is never on the front nor hides a job."""
     without_labels = sum(1 for job in jobs if job["top1"] is None)
     use_accuracy = without_labels == 0
     rows = [(job, 100 * job["top1"] if use_accuracy else job["cosine"]) for job in jobs]
     rows = [(job, m) for job, m in rows if m is not None]
-    front = pareto_front([(job["latency_ratio"], job["size_ratio"], -m) for job, m in rows])
+    eligible = [(job, m) for job, m in rows if not job["not_recommended"]]
+    undominated = pareto_front(
+        [(job["latency_ratio"], job["size_ratio"], -m) for job, m in eligible]
+    )
+    on_front = {id(job) for (job, _), won in zip(eligible, undominated, strict=True) if won}
     points = [
         {
             "job": str(job["uuid"]),
@@ -286,9 +295,10 @@ def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_ratio": round(job["latency_ratio"], 4),
             "size_ratio": round(job["size_ratio"], 4),
             "metric": round(m, 6),
-            "front": on_front,
+            "front": id(job) in on_front,
+            "recommended": not job["not_recommended"],
         }
-        for (job, m), on_front in zip(rows, front, strict=True)
+        for job, m in rows
     ]
     first = jobs[0]
     if use_accuracy:

@@ -349,7 +349,10 @@ def test_auto_tries_static_first_for_the_trained_cnn_with_data(
     assert auto.budget_metric == "accuracy_drop" and auto.budget == 1.0
     for c in auto.candidates:
         assert c.metric is not None and c.meets_budget == (c.metric <= 1.0)
-        assert c.size_bytes < auto.original_size_bytes * 0.35
+        # int8, unless the latency gate timed its layers faster in float (this model runs in
+        # about 0.02 ms, where quantizing its one Gemm can cost more than it saves).
+        (gate,) = [n for n in report.notes if n.startswith(f"Latency gate ({c.mode}")]
+        assert " in float: " in gate or c.size_bytes < auto.original_size_bytes * 0.35
     _check_auto_consistent(report, tmp_path)
 
 

@@ -45,6 +45,9 @@ class Candidate:
     p50_ms: float
     meets_budget: bool
     below_floor: bool = False  # below evaluate.quality_floor: never the answer
+    # False: nothing in it is quantized (e.g. the latency gate kept every op type in float),
+    # a re-serialised original that could only win on timing noise: never the answer.
+    quantized: bool = True
 
     @classmethod
     def measured(
@@ -81,7 +84,7 @@ def choose(
     """
     band = noise or NoiseBand(low=1.0, high=1.0, noise=MIN_GAIN, blocks=0, rounds=0)
     gain = max(MIN_GAIN, band.noise)
-    within = [c for c in candidates if c.meets_budget and not c.below_floor]
+    within = [c for c in candidates if c.meets_budget and not c.below_floor and c.quantized]
     if objective == "latency":
         better = [c for c in within if _speedup(original, c) > 1 + gain]
         key = attrgetter("p50_ms", "size_bytes")
@@ -105,7 +108,8 @@ def choose(
             f"{c.name} ({c.p50_ms:.3f} ms: {speed_text(_speedup(original, c), band)}, "
             f"{c.size_bytes:,} bytes"
             f"{'' if c.meets_budget else ', outside the budget'}"
-            f"{', below the quality floor' if c.below_floor else ''})"
+            f"{', below the quality floor' if c.below_floor else ''}"
+            f"{'' if c.quantized else ', nothing left quantized'})"
             for c in candidates
         )
         return Decision(

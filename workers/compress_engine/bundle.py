@@ -17,6 +17,7 @@ import yaml
 
 from compress_engine.bundle_charts import bundle_charts, charts
 from compress_engine.bundle_examples import RUN_ONNX, RUN_TFLITE
+from compress_engine.choices_text import choices_markdown
 from compress_engine.fidelity_text import fidelity_markdown, verdict_markdown
 from compress_engine.formatting import human_bytes as _bytes
 from compress_engine.report import ArtifactInfo, Report
@@ -184,6 +185,8 @@ def report_markdown(report: Report) -> str:
             f"Top-1 on {a.samples} labelled evaluation samples: {a.original_top1:.2%} -> "
             f"{a.result_top1:.2%} ({-a.drop_points:+.2f} points).",
         ]
+    lines += choices_markdown(report)
+    lines += _gate_section(report)
     if report.pruning is not None:
         p = report.pruning
         lines += [
@@ -233,6 +236,28 @@ def report_markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _gate_section(report: Report) -> list[str]:
+    gated = report.quantization.gated if report.quantization is not None else []
+    if not gated:
+        return []
+    return [
+        "",
+        "## Latency gate",
+        "",
+        "Each op type timed kept in float against the best build so far (interleaved, with an "
+        "identical copy's noise band); kept in float only if quantized it ran slower beyond "
+        "the noise and 5%.",
+        "",
+        "| op type | nodes | quantized p50 / float p50 | noise | in the result | reason |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {g.group} | {len(g.nodes)} | {g.ratio:.2f} | ±{g.noise:.0%} | "
+            f"{'float' if g.excluded else 'quantized'} | {_cell(g.reason)} |"
+            for g in gated
+        ),
+    ]
 
 
 def _runtimes_section(report: Report) -> list[str]:

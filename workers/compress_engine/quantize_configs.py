@@ -81,6 +81,63 @@ MaxTrials = Annotated[
         ),
     ),
 ]
+Int8Format = Annotated[
+    Literal["auto", "u8s8", "s8s8", "u8s8-reduce-range"],
+    Field(
+        description=(
+            "Signedness of the int8 activations and weights, for ONNX Runtime's CPU kernels. "
+            "auto: U8S8 (uint8 activations, int8 weights), with 7-bit weights (reduce-range) on "
+            "x86 CPUs with AVX2/AVX-512 but no VNNI, where U8S8 can saturate; the report says "
+            "which and why. u8s8, u8s8-reduce-range: as named. s8s8 (static-int8 only): int8 "
+            "activations too, as symmetric_activations."
+        )
+    ),
+]
+SmoothQuant = Annotated[
+    Literal["auto", "on", "off"],
+    Field(
+        description=(
+            "SmoothQuant-style smoothing of MatMul/Gemm inputs: per input channel, the "
+            "activation is divided and the constant weight's row multiplied by the same factor "
+            "(the float model computes the same), so a few large activation channels no longer "
+            "cost the others their int8 precision. Needs a dataset (activation ranges). auto: "
+            "only with data, on the activations with outlier channels (largest channel at "
+            "least 8x the median one), kept only if the int8 model's mean cosine to float32 on "
+            "held-out calibration samples gains more than 0.0005 and more than the sample "
+            "noise (both builds are in the report); on: every MatMul/Gemm input with a constant "
+            "weight, outliers or not (needs data); off: never. Each smoothed input not folded "
+            "into a LayerNormalization costs one Div at run time."
+        )
+    ),
+]
+SmoothQuantAlpha = Annotated[
+    float | None,
+    Field(
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Smoothing strength: the factor per channel is max|x|^alpha / max|w|^(1 - alpha); "
+            "higher moves more of the activations' range into the weights. Unset: 0.7 with "
+            "per_channel weights (one scale per output channel absorbs the moved range), 0.5 "
+            "without."
+        ),
+    ),
+]
+_UNSIGNED = ("u8s8", "u8s8-reduce-range")
+LatencyGate = Annotated[
+    bool,
+    Field(
+        description=(
+            "Never slower by quantizing: time the quantized model on this machine with each "
+            "op type kept in float in turn (Conv split into depthwise and the rest; most "
+            "multiply-accumulates first, at most 6 trials), each trial interleaved with the "
+            "best build so far and an identical copy of it, and keep an op type in float only "
+            "if that is faster beyond the timing noise and 5%. The result still has to meet "
+            "the budget and quality floor in evaluate. Every op type timed, its ratio and the "
+            "reason are in the report. `auto` does this for objective latency."
+        )
+    ),
+]
 
 
 class DynamicInt8Config(_Strict):
@@ -104,10 +161,11 @@ class DynamicInt8Config(_Strict):
     reduce_range: bool = Field(
         default=False,
         description=(
-            "Quantize weights to 7 bits. Can help accuracy on older x86 CPUs without VNNI "
-            "instructions; otherwise leave off."
+            "Quantize weights to 7 bits on any CPU. int8_format auto already does this where "
+            "the CPU needs it (x86 without VNNI); otherwise leave off."
         ),
     )
+    int8_format: Int8Format = "auto"
     op_types: list[DynamicOpType] = Field(
         default_factory=lambda: list(DEFAULT_DYNAMIC_OP_TYPES),
         min_length=1,
@@ -118,9 +176,12 @@ class DynamicInt8Config(_Strict):
             "ONNX Runtime can run it)."
         ),
     )
+    smooth_quant: SmoothQuant = "auto"
+    smooth_quant_alpha: SmoothQuantAlpha = None
     sensitivity: Sensitivity = False
     accuracy_aware: AccuracyAware = False
     max_trials: MaxTrials = 6
+    latency_gate: LatencyGate = False
     exclude: list[str] = Field(
         default_factory=list,
         description="Node names to keep in float, e.g. a sensitive first or last layer.",
@@ -130,6 +191,25 @@ class DynamicInt8Config(_Strict):
     def _dedupe(self) -> DynamicInt8Config:
         self.op_types = _unique(self.op_types)  # type: ignore[assignment]
         self.exclude = _unique(self.exclude)
+        return self
+
+    @model_validator(mode="after")
+    def _format_agrees(self) -> DynamicInt8Config:
+        if self.int8_format == "s8s8":
+            raise ValueError(
+                "int8_format s8s8 needs static-int8: dynamic int8 quantizes activations to "
+                "uint8 at run time"
+            )
+        if self.int8_format in _UNSIGNED and "Conv" in self.op_types:
+            raise ValueError(
+                f"int8_format {self.int8_format} stores int8 weights, but op_types includes "
+                "Conv, whose weights dynamic int8 stores as uint8; use auto"
+            )
+        if self.reduce_range and self.int8_format == "u8s8":
+            raise ValueError(
+                "reduce_range (7-bit weights) contradicts int8_format u8s8 (8-bit weights); use "
+                "u8s8-reduce-range or auto"
+            )
         return self
 
 
@@ -157,10 +237,11 @@ class StaticInt8Config(_Strict):
     symmetric_activations: bool = Field(
         default=False,
         description=(
-            "Symmetric int8 activations instead of asymmetric uint8. Some NPUs and GPUs want "
-            "this; on CPUs asymmetric uint8 is usually at least as accurate."
+            "Symmetric int8 activations instead of asymmetric uint8 (int8_format s8s8). Some "
+            "NPUs and GPUs want this; on CPUs asymmetric uint8 is usually at least as accurate."
         ),
     )
+    int8_format: Int8Format = "auto"
     calibration: CalibrationMethod = Field(
         default="percentile",
         description=(
@@ -184,9 +265,34 @@ class StaticInt8Config(_Strict):
         le=100_000,
         description="Calibration samples drawn from the dataset's calibration split.",
     )
+    bias_correction: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "Bias correction for depthwise convolutions, whose few weights per channel round "
+            "to a systematic output shift: each one's mean error against float32 is measured "
+            "on calibration samples (in graph order, the earlier ones already corrected) and "
+            "removed from its bias. auto: only for models with depthwise convolutions, and kept "
+            "only if it removes at least 5% of the error in the mean cosine to float32 on "
+            "held-out calibration samples (both builds are in the report); on: always; off: "
+            "never."
+        ),
+    )
+    smooth_quant: SmoothQuant = "auto"
+    smooth_quant_alpha: SmoothQuantAlpha = None
+    split_mixed_ranges: bool = Field(
+        default=True,
+        description=(
+            "Keep in float a Concat that feeds an output and joins inputs whose calibrated "
+            "ranges differ more than 16x (a detector head joining box coordinates with 0..1 "
+            "scores), with the nodes carrying it to the output: one int8 scale for the joined "
+            "tensor would leave the small input under 16 of 256 levels. Each input keeps its "
+            "own scale; the measured ranges are in the report."
+        ),
+    )
     sensitivity: Sensitivity = False
     accuracy_aware: AccuracyAware = False
     max_trials: MaxTrials = 6
+    latency_gate: LatencyGate = False
     exclude: list[str] = Field(
         default_factory=list,
         description="Node names to keep in float, e.g. a sensitive first or last layer.",
@@ -200,6 +306,15 @@ class StaticInt8Config(_Strict):
     def _dedupe(self) -> StaticInt8Config:
         self.exclude = _unique(self.exclude)
         self.exclude_op_types = _unique(self.exclude_op_types)
+        return self
+
+    @model_validator(mode="after")
+    def _format_agrees(self) -> StaticInt8Config:
+        if self.symmetric_activations and self.int8_format in _UNSIGNED:
+            raise ValueError(
+                f"symmetric_activations (int8 activations) contradicts int8_format "
+                f"{self.int8_format} (uint8 activations); use s8s8 or auto"
+            )
         return self
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from compress_engine._version import ENGINE_VERSION
+from compress_engine.report_choices import ChoiceTrial, GatedGroup, QuantChoice
 from compress_engine.report_figures import (
     Accuracy,
     Fidelity,
@@ -31,12 +32,15 @@ from compress_engine.tensors import TensorInfo
 
 __all__ = [
     "Accuracy",
+    "ChoiceTrial",
     "Fidelity",
+    "GatedGroup",
     "Latency",
     "LayerSensitivityInfo",
     "ModelMeasurement",
     "NoiseBand",
     "OutputFidelity",
+    "QuantChoice",
     "RuntimeLatency",
     "SampleSpread",
     "SearchSummary",
@@ -216,6 +220,14 @@ class QuantizationDetails(BaseModel):
     symmetric: bool | None = Field(default=None, description="Symmetric weights (no zero point).")
     opset_upgraded_from: int | None = Field(
         default=None, description="The model's opset before it was upgraded for this mode."
+    )
+    choices: list[QuantChoice] = Field(
+        default_factory=list,
+        description="Options the engine chose for this build (format, smoothing...) and why.",
+    )
+    gated: list[GatedGroup] = Field(
+        default_factory=list,
+        description="Op types the latency gate timed, and which it kept in float as too slow.",
     )
 
 

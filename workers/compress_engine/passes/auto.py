@@ -1,5 +1,6 @@
-"""`quantize: {mode: auto}`: build the int8 modes that suit the model, time each interleaved
-with the original, score it against the budget, and keep the best one (or the original).
+"""`quantize: {mode: auto}`: build the int8 modes that suit the model, each through the latency
+gate (op types that quantized run slower are kept in float), time each interleaved with the
+original, score it against the budget, and keep the best one (or the original).
 
 The decision itself (compress_engine.auto) knows nothing of ONNX Runtime; this pass builds
 the candidates and measures them with what the run's evaluator carries.
@@ -7,16 +8,28 @@ the candidates and measures them with what the run's evaluator carries.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from compress_engine.auto import Candidate, candidate_modes, choose
 from compress_engine.configs import AutoConfig, DynamicInt8Config, QuantizeStep, StaticInt8Config
 from compress_engine.errors import EngineError
 from compress_engine.onnx_files import model_bytes, rewrite
-from compress_engine.passes.base import Evaluator, Pass, PassContext, PassInfo, PassResult
+from compress_engine.passes.base import (
+    Evaluator,
+    Pass,
+    PassContext,
+    PassInfo,
+    PassResult,
+    SubStage,
+)
 from compress_engine.passes.registry import pass_for_step, register
 from compress_engine.quality import check_candidate
-from compress_engine.report import AutoCandidate, AutoSummary, NoiseBand
+from compress_engine.report import AutoCandidate, AutoSummary, NoiseBand, QuantizationDetails
+from compress_engine.search.latency_gate import GATE_NOTE
+
+# Share of the step's progress slice building (and gating) the candidates takes.
+BUILT = 0.6
 
 
 @register
@@ -27,8 +40,9 @@ class AutoQuantize(Pass[AutoConfig]):
         stage="Quantizing (auto: trying int8 modes)",
         description=(
             "Tries the int8 modes that suit the model (static int8 only with a dataset), "
-            "measures each against the original on this machine and keeps the best one within "
-            "the budget; keeps the original, and says why, when none is better."
+            "each with the op types that run slower quantized kept in float, measures each "
+            "against the original on this machine and keeps the best one within the budget; "
+            "keeps the original, and says why, when none is better."
         ),
         step="quantize",
         mode="auto",
@@ -41,13 +55,20 @@ class AutoQuantize(Pass[AutoConfig]):
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         """Hands back the chosen candidate's file where it was built (out_path goes unused)."""
         ev = ctx.require_evaluator("quantize mode auto")
-        built, notes = _build_candidates(model_path, ctx, ev)
+        built, notes = _build_candidates(model_path, ctx, ev, self.config.objective)
         original_p50, candidates, noise = _measure(built, ev)
         original_size = model_bytes(model_path)
         decision = choose(
             Candidate("original", original_size, original_p50, True),
             [
-                Candidate(c.mode, c.size_bytes, c.p50_ms, c.meets_budget, bool(c.quality_reasons))
+                Candidate(
+                    c.mode,
+                    c.size_bytes,
+                    c.p50_ms,
+                    c.meets_budget,
+                    bool(c.quality_reasons),
+                    quantized=_quantizes(built[c.mode]),
+                )
                 for c in candidates
             ],
             self.config.objective,
@@ -64,9 +85,19 @@ class AutoQuantize(Pass[AutoConfig]):
             reason=decision.reason,
             noise=noise,
         )
-        if decision.pick is not None:
-            res = built[decision.pick.name]
-            res.notes = [f"auto picked {decision.pick.name}: {decision.reason}", *notes, *res.notes]
+        # What the latency gate found in the candidates not handed back (its own is in the
+        # pick's notes) explains their figures.
+        pick = None if decision.pick is None else decision.pick.name
+        gates = [
+            n
+            for mode, res in built.items()
+            if mode != pick
+            for n in res.notes
+            if n.startswith(GATE_NOTE)
+        ]
+        if pick is not None:
+            res = built[pick]
+            res.notes = [f"auto picked {pick}: {decision.reason}", *notes, *res.notes, *gates]
             res.auto = summary
             return res
         kept = ctx.work_dir / "auto-original.onnx"
@@ -75,36 +106,61 @@ class AutoQuantize(Pass[AutoConfig]):
             model_path=kept,
             suffix="original",
             precision="unchanged",
-            notes=[f"auto: keep the original model. {decision.reason}", *notes],
+            notes=[f"auto: keep the original model. {decision.reason}", *notes, *gates],
             auto=summary,
         )
 
 
 def _build_candidates(
-    model_path: Path, ctx: PassContext, ev: Evaluator
+    model_path: Path, ctx: PassContext, ev: Evaluator, objective: str
 ) -> tuple[dict[str, PassResult], list[str]]:
     """Each suitable mode built with default settings, by mode; a mode that cannot be built
-    is skipped with a note."""
+    is skipped with a note. For latency every candidate goes through the latency gate; for
+    size the gate's trade (bytes for speed) is not wanted, and choose() still refuses a
+    candidate slower than the original."""
     has_data = ctx.data is not None and ctx.data.samples > 0
     modes = candidate_modes(ev.macs_by_op_type, has_data=has_data)
     built: dict[str, PassResult] = {}
     notes: list[str] = []
-    progress = ev.stage("Building auto candidates", 0.0, 0.5)
     for i, mode in enumerate(modes):
-        cfg = DynamicInt8Config() if mode == "dynamic-int8" else StaticInt8Config(mode=mode)
+        # Each candidate (and its gate) within its share of 0..BUILT of the progress.
+        gate = objective == "latency"
+        cfg = (
+            DynamicInt8Config(latency_gate=gate)
+            if mode == "dynamic-int8"
+            else StaticInt8Config(mode=mode, latency_gate=gate)
+        )
+        lo, hi = BUILT * i / len(modes), BUILT * (i + 1) / len(modes)
         work = ctx.work_dir / f"auto-{mode}"
         work.mkdir(parents=True)
+        sub = replace(ev, stage=_within(ev.stage, lo, hi))
         try:
             built[mode] = pass_for_step(QuantizeStep(quantize=cfg)).run(
                 model_path,
                 work / "model.onnx",
-                PassContext(work_dir=work, seed=ctx.seed, data=ctx.data, batch_size=ctx.batch_size),
+                PassContext(
+                    work_dir=work,
+                    seed=ctx.seed,
+                    data=ctx.data,
+                    batch_size=ctx.batch_size,
+                    evaluator=sub,
+                ),
             )
         except EngineError as exc:
             notes.append(f"auto: {mode} could not be built and was skipped: {exc}")
-            continue
-        progress((i + 1) / len(modes))
     return built, notes
+
+
+def _quantizes(res: PassResult) -> bool:
+    """Whether anything in the build is quantized (a build whose every op type the latency
+    gate kept in float is a re-serialised original)."""
+    details = res.details
+    return not isinstance(details, QuantizationDetails) or details.quantized_nodes > 0
+
+
+def _within(stage: SubStage, lo: float, hi: float) -> SubStage:
+    """stage() for a part lo..hi of the step's progress slice."""
+    return lambda label, a, b: stage(label, lo + (hi - lo) * a, lo + (hi - lo) * b)
 
 
 def _measure(
@@ -129,7 +185,7 @@ def _measure(
         runs=ev.latency_runs,
         batch_size=ev.latency_batch,
         threads=ev.threads,
-        progress=ev.stage("Timing auto candidates", 0.5, 0.9),
+        progress=ev.stage("Timing auto candidates", BUILT, 0.9),
     )
     out = []
     for (mode, res), lat in zip(built.items(), latencies, strict=True):

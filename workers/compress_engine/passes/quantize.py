@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress_engine.configs import DynamicInt8Config
+from compress_engine.cpu_int8 import resolve_format
 from compress_engine.errors import EngineError, short_message
 from compress_engine.onnx_files import rewrite, save_model, too_big_for_one_file
 from compress_engine.passes.base import PassContext, PassInfo, PassResult
 from compress_engine.passes.registry import register
+from compress_engine.passes.smoothing import smooth
 from compress_engine.passes.tunable import TunableQuantize
 from compress_engine.report import QuantizationDetails
 
@@ -67,10 +69,14 @@ class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
 
         cfg: DynamicInt8Config = self.config
         notes: list[str] = []
+        fmt = resolve_format(cfg)
+        choices = [fmt.choice]
         if ctx.prepared:
             src, preprocessed = model_path, True
         else:
             src, _, preprocessed = self.prepare(model_path, ctx.work_dir, notes)
+            src, smoothing = smooth(self, src, ctx)
+            choices += smoothing
         ctx.progress(0.4)
 
         model = onnx.load(str(src))
@@ -98,7 +104,7 @@ class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
                     out_path,
                     op_types_to_quantize=ort_types,
                     per_channel=cfg.per_channel,
-                    reduce_range=cfg.reduce_range,
+                    reduce_range=fmt.reduce_range,
                     weight_type=weight_type,
                     # An explicit list: an empty one would mean "everything" to ONNX Runtime.
                     nodes_to_quantize=sorted(targets),
@@ -128,13 +134,15 @@ class DynamicInt8Quantize(TunableQuantize[DynamicInt8Config]):
         details = QuantizationDetails(
             mode=cfg.mode,
             weight_type="uint8" if uint8 else "int8",
+            activation_type=fmt.activations,
             per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
+            reduce_range=fmt.reduce_range,
             op_types_requested=list(cfg.op_types),
             quantized_nodes=quantized,
             op_types=by_type,
             excluded=list(cfg.exclude),
             preprocessed=preprocessed,
+            choices=choices,
         )
         if uint8 and quantized:
             notes.append(

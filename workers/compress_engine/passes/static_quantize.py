@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compress_engine.configs import StaticInt8Config
+from compress_engine.cpu_int8 import resolve_format
 from compress_engine.errors import EngineError, short_message
 from compress_engine.onnx_files import save_model
 from compress_engine.passes.base import PassContext, PassInfo, PassResult
+from compress_engine.passes.bias_correction import choose_bias_correction
+from compress_engine.passes.mixed_ranges import choose_split
 from compress_engine.passes.quantize import _check_exclude, _name_unnamed_nodes, _preprocess
 from compress_engine.passes.registry import register
+from compress_engine.passes.smoothing import read_float_inputs, smooth
 from compress_engine.passes.tunable import TunableQuantize
 from compress_engine.report import QuantizationDetails
 
@@ -77,10 +81,14 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                 "split (evaluate.calibration_fraction > 0)."
             )
         notes: list[str] = []
+        fmt = resolve_format(cfg)
+        choices = [fmt.choice]
         if ctx.prepared:
             src, upgraded_from, preprocessed = model_path, None, True
         else:
             src, upgraded_from, preprocessed = self.prepare(model_path, ctx.work_dir, notes)
+            src, smoothing = smooth(self, src, ctx)
+            choices += smoothing
         ctx.progress(0.2)
 
         model = onnx.load(str(src))
@@ -106,7 +114,21 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
             def get_next(self) -> dict | None:
                 return next(self._feeds, None)
 
-        activation = QuantType.QInt8 if cfg.symmetric_activations else QuantType.QUInt8
+        signed = fmt.activations == "int8"
+        activation = QuantType.QInt8 if signed else QuantType.QUInt8
+        # A search's builds share one decision, cached beside the shared calibration ranges.
+        ranges = ctx.calibration_cache
+        split, split_choice = choose_split(
+            cfg.split_mixed_ranges,
+            prepared,
+            feeds,
+            ctx.work_dir,
+            excluded=[*cfg.exclude, *excluded_by_type],
+            symmetric=signed,
+            cache=None if ranges is None else ranges.with_name("mixed-ranges.json"),
+        )
+        if split_choice is not None:
+            choices.append(split_choice)
 
         def run(method: str, cache: dict[str, Any]) -> None:
             # The calibrators print progress to stdout, which would garble CLI output.
@@ -117,12 +139,13 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                     _Reader(),
                     quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel,
+                    reduce_range=fmt.reduce_range,
                     activation_type=activation,
                     weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
-                    nodes_to_exclude=[*cfg.exclude, *excluded_by_type],
+                    nodes_to_exclude=[*cfg.exclude, *excluded_by_type, *split],
                     extra_options={
-                        "ActivationSymmetric": cfg.symmetric_activations,
+                        "ActivationSymmetric": signed,
                         "WeightSymmetric": cfg.symmetric_weights,
                         "CalibPercentile": cfg.percentile,
                     },
@@ -134,6 +157,17 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
         if ctx.calibration_cache is not None and calibration_cache_supported():
             cache["calibration_cache_path"] = str(ctx.calibration_cache)
         method = _quantize_with_fallback(run, cfg.calibration, cache, notes)
+        read_float_inputs(out_path)
+        ctx.progress(0.8)
+        bias_choice = choose_bias_correction(
+            cfg.bias_correction,
+            prepared,
+            out_path,
+            calibration,
+            batch,
+            ctx.work_dir,
+            fixed_batch=fixed_batch is not None,
+        )
         ctx.progress(0.9)
 
         by_type = _count_qdq_wrapped(onnx.load(str(out_path), load_external_data=False))
@@ -143,7 +177,7 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
                 "No layer was quantized (everything was excluded or nothing is quantizable), "
                 "so the result only differs from the original by pre-processing."
             )
-        if cfg.symmetric_activations:
+        if signed:
             notes.append(
                 "Activations are symmetric int8: right for many NPUs and GPUs; on CPUs "
                 "asymmetric uint8 activations are usually at least as accurate."
@@ -151,18 +185,22 @@ class StaticInt8Quantize(TunableQuantize[StaticInt8Config]):
         details = QuantizationDetails(
             mode=cfg.mode,
             weight_type="int8",
-            activation_type="int8" if cfg.symmetric_activations else "uint8",
+            activation_type=fmt.activations,
             per_channel=cfg.per_channel,
+            reduce_range=fmt.reduce_range,
             quantized_nodes=quantized,
             op_types=by_type,
-            excluded=list(cfg.exclude),
+            excluded=list(dict.fromkeys([*cfg.exclude, *split])),
             excluded_op_types=list(cfg.exclude_op_types),
             preprocessed=preprocessed,
             calibration=method,
             calibration_samples=sum(_rows(f) for f in feeds),
             symmetric=cfg.symmetric_weights,
             opset_upgraded_from=upgraded_from,
+            choices=choices,
         )
+        if bias_choice is not None:
+            details.choices.append(bias_choice)
         return PassResult(
             model_path=out_path,
             suffix="int8",

@@ -23,16 +23,23 @@ from compress_engine.passes.base import Pass, PassContext, PassResult
 
 if TYPE_CHECKING:
     from compress_engine.data import Dataset
+    from compress_engine.report import QuantChoice
     from compress_engine.search import FallbackUnit
 
 TunableT = TypeVar("TunableT", DynamicInt8Config, StaticInt8Config)
 
-# Share of the step's progress slice the first, full build takes when tuning follows it.
+# Share of the step's progress slice the first, full build takes when tuning follows it,
+# and where the latency gate (between them) ends when both run.
 FIRST_BUILD = 0.3
+GATE_END = 0.6
 # Static int8 calibrates once for all builds of a search where ONNX Runtime can reuse ranges
 # (calibration_cache_path, 1.31+); older versions calibrate every build again, and then get
 # at most this many samples.
 TRIAL_CALIBRATION_SAMPLES = 128
+# Options the first build of a search decides by measuring (QuantChoice.option, named as the
+# config field): every later build takes its decision, so builds differ only in the layers
+# kept in float, and reports the first build's trials.
+PINNED_CHOICES = ("bias_correction", "smooth_quant")
 # Op types whose weights the int8 modes store as integers.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM"})
 
@@ -51,11 +58,15 @@ class TunableQuantize(Pass[TunableT]):
 
     def run(self, model_path: Path, out_path: Path, ctx: PassContext) -> PassResult:
         cfg = self.config
-        if not (cfg.sensitivity or cfg.accuracy_aware):
+        tunes = cfg.sensitivity or cfg.accuracy_aware
+        if not (tunes or cfg.latency_gate):
             return self.quantize(model_path, out_path, ctx)
+        from compress_engine.passes.gate_build import gate
         from compress_engine.tuning import tune
 
-        ev = ctx.require_evaluator(f"{self.info.title} with sensitivity or accuracy_aware")
+        ev = ctx.require_evaluator(
+            f"{self.info.title} with sensitivity, accuracy_aware or latency_gate"
+        )
         builder = Builder(
             technique=self,
             model_in=model_path,
@@ -65,17 +76,25 @@ class TunableQuantize(Pass[TunableT]):
             batch_size=ctx.batch_size,
         )
         first = builder.first(out_path, ev.stage(self.info.stage, 0, FIRST_BUILD))
-        rest = 1.0 - FIRST_BUILD
+        if cfg.latency_gate:
+            # Gate first: the tuning builds then keep the gated op types in float too.
+            end = GATE_END if tunes else 1.0
+            gated = gate(first, builder, ev, ev.stage("Latency gate", FIRST_BUILD, end))
+            first = gated.result
+            if not tunes:
+                return gated.apply(first)
+        rest = 1.0 - (GATE_END if cfg.latency_gate else FIRST_BUILD)
+        start = 1.0 - rest
         tuned = tune(
             first,
             builder,
             ev,
-            progress=lambda label, a, b: ev.stage(
-                label, FIRST_BUILD + rest * a, FIRST_BUILD + rest * b
-            ),
+            progress=lambda label, a, b: ev.stage(label, start + rest * a, start + rest * b),
         )
         res = tuned.result
         res.notes = [*tuned.notes, *res.notes]
+        if cfg.latency_gate:
+            gated.apply(res)
         res.sensitivity, res.search = tuned.sensitivity, tuned.search
         return res
 
@@ -93,9 +112,12 @@ class Builder:
     batch_size: int
     built: dict[Path, PassResult] = field(default_factory=dict)
     prepared: Path | None = None
+    # Nodes the latency gate keeps in float: every later build (tuning) keeps them too.
+    gated: list[str] = field(default_factory=list)
     _count: int = 0
     _notes: list[str] = field(default_factory=list)  # what preparing the graph did
     _details: dict[str, object] = field(default_factory=dict)  # and its QuantizationDetails
+    _pinned: list[QuantChoice] = field(default_factory=list)  # see PINNED_CHOICES
 
     @property
     def config(self) -> DynamicInt8Config | StaticInt8Config:
@@ -131,6 +153,11 @@ class Builder:
         path, upgraded_from, preprocessed = self.technique.prepare(
             self.model_in, shared, self._notes
         )
+        # Smoothing rewrites the graph every build reads, so it is decided once, here.
+        from compress_engine.passes.smoothing import smooth
+
+        here = PassContext(shared, self.seed, data=self.data, batch_size=self.batch_size)
+        path, self._pinned = smooth(self.technique, path, here)
         self._details = {"preprocessed": preprocessed}
         if upgraded_from is not None:
             self._details["opset_upgraded_from"] = upgraded_from
@@ -139,6 +166,8 @@ class Builder:
         self.prepared = shared / "model.onnx"
         save_model(model, self.prepared)
         res = self._run(self.config, out_path, self.work / "first", progress)
+        if res.details is not None:
+            self._pinned = [c for c in res.details.choices if c.option in PINNED_CHOICES]
         self.built[res.model_path] = res
         return res
 
@@ -146,7 +175,8 @@ class Builder:
         """The shared graph quantized with `keep_in_float` (node names) left in float."""
         self._count += 1
         work = self.work / f"{tag}{self._count}"
-        update: dict[str, object] = {"exclude": [*self.config.exclude, *keep_in_float]}
+        exclude = [*self.config.exclude, *self.gated, *keep_in_float]
+        update: dict[str, object] = {"exclude": list(dict.fromkeys(exclude))}
         if self.static and not self.reuses_calibration:
             update["samples"] = min(self.config.samples, TRIAL_CALIBRATION_SAMPLES)
         res = self._run(self.config.model_copy(update=update), work / "model.onnx", work)
@@ -175,7 +205,11 @@ class Builder:
 
         assert self.prepared is not None, "first() prepares the shared graph"
         work.mkdir(parents=True, exist_ok=True)
-        cfg = cfg.model_copy(update={"accuracy_aware": False, "sensitivity": False})
+        cfg = cfg.model_copy(
+            update={"accuracy_aware": False, "sensitivity": False, "latency_gate": False}
+        )
+        pinned = {c.option: c.chosen for c in self._pinned}
+        cfg = cfg.model_copy(update=pinned)
         technique = pass_for_step(QuantizeStep(quantize=cfg))
         ctx = PassContext(
             work_dir=work,
@@ -192,5 +226,9 @@ class Builder:
         # What preparing the shared graph did is true of every build made from it.
         res.notes = [*self._notes, *res.notes]
         if res.details is not None:
-            res.details = res.details.model_copy(update=self._details)
+            # The first build's record of a pinned choice (with its trials), in its place.
+            first = {c.option: c for c in self._pinned}
+            choices = [first.pop(c.option, c) for c in res.details.choices]
+            choices += first.values()  # pinned "off" records nothing in the build itself
+            res.details = res.details.model_copy(update={**self._details, "choices": choices})
         return res

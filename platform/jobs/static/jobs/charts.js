@@ -1,6 +1,7 @@
 // The project's trade-off scatter: accuracy (or cosine) against latency, dot size = file size,
-// the Pareto front in green. Data: jobs.dashboard.scatter, in the json_script the canvas
-// names. The table under the chart lists the front for readers without scripts.
+// the recommended points (the Pareto front of the jobs at or above their quality floor) in
+// green, jobs below their floor in red. Data: jobs.dashboard.scatter, in the json_script the
+// canvas names. The table under the chart lists the front for readers without scripts.
 (function () {
   "use strict";
 
@@ -8,22 +9,32 @@
     return Math.max(3, Math.min(18, 3 + 15 * sizeRatio));
   }
 
+  function kindOf(p) {
+    if (p.recommended === false) return "below";
+    return p.front ? "front" : "other";
+  }
+
   function drawPareto(canvas) {
     var source = document.getElementById(canvas.dataset.paretoChart);
     if (!source || !window.Chart) return;
     var data = JSON.parse(source.textContent);
-    function points(onFront) {
-      return data.points.filter(function (p) { return p.front === onFront; }).map(function (p) {
+    function points(kind) {
+      return data.points.filter(function (p) { return kindOf(p) === kind; }).map(function (p) {
         return { x: p.latency_ratio, y: p.metric, r: radius(p.size_ratio), job: p };
       });
     }
+    var datasets = [
+      { label: "Recommended: Pareto front, quality floor met", data: points("front"),
+        backgroundColor: "rgba(46, 125, 50, 0.75)" },
+      { label: "Other jobs", data: points("other"), backgroundColor: "rgba(138, 138, 138, 0.5)" },
+      { label: "Not recommended: below the quality floor", data: points("below"),
+        backgroundColor: "rgba(198, 40, 40, 0.25)", borderColor: "rgb(198, 40, 40)", borderWidth: 2 },
+    ];
     new window.Chart(canvas, {
       type: "bubble",
       data: {
-        datasets: [
-          { label: "Pareto front", data: points(true), backgroundColor: "rgba(46, 125, 50, 0.75)" },
-          { label: "Other jobs", data: points(false), backgroundColor: "rgba(138, 138, 138, 0.5)" },
-        ],
+        // An empty kind gets no legend entry (most charts have no job below the floor).
+        datasets: datasets.filter(function (d, i) { return i === 0 || d.data.length; }),
       },
       options: {
         animation: false,
