@@ -28,7 +28,8 @@ class QuantChoice(BaseModel):
 
     option: str = Field(
         description=(
-            'Which option: "int8_format", "smooth_quant", "bias_correction" or "latency_gate".'
+            'Which option: "int8_format", "smooth_quant", "bias_correction" or '
+            '"split_mixed_ranges".'
         )
     )
     chosen: str = Field(description='What was used, e.g. "U8S8", "on", "off".')

@@ -22,14 +22,16 @@ calibration cache, so every build of the shared graph keeps the same nodes in fl
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compress_engine.passes.tunable import WEIGHTED_OPS
 from compress_engine.report import QuantChoice
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ MAX_SPREAD = 16.0
 # Ranges are maxima, so they settle quickly; more samples only cost float runs.
 MAX_SAMPLES = 64
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
-_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class OutputConcat:
     inputs: tuple[str, ...]  # its activation inputs
     members: tuple[str, ...]  # the Concat and the nodes carrying its output to the graph output
     output: str  # the graph output it reaches
+    types: tuple[int, ...]  # the inputs' element types (onnx.TensorProto)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def choose_split(
     elif not enabled:
         nodes, choice = [], _choice("off", "split_mixed_ranges is off in the recipe.")
     else:
-        tensors = list(dict.fromkeys(t for c in concats for t in c.inputs))
+        tensors = {t: k for c in concats for t, k in zip(c.inputs, c.types, strict=True)}
         ranges = input_ranges(model_path, model, tensors, _first_samples(feeds), work_dir)
         measured = [
             Measured(c, tuple(ranges[t] for t in c.inputs), symmetric)
@@ -138,19 +140,20 @@ def output_concats(model: onnx.ModelProto, excluded: Collection[str] = ()) -> li
     output through single-reader nodes without weights, with those nodes."""
     from compress_engine.search.units import fallback_units
 
+    # A unit's chain stops at a weighted node, a merge, a branch or a graph output.
+    units = fallback_units(
+        model, weighted_types=WEIGHTED_OPS, quantized_types={"Concat"}, excluded=excluded
+    )
+    units = [u for u in units if u.op_type == "Concat" and u.feeds_output]
+    if not units:  # most models: no shape inference needed
+        return []
     types = _elem_types(model)
     constants = {t.name for t in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     nodes = {n.name: n for n in model.graph.node}
     outputs = {o.name for o in model.graph.output}
     found = []
-    # A unit's chain stops at a weighted node, a merge, a branch or a graph output.
-    units = fallback_units(
-        model, weighted_types=_WEIGHTED, quantized_types={"Concat"}, excluded=excluded
-    )
     for unit in units:
-        if unit.op_type != "Concat" or not unit.feeds_output:
-            continue
         inputs = [
             i
             for i in nodes[unit.name].input
@@ -160,31 +163,38 @@ def output_concats(model: onnx.ModelProto, excluded: Collection[str] = ()) -> li
             continue
         last = nodes[unit.members[-1]]
         output = next(o for o in last.output if o in outputs)
-        found.append(OutputConcat(unit.name, tuple(dict.fromkeys(inputs)), unit.members, output))
+        inputs = list(dict.fromkeys(inputs))
+        found.append(
+            OutputConcat(
+                unit.name, tuple(inputs), unit.members, output, tuple(types[i] for i in inputs)
+            )
+        )
     return found
 
 
 def input_ranges(
     model_path: Path,
     model: onnx.ModelProto,
-    tensors: Sequence[str],
+    tensors: Mapping[str, int],
     feeds: Sequence[dict],
     work_dir: Path,
 ) -> dict[str, tuple[float, float]]:
-    """(min, max) of each tensor over `feeds`, from a copy of the float model with the tensors
-    as extra outputs (one batch's values in memory at a time; non-finite values ignored)."""
+    """(min, max) of each tensor (name: element type) over `feeds`, from a copy of the float
+    model with the tensors as extra outputs (one batch's values in memory at a time;
+    non-finite values ignored)."""
     import onnx
 
     from compress_engine.device import physical_cores
     from compress_engine.measure.runtime import create_session
     from compress_engine.onnx_files import has_external_data
 
-    types = _elem_types(model)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {o.name for o in probe.graph.output}
     probe.graph.output.extend(
-        onnx.helper.make_tensor_value_info(t, types[t], None) for t in tensors if t not in present
+        onnx.helper.make_tensor_value_info(t, k, None)
+        for t, k in tensors.items()
+        if t not in present
     )
     # Weights in a data file stay there: the probe (its graph only) is written beside them.
     beside = has_external_data(model_path)
@@ -250,10 +260,9 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     import onnx
 
     graph = model.graph
-    try:
+    # Where inference fails: the types the graph records; Concats of unknown types are skipped.
+    with contextlib.suppress(Exception):
         graph = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:  # the types the graph records; Concats of unknown types are skipped
-        pass
     found = {t.name: t.data_type for t in graph.initializer}
     for vi in (*graph.input, *graph.output, *graph.value_info):
         if vi.type.HasField("tensor_type"):
