@@ -7,6 +7,7 @@ what the gate decided against its own band, never a wall-clock figure."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -294,3 +295,37 @@ def test_auto_never_answers_with_a_candidate_the_gate_left_unquantized() -> None
     assert (
         "dynamic-int8 (8.000 ms" in decision.reason and "nothing left quantized" in decision.reason
     )
+
+
+def test_auto_times_again_at_one_thread_when_the_band_is_too_wide(
+    conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any band counts as too wide here, so the 1-thread timing always runs; the narrower of
+    # the two bands decides, and the notes say when that was the 1-thread one.
+    import compress_engine.passes.auto as auto_pass
+
+    threads: list[int] = []
+    time = auto_pass._time
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(args[4])
+        result = time(*args, **kwargs)
+        bands.append(result[2].noise)
+        return result
+
+    bands: list[float] = []
+    monkeypatch.setattr(auto_pass, "UNSTABLE_NOISE", -1.0)
+    monkeypatch.setattr(auto_pass, "_time", spy)
+    evaluate = {**GATE_EVALUATE, "threads": 2}
+    report = compress(
+        conv_model,
+        {"steps": [{"quantize": {"mode": "auto"}}], "evaluate": evaluate},
+        None,
+        tmp_path,
+    )
+
+    assert threads == [2, 1]
+    assert report.auto is not None and report.auto.noise is not None
+    one_thread = any(n.startswith("auto compared the candidates at 1 thread") for n in report.notes)
+    assert one_thread == (bands[1] < bands[0])
+    assert report.auto.noise.noise == pytest.approx(min(bands) if one_thread else bands[0])

@@ -196,6 +196,15 @@ def test_output_kinds_follow_shape_names_and_values() -> None:
     assert output_kind("features", prob_map * 5 - 2) == "values"
     assert output_kind("score", logits[:, :1]) == "values"
     assert output_kind("boxes", logits[:, :4]) == "values"  # an argmax of coordinates: no
+    # A YOLO head [N, 4 + classes, anchors]: box pixels over sigmoid scores, per anchor.
+    yolo = np.concatenate(
+        [rng.uniform(0, 320, (2, 4, 2100)), rng.uniform(0, 1, (2, 18, 2100))], axis=1
+    ).astype(np.float32)
+    assert output_kind("output0", yolo) == "values"
+    # Few steps over a large vocabulary stay a sequence: its rows are log-probabilities.
+    vocab = rng.standard_normal((2, 4, 64))
+    vocab_log_probs = vocab - np.log(np.exp(vocab).sum(axis=2, keepdims=True))
+    assert output_kind("out", vocab_log_probs.astype(np.float32)) == "sequence"
 
 
 def test_a_few_dead_samples_do_not_hide_behind_the_average() -> None:

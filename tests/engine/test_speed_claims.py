@@ -377,6 +377,37 @@ def test_without_a_dataset_the_report_says_the_free_dim_was_guessed(
     )
 
 
+def test_a_model_that_cannot_run_at_the_default_guess_is_timed_at_a_larger_one(
+    tmp_path: Path,
+) -> None:
+    # A 33x33 kernel without padding needs at least 33x33: the default 16 fails, 64 runs
+    # (a detector's branches of different strides fail the same way at small sizes).
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((2, 1, 33, 33)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "big_kernel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, "oh", "ow"])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    path = tmp_path / "big_kernel.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+    report = compress(
+        path, {"steps": [{"quantize": {"mode": "fp16"}}], "evaluate": FAST}, None, tmp_path / "o"
+    )
+
+    assert report.input_shapes == {"x": [1, 1, 64, 64]}
+    assert any(
+        "timed at 64 for free dims" in n and "does not run at 16)" in n for n in report.notes
+    )
+
+
 def test_the_cli_input_shape_reaches_the_recipe_and_the_report(
     free_width_model: Path, free_width_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

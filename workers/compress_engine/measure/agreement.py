@@ -9,7 +9,9 @@ name, shape and the original's values in the first batch):
 - embedding, [N, D] named like one (embed, feature, descriptor, vector, hidden) or with
   unit-length rows: nearest-neighbour agreement; a sample scores the cosine of its vector.
 - sequence, [N, T, C] with C > 1 and not a probability map: per-step argmax agreement (and
-  the whole-sequence match); a sample scores the share of its steps that agree.
+  the whole-sequence match); a sample scores the share of its steps that agree. A detector's
+  [N, 4 + classes, anchors] (far more anchors than channels, rows not (log-)probabilities)
+  is not a sequence: it is judged as values.
 - dense-map, 3+ dims (not a sequence) with values in [0, 1]: IoU of the maps thresholded at
   0.5; a sample scores its own IoU.
 - values, anything else (and outputs named like regressions: box, coord, regress,
@@ -37,6 +39,8 @@ _EMBEDDING_NAME = re.compile(r"embed|feature|descriptor|vector|hidden", re.IGNOR
 _VALUES_NAME = re.compile(
     r"box|coord|regress|landmark|offset|delta|depth|state|cache|past|present", re.IGNORECASE
 )
+# [N, K, A] with A at least this many times K is read as K predictions per anchor.
+PER_ANCHOR_RATIO = 8
 # Probability maps are thresholded here (a detector's "object here" cut-off).
 MAP_THRESHOLD = 0.5
 # At most this many samples take part in the nearest-neighbour search of an embedding.
@@ -65,9 +69,30 @@ def output_kind(name: str, ref: np.ndarray) -> Kind:
     if ref.ndim == 3 and ref.shape[2] > 1:
         # Softmax rows also lie in [0, 1]; a probability map's rows need not sum to 1.
         sums_to_one = np.allclose(ref.sum(axis=2), 1.0, atol=1e-3)
+        if _per_anchor(ref) and not (sums_to_one or _log_softmax_rows(ref)):
+            # A detector's [N, 4 + classes, anchors] (YOLO heads): its "steps" would be the
+            # box and class channels, so a per-step argmax means nothing there.
+            return "values"
         if not in_unit or sums_to_one:
             return "sequence"
     return "dense-map" if in_unit else "values"
+
+
+def _per_anchor(ref: np.ndarray) -> bool:
+    """[N, K, A] with far more positions than channels (A >= PER_ANCHOR_RATIO * K): one
+    column of K predictions per anchor, the layout of YOLO-style heads, not T steps of K
+    scores each."""
+    return ref.shape[2] >= PER_ANCHOR_RATIO * ref.shape[1]
+
+
+def _log_softmax_rows(ref: np.ndarray) -> bool:
+    """Rows that are log-probabilities (a CTC head's log-softmax): logsumexp ~ 0."""
+    if float(ref.max()) > 1e-6:
+        return False
+    rows = ref.astype(np.float64)
+    top = rows.max(axis=2, keepdims=True)
+    lse = top[..., 0] + np.log(np.exp(rows - top).sum(axis=2))
+    return bool(np.allclose(lse, 0.0, atol=1e-3))
 
 
 def _unit_rows(ref: np.ndarray) -> bool:

@@ -22,6 +22,10 @@ from compress_engine.tensors import TensorInfo
 
 # Value for symbolic dims other than the batch (sequence length, image side, ...).
 DEFAULT_DYNAMIC_DIM = 16
+# Larger guesses, tried in order when the model does not run at the one before: detectors and
+# deep CNNs downsample by 32 or more and join branches of different strides (a YOLO head's
+# Concat fails at 16x16), so a free image side needs a size they were built for.
+LARGER_GUESSES = (64, 224, 320, 640)
 INT_HIGH = 100  # ints drawn from [0, 100): valid ids for most vocabularies and index inputs
 # Values for scalar inputs without a constant, by name: an integer rate (sr, sample_rate, fs)
 # gets a common audio rate; any other scalar 1 (a count, a size, a scale, a step), never noise.
@@ -40,12 +44,13 @@ def resolve_shapes(
     batch_size: int,
     overrides: Mapping[str, Sequence[int]] | None = None,
     constants: Mapping[str, Any] | None = None,
+    guess: int = DEFAULT_DYNAMIC_DIM,
 ) -> dict[str, list[int]]:
     """Concrete shape per input.
 
     An override is used verbatim (its fixed dims must agree with the model), a constant has
     its own shape. Otherwise the batch dim (a dynamic leading dim, or wherever a batch symbol
-    stands) gets `batch_size`, and other dynamic dims DEFAULT_DYNAMIC_DIM; a symbol shared by
+    stands) gets `batch_size`, and other dynamic dims `guess`; a symbol shared by
     several inputs gets one value so that e.g. input_ids and attention_mask match.
     """
     overrides = dict(overrides or {})
@@ -84,9 +89,9 @@ def resolve_shapes(
             if isinstance(dim, int) and dim > 0:
                 shape.append(dim)
             elif isinstance(dim, str):
-                shape.append(symbols.setdefault(dim, DEFAULT_DYNAMIC_DIM))
+                shape.append(symbols.setdefault(dim, guess))
             else:  # unknown or 0/-1: batch if on the batch axis, else the default
-                shape.append(batch_size if i == axes[t.name] else DEFAULT_DYNAMIC_DIM)
+                shape.append(batch_size if i == axes[t.name] else guess)
         shapes[t.name] = shape
     return shapes
 

@@ -10,16 +10,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compress_engine.data import Dataset
-from compress_engine.errors import short_message
+from compress_engine.errors import EngineError, short_message
 from compress_engine.inspect import ModelInfo, inspect_onnx
 from compress_engine.measure.figures import static_figures
 from compress_engine.measure.inputs import (
+    DEFAULT_DYNAMIC_DIM,
+    LARGER_GUESSES,
     batch_dim_dynamic,
     guessed_scalars_note,
     random_feed,
     random_input_hint,
 )
-from compress_engine.measure.timed_shapes import ShapeSource, timed_shapes
+from compress_engine.measure.timed_shapes import ShapeSource, TimedShapes, timed_shapes
 from compress_engine.pipeline.compare import make_scorer
 from compress_engine.pipeline.sessions import batch_of, open_session, run_once, shapes_at
 from compress_engine.pipeline.splits import DataSplits
@@ -73,32 +75,17 @@ def measure_original(run: Run, dataset: Dataset | None) -> Original:
     with run.timed("Measure original"):
         info = inspect_onnx(run.model)
         data = None if dataset is None else DataSplits(dataset, info, ev)
-        timed = timed_shapes(
-            info.inputs, ev.batch_size, ev.input_shapes, _first_sample(data), ev.constants
-        )
+        cannot_load = "ONNX Runtime cannot load the original model"
+        session = open_session(run.model, run.providers, run.threads, cannot_load)
+        copy = open_session(run.model, run.providers, run.threads, cannot_load)
+        timed, batch, dynamic_batch, feeds = _shapes_that_run(session, info, ev, data)
         shapes = timed.shapes
         note = timed.default_note()
         if note is not None:
             run.notes.append(note)
         budget = resolve_budget(ev, labels=data is not None and data.dataset.labels is not None)
-        batch = batch_of(info, shapes)
-        dynamic_batch = any(batch_dim_dynamic(t) for t in info.inputs if shapes[t.name])
-        batch_sizes = list(dict.fromkeys([batch, *ev.batch_sizes])) if dynamic_batch else [batch]
-        feeds = {
-            b: _timing_feed(info, shapes_at(info, shapes, b), data, ev.seed, ev.constants)
-            for b in batch_sizes
-        }
         if data is None and (guessed := guessed_scalars_note(info.inputs, ev.constants)):
             run.notes.append(guessed)
-        cannot_load = "ONNX Runtime cannot load the original model"
-        session = open_session(run.model, run.providers, run.threads, cannot_load)
-        copy = open_session(run.model, run.providers, run.threads, cannot_load)
-        run_once(
-            session,
-            feeds[batch_sizes[0]],
-            "ONNX Runtime cannot run the original model on inputs of shapes "
-            f"{shapes} ({random_input_hint(info.inputs, ev.constants)})",
-        )
         _drop_failing_batches(session, feeds, run.notes)
         run.tracker.sub(0.5)
         macs_shapes = shapes_at(info, shapes, 1) if dynamic_batch else dict(shapes)
@@ -126,6 +113,41 @@ def _first_sample(data: DataSplits | None) -> Feed | None:
     if data is None or data.dataset.samples == 0:
         return None
     return next(data.dataset.batches(1))[0]
+
+
+def _shapes_that_run(
+    session: onnxruntime.InferenceSession, info: ModelInfo, ev: Any, data: DataSplits | None
+) -> tuple[TimedShapes, int, bool, dict[int, Feed]]:
+    """The shapes to time at, their batch, whether it is free, and a feed per batch size
+    (the headline one first). A free dim nothing sets gets the default guess, or the first
+    larger guess the model runs at: the original must run once at the shapes before anything
+    is measured."""
+    guesses = (DEFAULT_DYNAMIC_DIM, *LARGER_GUESSES)
+    for i, guess in enumerate(guesses):
+        timed = timed_shapes(
+            info.inputs, ev.batch_size, ev.input_shapes, _first_sample(data), ev.constants, guess
+        )
+        shapes = timed.shapes
+        batch = batch_of(info, shapes)
+        dynamic_batch = any(batch_dim_dynamic(t) for t in info.inputs if shapes[t.name])
+        batch_sizes = list(dict.fromkeys([batch, *ev.batch_sizes])) if dynamic_batch else [batch]
+        feeds = {
+            b: _timing_feed(info, shapes_at(info, shapes, b), data, ev.seed, ev.constants)
+            for b in batch_sizes
+        }
+        try:
+            run_once(
+                session,
+                feeds[batch_sizes[0]],
+                "ONNX Runtime cannot run the original model on inputs of shapes "
+                f"{shapes} ({random_input_hint(info.inputs, ev.constants)})",
+            )
+        except EngineError:
+            if not timed.defaulted or i == len(guesses) - 1:
+                raise
+            continue
+        return timed, batch, dynamic_batch, feeds
+    raise AssertionError("unreachable: the last guess raises or returns")
 
 
 def _timing_feed(
