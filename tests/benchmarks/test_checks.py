@@ -10,6 +10,7 @@ def _row(model, variant, size, agree, b1, **extra):
         "model": model,
         "variant": variant,
         "size_ratio": size,
+        "size_bytes": round(size * 1_000_000),
         "top1_agreement": agree,
         "top5_agreement": None,
         "nn_agreement": None,
@@ -54,6 +55,17 @@ def test_it_names_the_rows_that_dominate_auto():
     assert front["value"] == "static-int8"
     rows = [r for r in ROWS if r["variant"] != "static-int8"]
     assert checks.on_pareto_front(rows)[0]["reached"] is True
+
+
+def test_a_row_of_the_same_file_is_the_same_point_not_a_rival():
+    same = {"size_bytes": 5, "max_abs_error": 0.1}
+    rows = [
+        _row("efficientnet-lite0", "static-int8", 0.27, 0.93, 1.64, **same),
+        _row("efficientnet-lite0", "auto", 0.27, 0.93, 1.28, **same),
+    ]
+    assert checks.on_pareto_front(rows)[0]["reached"] is True
+    rows[0]["size_bytes"] = 4  # another file, as good and faster: it dominates
+    assert checks.on_pareto_front(rows)[0]["reached"] is False
 
 
 def test_the_readme_table_puts_peers_in_italics_and_shows_top5():
