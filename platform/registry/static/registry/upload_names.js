@@ -118,8 +118,7 @@
     hint.textContent = answer.hint;
   }
 
-  document.addEventListener("change", function (event) {
-    var input = event.target;
+  function prefill(input) {
     var form = input.form;
     if (input.type !== "file" || !form || !form.dataset.namesUrl) return;
     var file = input.files && input.files[0];
@@ -133,5 +132,12 @@
         body: JSON.stringify({ members: found }),
       }).then(function (r) { return r.ok ? r.json() : null; });
     }).then(function (answer) { show(form, answer); }).catch(function () { /* no change */ });
+  }
+
+  document.addEventListener("change", function (event) { prefill(event.target); });
+  // A file chosen before this (deferred) script ran, or kept by the browser when the page is
+  // shown again, fired its change event before anyone listened: read it now.
+  document.querySelectorAll("form[data-names-url] input[type=file]").forEach(function (input) {
+    if (input.files && input.files.length) prefill(input);
   });
 })();
