@@ -408,20 +408,11 @@ def _round(x: float | None, digits: int = 6) -> float | None:
 # --- targets, table ---------------------------------------------------------------------
 
 
-def _lookup(row: dict[str, Any], key: str) -> Any:
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for model, variant, key, op, threshold in TARGETS:
         row = next((r for r in rows if r["model"] == model and r["variant"] == variant), None)
-        value = None if row is None else _lookup(row, key)
+        value = None if row is None else checks.lookup(row, key)
         reached = None
         if isinstance(value, int | float):
             reached = value <= threshold if op == "<=" else value >= threshold

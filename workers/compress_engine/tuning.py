@@ -24,7 +24,6 @@ from compress_engine.measure.runtime import adapt_feed, create_session
 from compress_engine.onnx_files import model_bytes
 from compress_engine.passes.base import PassResult
 from compress_engine.passes.tunable import TRIAL_CALIBRATION_SAMPLES
-from compress_engine.quality import check_candidate
 from compress_engine.report import LayerSensitivityInfo, SearchSummary
 from compress_engine.search import (
     SearchOutcome,
@@ -337,12 +336,5 @@ class _FloorCheck:
         if ev.floor is None:
             return []
         if path not in self.seen:
-            self.seen[path] = check_candidate(
-                ev.original,
-                path,
-                (feed for feed, _ in ev.scorer.batches),
-                providers=ev.providers,
-                threads=ev.threads,
-                floor=ev.floor,
-            )
+            self.seen[path] = ev.below_floor(path)
         return self.seen[path]

@@ -26,7 +26,6 @@ from compress_engine.passes.base import (
     SubStage,
 )
 from compress_engine.passes.registry import pass_for_step, register
-from compress_engine.quality import check_candidate
 from compress_engine.report import (
     AutoCandidate,
     AutoSummary,
@@ -212,14 +211,7 @@ def _measure(
     out = []
     for (mode, res), lat in zip(built.items(), latencies, strict=True):
         metric = None if ev.budget is None else ev.scorer.metric(res.model_path, ev.budget)
-        below = check_candidate(
-            ev.original,
-            res.model_path,
-            (feed for feed, _ in ev.scorer.batches),
-            providers=ev.providers,
-            threads=ev.threads,
-            floor=ev.floor,
-        )
+        below = ev.below_floor(res.model_path)
         out.append(
             AutoCandidate(
                 mode=mode,

@@ -69,6 +69,20 @@ class Evaluator:
     # evaluate.quality_floor: a candidate below it is never handed back as the answer.
     floor: QualityFloor | None = None
 
+    def below_floor(self, path: Path) -> list[str]:
+        """Why the model at `path` is below the quality floor on the scorer's batches, judged
+        against the original ([] = it is not, or no floor is set)."""
+        from compress_engine.quality import check_candidate
+
+        return check_candidate(
+            self.original,
+            path,
+            (feed for feed, _ in self.scorer.batches),
+            providers=self.providers,
+            threads=self.threads,
+            floor=self.floor,
+        )
+
 
 @dataclass
 class PassContext:

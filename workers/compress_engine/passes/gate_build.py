@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress_engine.passes.base import Evaluator, PassResult
-from compress_engine.quality import check_candidate
 from compress_engine.report import GatedGroup, QuantizationDetails
 from compress_engine.report_figures import UNSTABLE_NOISE
 from compress_engine.search.latency_gate import (
@@ -204,11 +203,4 @@ def _rejected(path: Path, ev: Evaluator) -> list[str]:
         metric = ev.scorer.metric(path, ev.budget)
         if not ev.budget.meets(metric):
             reasons.append(f"it misses the budget ({ev.budget.show(metric)})")
-    return reasons + check_candidate(
-        ev.original,
-        path,
-        (feed for feed, _ in ev.scorer.batches),
-        providers=ev.providers,
-        threads=ev.threads,
-        floor=ev.floor,
-    )
+    return reasons + ev.below_floor(path)
