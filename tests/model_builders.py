@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -490,4 +490,18 @@ def save_x_torchscript(path: Path) -> Path:
             return self.conv(x).mean((2, 3))
 
     torch.jit.save(torch.jit.trace(Net().eval(), torch.randn(1, 3, 8, 8)), path)
+    return path
+
+
+def save_graph(graph: Any, path: Path | str, opset: int = 17) -> Path:
+    """A hand-built onnx.GraphProto saved as a checked model at `opset`, with IR version 8
+    (what every ONNX Runtime the engine supports loads)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
     return path

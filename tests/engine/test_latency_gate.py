@@ -29,6 +29,7 @@ from compress_engine.search.latency_gate import (
     op_groups,
     settle,
 )
+from model_builders import save_graph
 
 # Conv timing needs a quiet-enough band: one thread leaves the other core to the machine's
 # other work, and 40 rounds give five blocks of eight for the band.
@@ -217,11 +218,7 @@ def _conv_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compress_engine import Recipe, compress
 from compress_engine.passes.mixed_ranges import OPTION, choose_split, output_concats
 from compress_engine.report import QuantChoice, Report
+from model_builders import save_graph
 
 K, BOXES, CLASSES = 8, 4, 3
 PIXELS = 300.0
@@ -59,11 +60,7 @@ def head_model(path: Path, *, scale: float = PIXELS, reader: str | None = None) 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def _inputs(samples: int, seed: int) -> np.ndarray:

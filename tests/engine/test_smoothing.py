@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compress_engine import EngineError, Recipe, compress
 from compress_engine.passes import smoothing_graph
 from compress_engine.report import QuantChoice, Report
+from model_builders import save_graph
 
 K, F, SEQ = 16, 32, 6
 
@@ -31,11 +32,7 @@ def _save(nodes: list, inits: list, outputs: dict[str, list], path: Path) -> Pat
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, dims) for o, dims in outputs.items()],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def qkv_model(path: Path, seed: int = 0) -> Path:

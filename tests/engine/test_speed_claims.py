@@ -382,8 +382,9 @@ def test_a_model_that_cannot_run_at_the_default_guess_is_timed_at_a_larger_one(
 ) -> None:
     # A 33x33 kernel without padding needs at least 33x33: the default 16 fails, 64 runs
     # (a detector's branches of different strides fail the same way at small sizes).
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from model_builders import save_graph
 
     weight = np.random.default_rng(0).standard_normal((2, 1, 33, 33)).astype(np.float32)
     graph = helper.make_graph(
@@ -393,10 +394,7 @@ def test_a_model_that_cannot_run_at_the_default_guess_is_timed_at_a_larger_one(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, "oh", "ow"])],
         [numpy_helper.from_array(weight, "w")],
     )
-    path = tmp_path / "big_kernel.onnx"
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    path = save_graph(graph, tmp_path / "big_kernel.onnx")
 
     report = compress(
         path, {"steps": [{"quantize": {"mode": "fp16"}}], "evaluate": FAST}, None, tmp_path / "o"
