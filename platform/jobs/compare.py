@@ -38,7 +38,7 @@ class CompareRow:
 
 
 @dataclass(frozen=True)
-class _Metric:
+class Metric:
     section: str
     label: str
     value: Callable[[Any], float | None]  # Report -> figure (None: not measured)
@@ -76,16 +76,14 @@ def _sparsity(report: Any) -> float | None:
     return 1 - nonzero / total
 
 
-def _metrics(reports: Sequence[Any]) -> list[_Metric]:
+def _metrics(reports: Sequence[Any]) -> list[Metric]:
     metrics = [
-        _Metric("Size", "File size", lambda r: r.result.size_bytes, "min", filesizeformat),
-        _Metric("Size", "Size vs original", lambda r: r.size_ratio, "min", lambda v: f"{v:.3f}×"),
-        _Metric("Size", "Parameters", lambda r: r.result.parameters, "min", _count),
-        _Metric(
-            "Size", "Non-zero parameters", lambda r: r.result.nonzero_parameters, "min", _count
-        ),
-        _Metric("Size", "Sparsity", _sparsity, "max", lambda v: f"{100 * v:.1f}%"),
-        _Metric("Size", "MACs (batch 1)", lambda r: r.result.macs, "min", _count),
+        Metric("Size", "File size", lambda r: r.result.size_bytes, "min", filesizeformat),
+        Metric("Size", "Size vs original", lambda r: r.size_ratio, "min", lambda v: f"{v:.3f}×"),
+        Metric("Size", "Parameters", lambda r: r.result.parameters, "min", _count),
+        Metric("Size", "Non-zero parameters", lambda r: r.result.nonzero_parameters, "min", _count),
+        Metric("Size", "Sparsity", _sparsity, "max", lambda v: f"{100 * v:.1f}%"),
+        Metric("Size", "MACs (batch 1)", lambda r: r.result.macs, "min", _count),
     ]
     # Every batch size any of the jobs timed, in the order they were first met.
     batches = list(
@@ -115,25 +113,25 @@ def _metrics(reports: Sequence[Any]) -> list[_Metric]:
 
         p90_noise = "the p50–p90 spread of the timed runs"
         metrics += [
-            _Metric(
+            Metric(
                 "Latency", f"p50, batch {batch}", latency("p50_ms"), "min", _ms,
                 spread("p90_ms"), p90_noise,
             ),
-            _Metric(
+            Metric(
                 "Latency", f"p90, batch {batch}", latency("p90_ms"), "min", _ms,
                 spread("p90_ms"), p90_noise,
             ),
-            _Metric(
+            Metric(
                 "Latency", f"p99, batch {batch}", latency("p99_ms"), "min", _ms,
                 spread("p99_ms"), "the p50–p99 spread of the timed runs",
             ),
-            _Metric(
+            Metric(
                 "Latency", f"Throughput, batch {batch}", latency("throughput_per_s"), "max",
                 lambda v: f"{v:,.1f}/s", throughput_spread, p90_noise,
             ),
         ]  # fmt: skip
     metrics += [
-        _Metric(
+        Metric(
             "Latency",
             "p50 vs original",
             lambda r: r.latency_ratio,
@@ -142,7 +140,7 @@ def _metrics(reports: Sequence[Any]) -> list[_Metric]:
             _ratio_spread,
             "the p50–p90 spread of the timed runs",
         ),
-        _Metric(
+        Metric(
             "Quality",
             "Top-1 accuracy",
             lambda r: r.accuracy.result_top1 if r.accuracy else None,
@@ -152,7 +150,7 @@ def _metrics(reports: Sequence[Any]) -> list[_Metric]:
             "standard error of top-1 over the samples",
             standard_error=True,
         ),
-        _Metric(
+        Metric(
             "Quality",
             "Top-1 change",
             lambda r: -r.accuracy.drop_points if r.accuracy else None,
@@ -163,14 +161,14 @@ def _metrics(reports: Sequence[Any]) -> list[_Metric]:
             lambda v: f"{v:.2f} pt",
             standard_error=True,
         ),
-        _Metric(
+        Metric(
             "Quality",
             "Fidelity cosine",
             lambda r: r.fidelity.summary.cosine_similarity,
             "max",
             lambda v: f"{v:.6f}",
         ),
-        _Metric(
+        Metric(
             "Quality",
             "Max abs error",
             lambda r: r.fidelity.summary.max_abs_diff,
@@ -199,13 +197,31 @@ def _top1_error(report: Any) -> float | None:
     return max(math.sqrt(p * (1 - p) / acc.samples), 1 / acc.samples)
 
 
+def mixing_problem(jobs: Sequence[Any]) -> str | None:
+    """Language-model jobs compare with language-model jobs only: their latency is per
+    generated token, their quality perplexity, neither comparable with an ONNX graph's."""
+    llm = [job for job in jobs if job.model_version.is_llm]
+    if llm and len(llm) != len(jobs):
+        return (
+            "Language-model jobs compare only with language-model jobs (perplexity, decode "
+            "tokens/s, memory), ONNX jobs only with ONNX jobs (latency per inference, "
+            f"accuracy, fidelity); {len(llm)} of the {len(jobs)} jobs picked are language-model "
+            "jobs. Pick jobs of one kind."
+        )
+    return None
+
+
 def compare_rows(reports: Sequence[Any]) -> list[CompareRow]:
     """One row per figure; `reports` are compress_engine Reports (None: the job has no
     report yet, shown as a dash). When at least two jobs have the figure, the best value is
     marked as best if it beats every other beyond their measured noise; otherwise it and the
-    values within noise of it are marked as a tie."""
+    values within noise of it are marked as a tie. Language-model reports (all of them, see
+    mixing_problem) compare on their own figures (jobs.compare_llm)."""
+    from jobs.compare_llm import llm_metrics
+
+    llm = any(r is not None and r.llm is not None for r in reports)
     rows = []
-    for metric in _metrics(reports):
+    for metric in llm_metrics() if llm else _metrics(reports):
         values = [None if r is None else metric.value(r) for r in reports]
         spreads = [None if r is None else metric.spread(r) for r in reports]
         present = [i for i, v in enumerate(values) if v is not None]
@@ -238,7 +254,7 @@ def compare_rows(reports: Sequence[Any]) -> list[CompareRow]:
     return rows
 
 
-def _noise_text(metric: _Metric, spread: float | None) -> str:
+def _noise_text(metric: Metric, spread: float | None) -> str:
     if spread is None or not metric.noise_name:
         return ""
     return f"±{(metric.spread_text or metric.text)(spread)} ({metric.noise_name})"

@@ -73,6 +73,9 @@ def _with_ratios(jobs: QuerySet[Job]) -> QuerySet[Job]:
         latency_ratio=Cast(KT("report__latency_ratio"), FloatField()),
         accuracy_drop=Cast(KT("report__accuracy__drop_points"), FloatField()),
         cosine=Cast(KT("report__fidelity__summary__cosine_similarity"), FloatField()),
+        # A language model's quality: its perplexity change, percent (lower is better). Its
+        # latency_ratio is per generated token (1 / the decode speed ratio).
+        ppl_delta=Cast(KT("report__llm__ppl_delta_pct"), FloatField()),
         # Below the recipe's quality floor (reports older than the floor carry no verdict).
         not_recommended=Case(
             When(report__recommended=False, then=Value(True)),
@@ -257,6 +260,7 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
             "latency_ratio",
             "cosine",
             "top1",
+            "ppl_delta",
             "not_recommended",
         )[:SCATTER_LIMIT]
     )
@@ -273,11 +277,14 @@ def _build_scatter(project: Project) -> dict[str, Any] | None:
 
 def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """One model version's jobs: accuracy when every one of them was scored on labels, else
-    fidelity (cosine similarity to the original), and the chart says which and why.
+    fidelity (cosine similarity to the original), and the chart says which and why; for a
+    language model, the perplexity change (lower is better) against latency per token.
 
     The front is the recommended points: jobs at or above their quality floor that no other
     such job beats on all three. A job below its floor (Report.recommended false) is no
     trade-off to pick however small or fast, so it is never on the front nor hides a job."""
+    if all(job["ppl_delta"] is not None for job in jobs):
+        return _llm_chart(index, jobs)
     without_labels = sum(1 for job in jobs if job["top1"] is None)
     use_accuracy = without_labels == 0
     rows = [(job, 100 * job["top1"] if use_accuracy else job["cosine"]) for job in jobs]
@@ -287,19 +294,7 @@ def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         [(job["latency_ratio"], job["size_ratio"], -m) for job, m in eligible]
     )
     on_front = {id(job) for (job, _), won in zip(eligible, undominated, strict=True) if won}
-    points = [
-        {
-            "job": str(job["uuid"]),
-            "label": _row_title(job),
-            "url": reverse("jobs-detail", kwargs={"job_uuid": job["uuid"]}),
-            "latency_ratio": round(job["latency_ratio"], 4),
-            "size_ratio": round(job["size_ratio"], 4),
-            "metric": round(m, 6),
-            "front": id(job) in on_front,
-            "recommended": not job["not_recommended"],
-        }
-        for job, m in rows
-    ]
+    points = [_point(job, m, id(job) in on_front) for job, m in rows]
     first = jobs[0]
     if use_accuracy:
         label, note = "Accuracy: top-1 on labelled data (%)", ""
@@ -317,6 +312,43 @@ def _chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         "note": note,
         "points": points,
         "front": [p for p in points if p["front"]],
+    }
+
+
+def _llm_chart(index: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A language model's jobs: the perplexity change (minimised, like latency and size)."""
+    rows = [(job, job["ppl_delta"]) for job in jobs]
+    eligible = [(job, m) for job, m in rows if not job["not_recommended"]]
+    undominated = pareto_front(
+        [(job["latency_ratio"], job["size_ratio"], m) for job, m in eligible]
+    )
+    on_front = {id(job) for (job, _), won in zip(eligible, undominated, strict=True) if won}
+    points = [_point(job, m, id(job) in on_front) for job, m in rows]
+    first = jobs[0]
+    return {
+        "id": f"pareto-data-{index}",
+        "version": f"{first['model_version__name']} v{first['model_version__version']}",
+        "metric": "perplexity",
+        "metric_label": "Perplexity change vs the original (%, lower is better)",
+        "note": (
+            "A language model: latency is per generated token (greedy decode, batch 1), so "
+            "left is faster decoding."
+        ),
+        "points": points,
+        "front": [p for p in points if p["front"]],
+    }
+
+
+def _point(job: dict[str, Any], metric: float, front: bool) -> dict[str, Any]:
+    return {
+        "job": str(job["uuid"]),
+        "label": _row_title(job),
+        "url": reverse("jobs-detail", kwargs={"job_uuid": job["uuid"]}),
+        "latency_ratio": round(job["latency_ratio"], 4),
+        "size_ratio": round(job["size_ratio"], 4),
+        "metric": round(metric, 6),
+        "front": front,
+        "recommended": not job["not_recommended"],
     }
 
 

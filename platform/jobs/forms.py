@@ -27,7 +27,16 @@ from compress_engine import (
     suggest_preset,
 )
 from compress_engine.configs import EvaluateConfig, Recipe
+from jobs.llm_form import (
+    TextUse,
+    is_llm_technique,
+    llm_fields,
+    text_use,
+    usable_datasets,
+    with_llm_settings,
+)
 from jobs.recipe_builder import (
+    BuilderField,
     BuilderStep,
     Technique,
     insert_step,
@@ -55,7 +64,9 @@ from registry.preprocessing import Preprocessing, model_image_layout
 
 @dataclass
 class JobForm:
-    """What the job form shows: the builder, the YAML, the dataset and what is wrong."""
+    """What the job form shows: the builder, the YAML, the dataset and what is wrong. A
+    language model's form offers only the language-model presets, modes and text datasets;
+    an ONNX graph's form none of them."""
 
     version: ModelVersion
     recipe_yaml: str
@@ -77,7 +88,7 @@ class JobForm:
             recipe_yaml=text.yaml,
             recipe=text.recipe,
             recipe_error=text.error,
-            datasets=list(version.project.datasets.all()),
+            datasets=usable_datasets(version),
             preset=matching_preset(text.recipe) if text.recipe is not None else None,
             **fields,
         )
@@ -86,7 +97,13 @@ class JobForm:
     def suggestion(self) -> PresetSuggestion:
         """The preset the engine suggests for this model (compress_engine.suggest_preset):
         a hint beside the preset; it changes no choice."""
-        return suggest_preset(self.version.op_types or {}, self.dataset is not None)
+        return suggest_preset(
+            self.version.op_types or {}, self.dataset is not None, llm=self.is_llm
+        )
+
+    @property
+    def is_llm(self) -> bool:
+        return self.version.is_llm
 
     @property
     def normalisation(self) -> Normalisation | None:
@@ -100,11 +117,25 @@ class JobForm:
 
     @property
     def presets(self) -> list[Preset]:
-        return list(PRESETS.values())
+        return [p for p in PRESETS.values() if p.llm == self.is_llm]
 
     @property
     def techniques(self) -> list[Technique]:
-        return list(techniques().values())
+        return [t for t in techniques().values() if is_llm_technique(t.mode) == self.is_llm]
+
+    @property
+    def can_add_step(self) -> bool:
+        """A language model's recipe is one step: its technique is switched, not added to."""
+        return not (self.is_llm and self.steps)
+
+    @property
+    def llm_fields(self) -> list[BuilderField]:
+        """A language model's measurement settings (evaluate.llm) as fields."""
+        return llm_fields(self.recipe, self.recipe_yaml) if self.is_llm else []
+
+    @property
+    def text_use(self) -> TextUse | None:
+        return text_use(self.recipe, self.dataset) if self.is_llm else None
 
     @property
     def split(self) -> DataSplit:
@@ -271,9 +302,13 @@ def initial_form(
     the engine suggests for this model with the model's own preprocessing. A suggestion that
     calibrates or trains starts on the project's newest dataset."""
     if recipe is None:
-        newest = dataset or version.project.datasets.first()
-        suggestion = suggest_preset(version.op_types or {}, newest is not None)
-        if suggestion.preset.needs_data:
+        usable = usable_datasets(version)
+        newest = dataset or (usable[0] if usable else None)
+        llm = version.is_llm
+        suggestion = suggest_preset(version.op_types or {}, newest is not None, llm=llm)
+        # A language model calibrates on the project's newest text when there is some (the
+        # bundled prose otherwise).
+        if suggestion.preset.needs_data or llm:
             dataset = newest
         text = model_defaults(recipe_text(suggestion.preset.recipe()), version)
     else:
@@ -289,7 +324,8 @@ def form_from_post(version: ModelVersion, user: User, data: QueryDict) -> JobFor
     `build` (a builder field changed: regenerate the YAML), `yaml` (the YAML changed: rebuild
     the builder from it when it parses), `split` (a data split field changed: write it to the
     YAML's evaluate section), `normalisation` (the image mean/std changed: likewise),
-    `dataset` (another dataset chosen: as `yaml`; the recipe does not change).
+    `dataset` (another dataset chosen: as `yaml`; the recipe does not change), `llm` (a
+    language model's measurement setting changed: written to the YAML's evaluate.llm).
 
     A preset replaces the steps, exports and evaluate settings but keeps the split and the
     normalisation chosen on the form, and nothing else rewrites them: the same choices give
@@ -317,6 +353,8 @@ def form_from_post(version: ModelVersion, user: User, data: QueryDict) -> JobFor
             text = with_split(posted, data)
         elif action == "normalisation":
             text = with_normalisation(posted, data)
+        elif action == "llm":
+            text = with_llm_settings(posted, data)
         else:
             text = read_recipe(posted)
         # Unparsable YAML: the builder keeps what it had; the YAML's error shows under it.
@@ -339,7 +377,18 @@ def job_form_context(user: User, version: ModelVersion, form: JobForm | None = N
     """Everything templates/jobs/inc/job_form.html needs, for any page that shows it."""
     from accounts.access import can_write
 
-    # Candidate distillation teachers: the team's other versions with the same inputs.
+    return {
+        "job_form": form or initial_form(version, user),
+        "teachers": _teachers(version),
+        "can_write": can_write(user, version.project.team),
+    }
+
+
+def _teachers(version: ModelVersion) -> list[ModelVersion]:
+    """Candidate distillation teachers: the team's other versions with the same inputs (none
+    for a language model, which has no distill step)."""
+    if version.is_llm:
+        return []
     others = (
         ModelVersion.objects.filter(
             project__team=version.project.team, status=ModelVersion.Status.READY
@@ -347,8 +396,4 @@ def job_form_context(user: User, version: ModelVersion, form: JobForm | None = N
         .exclude(pk=version.pk)
         .select_related("project")[:200]
     )
-    return {
-        "job_form": form or initial_form(version, user),
-        "teachers": [v for v in others if v.takes_same_inputs(version)][:50],
-        "can_write": can_write(user, version.project.team),
-    }
+    return [v for v in others if v.takes_same_inputs(version)][:50]

@@ -453,3 +453,7 @@ class WorkerHeartbeat(models.Model):
     def alive(cls) -> models.QuerySet[WorkerHeartbeat]:
         cutoff = timezone.now() - timedelta(seconds=settings.MODELPRESS_WORKER_STALE_SECONDS)
         return cls.objects.filter(last_seen__gte=cutoff)
+
+
+# Defined in a module of its own (this one is long); imported here so the app registers it.
+from jobs.prompt_models import JobPrompt  # noqa: E402, F401

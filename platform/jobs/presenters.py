@@ -113,12 +113,17 @@ def chart_data(report: Any) -> dict[str, Any]:
 # --- artifacts -------------------------------------------------------------------------------
 
 
+# How a format reads on the page where its short name would not say enough.
+FORMAT_LABELS = {"genai-zip": "onnxruntime-genai folder (zip)"}
+
+
 @dataclass(frozen=True)
 class ArtifactRow:
     """One file the run produced or tried to produce (a failed export has no download)."""
 
     name: str
     format: str
+    format_label: str
     precision: str
     ok: bool
     status: str  # "ok" | "failed", also the row's data-status
@@ -151,6 +156,7 @@ def artifact_rows(report: Any, stored: Iterable[Any]) -> list[ArtifactRow]:
             ArtifactRow(
                 name=info.name,
                 format=info.format,
+                format_label=FORMAT_LABELS.get(info.format, info.format),
                 precision=info.precision,
                 ok=info.ok,
                 status=info.status,
@@ -172,9 +178,15 @@ def artifact_rows(report: Any, stored: Iterable[Any]) -> list[ArtifactRow]:
 
 def artifact_check_note(report: Any) -> str:
     """How the files were checked, from the first file that was run ("" if none was)."""
-    check = next((a.check for a in report.artifacts if a.check is not None), None)
-    if check is None:
+    checked = next((a for a in report.artifacts if a.check is not None), None)
+    if checked is None:
         return ""
+    check = checked.check
+    if report.llm is not None:
+        return (
+            f"{checked.name} was loaded by {check.runtime} and generated ({check.inputs}) before "
+            "it was offered; its figures are the compressed model's above."
+        )
     if check.inputs == "random":
         inputs = f"{check.samples} seeded random inputs (no dataset)"
     else:

@@ -178,7 +178,7 @@ def new_step(key: str, values: Mapping[str, Any] | None = None) -> BuilderStep:
     )
 
 
-def _parse_value(spec: FieldSpec, raw: list[str]) -> Any:
+def parse_value(spec: FieldSpec, raw: list[str]) -> Any:
     """One posted field to a typed value (pydantic reports what does not parse)."""
     if spec.input == "bool":
         # A hidden "false" precedes the checkbox: the last value posted wins.
@@ -220,7 +220,7 @@ def steps_from_post(data: QueryDict) -> list[BuilderStep]:
             continue
         technique = techniques()[key]
         values = {
-            spec.name: _parse_value(spec, data.getlist(f"steps-{i}-{spec.name}"))
+            spec.name: parse_value(spec, data.getlist(f"steps-{i}-{spec.name}"))
             for spec in field_specs(technique.config)
             if f"steps-{i}-{spec.name}" in data
         }

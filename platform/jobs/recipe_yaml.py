@@ -100,6 +100,7 @@ FORM_EVALUATE_KEYS = (
     "seed",
     "image_mean",
     "image_std",
+    "llm",  # a language model's measurement settings (jobs.llm_form)
 )
 
 

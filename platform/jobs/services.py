@@ -14,7 +14,7 @@ from accounts import audit
 from accounts.access import require_delete
 from accounts.models import User
 from accounts.quotas import QuotaExceeded, check_job_start
-from compress_engine import EngineError, Recipe, default_recipe, step_needs
+from compress_engine import PRESETS, EngineError, Recipe, default_recipe, step_needs
 from compress_engine.configs import DistillStep, step_kind
 from jobs.models import Job, Reaped
 from jobs.routing import choose_queue
@@ -32,11 +32,15 @@ class JobRejected(Rejected):
     """A job that cannot be started; the message is shown to the user."""
 
 
-def parse_recipe(raw: Any) -> Recipe:
-    """A recipe (a Recipe, a dict or YAML text; blank means the default) validated through
-    the engine's schema."""
+# A blank recipe for a language model: the preset its job form starts from.
+LLM_DEFAULT_PRESET = "llm-int4"
+
+
+def parse_recipe(raw: Any, *, llm: bool = False) -> Recipe:
+    """A recipe (a Recipe, a dict or YAML text; blank means the default: dynamic int8, or
+    for a language model (`llm`) the llm-int4 preset) validated through the engine's schema."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default_recipe()
+        return PRESETS[LLM_DEFAULT_PRESET].recipe() if llm else default_recipe()
     try:
         return Recipe.parse(raw)
     except EngineError as exc:
@@ -64,6 +68,45 @@ def _data_refusal(recipe: Recipe, dataset: Dataset | None) -> str | None:
             f"{', '.join(needing)} {verb} on labels and the dataset {dataset.name!r} has none: "
             "choose a dataset with labels (`y` or `labels` in the .npz), or use distill, which "
             "works without them."
+        )
+    return None
+
+
+def _model_refusal(recipe: Recipe, version: ModelVersion) -> str | None:
+    """A recipe for the other kind of model: language-model modes on an ONNX graph, or ONNX
+    steps on a language model (the engine refuses both; said here before anything queues)."""
+    if version.is_llm and not recipe.is_llm:
+        return (
+            f"{version.name} v{version.version} is a language model: its recipe has one step, "
+            "quantize with mode weight-only or llm-auto (e.g. the llm-int4, llm-int8 or "
+            "llm-auto preset). The ONNX modes (dynamic-int8, static-int8, fp16, weight-int4, "
+            "auto) and prune, distill and finetune work on single ONNX graphs."
+        )
+    if recipe.is_llm and not version.is_llm:
+        return (
+            "Quantize modes weight-only and llm-auto are for language models (uploaded as a "
+            f"zipped Hugging Face folder or a GGUF file); {version.name} v{version.version} is "
+            "an ONNX graph: use dynamic-int8, static-int8, fp16, weight-int4 or auto (e.g. the "
+            "fast-int8 preset)."
+        )
+    return None
+
+
+def _dataset_kind_refusal(version: ModelVersion, dataset: Dataset | None) -> str | None:
+    """Text for language models, tensors (.npz, image folders) for ONNX graphs."""
+    if dataset is None:
+        return None
+    if version.is_llm and not dataset.is_text:
+        holds = "image folders" if dataset.is_image_folder else "arrays (.npz)"
+        return (
+            f"The dataset {dataset.name!r} holds {holds}; a language model "
+            "calibrates and is measured on text: choose a text dataset (.txt or .jsonl), or "
+            "none for the bundled prose."
+        )
+    if dataset.is_text and not version.is_llm:
+        return (
+            f"The dataset {dataset.name!r} is text, for language models; this model takes "
+            "tensors: choose a .npz or image-folder dataset."
         )
     return None
 
@@ -299,9 +342,13 @@ def preflight_job(
         require_ready(model_version)
     except RegistryRejected as exc:
         raise JobRejected(str(exc)) from exc
-    parsed = parse_recipe(recipe)
+    parsed = parse_recipe(recipe, llm=model_version.is_llm)
     if dataset is not None and dataset.project_id != model_version.project_id:
         raise JobRejected("The dataset belongs to another project.")
+    if refusal := _model_refusal(parsed, model_version) or _dataset_kind_refusal(
+        model_version, dataset
+    ):
+        raise JobRejected(refusal)
     if refusal := _data_refusal(parsed, dataset):
         raise JobRejected(refusal)
     _check_quota(model_version.project.team)

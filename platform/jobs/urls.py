@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from jobs import views
+from jobs import prompt_views, views
 
 urlpatterns = [
     path("start/<uuid:version_uuid>/", views.job_create, name="jobs-create"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("<uuid:job_uuid>/status/", views.job_status, name="jobs-status"),
     path("<uuid:job_uuid>/cancel/", views.job_cancel, name="jobs-cancel"),
     path("<uuid:job_uuid>/retry/", views.job_retry, name="jobs-retry"),
+    path("<uuid:job_uuid>/prompts/", prompt_views.job_prompts, name="jobs-prompts"),
     path("<uuid:job_uuid>/delete/", views.job_delete, name="jobs-delete"),
     path("<uuid:job_uuid>/duplicate/", views.job_duplicate, name="jobs-duplicate"),
     path("<uuid:job_uuid>/report.json", views.report_download, name="jobs-report"),

@@ -21,7 +21,7 @@ from accounts.access import can_delete, can_write, require_write
 from accounts.models import User
 from jobs.access import get_artifact_for_user, get_job_for_user, jobs_for
 from jobs.bundles import bundle_name, stream_bundle
-from jobs.compare import MAX_JOBS, MIN_JOBS, compare_rows
+from jobs.compare import MAX_JOBS, MIN_JOBS, compare_rows, mixing_problem
 from jobs.dashboard import jobs_table
 from jobs.download_links import (
     LinkExpired,
@@ -34,6 +34,7 @@ from jobs.download_links import (
 from jobs.downloads import artifact_response
 from jobs.forms import form_from_post, initial_form, job_form_context
 from jobs.live import eta_text, log_lines, stage_rows
+from jobs.llm_results import llm_section
 from jobs.models import Job
 from jobs.presenters import (
     artifact_check_note,
@@ -44,6 +45,7 @@ from jobs.presenters import (
     pruning_section,
     training_sections,
 )
+from jobs.prompts import prompt_region
 from jobs.services import (
     JobRejected,
     cancel_job,
@@ -159,16 +161,23 @@ def _job_context(job: Job, user: User) -> dict:
     }
     if job.report:
         report = Report.model_validate(job.report)
+        llm = llm_section(report)  # a language model's own figures, or None
         context.update(
             report=report,
-            rows=comparison_rows(report),
+            llm=llm,
             artifact_rows=artifact_rows(report, job.artifacts.all()),
             artifact_check_note=artifact_check_note(report),
-            chart_data=chart_data(report),
-            training_sections=training_sections(report, _teacher_names(job, report)),
-            pruning=pruning_section(report),
             report_json=json.dumps(job.report, indent=2),
         )
+        if llm is not None:  # "Ask both models" (jobs.prompts)
+            context["ask"] = prompt_region(job, user)
+        if llm is None:  # the ONNX sections, which a language model's page leaves out
+            context.update(
+                rows=comparison_rows(report),
+                chart_data=chart_data(report),
+                training_sections=training_sections(report, _teacher_names(job, report)),
+                pruning=pruning_section(report),
+            )
     else:
         context["live_training"] = live_training(job)
     return context
@@ -347,6 +356,8 @@ def job_compare(request: HttpRequest) -> HttpResponse:
     if len(found) != len(wanted):
         raise Http404
     jobs = [found[u] for u in wanted]
+    if problem := mixing_problem(jobs):
+        return render(request, "jobs/compare.html", {"problem": problem}, status=400)
     reports = [_report_or_none(j) for j in jobs]
     columns = [
         {
@@ -357,7 +368,9 @@ def job_compare(request: HttpRequest) -> HttpResponse:
         }
         for job, report in zip(jobs, reports, strict=True)
     ]
-    return render(request, "jobs/compare.html", {"columns": columns, "rows": compare_rows(reports)})
+    llm = any(job.model_version.is_llm for job in jobs)
+    context = {"columns": columns, "rows": compare_rows(reports), "llm": llm}
+    return render(request, "jobs/compare.html", context)
 
 
 def _report_or_none(job: Job) -> Any:

@@ -95,6 +95,11 @@ class ModelVersionOut(Schema):
     parameters: int | None
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    llm: dict[str, Any] | None = Field(
+        description="A language model's facts once converted (architecture, parameters, "
+        "layers, context_length, tokenizer, chat_template, source_format, ...); null for "
+        "other models."
+    )
     uploaded_by: str | None
     created_at: datetime
     queue_position: str | None = Field(
@@ -129,7 +134,9 @@ class DatasetOut(Schema):
     original_filename: str
     size_bytes: int
     sha256: str
-    samples: int
+    kind: str = Field(description="npz, images or text.")
+    samples: int = Field(description="Samples, images, or passages of a text dataset.")
+    characters: int | None = Field(description="A text dataset's characters; null otherwise.")
     arrays: dict[str, Any]
     label_array: str
     uploaded_by: str | None
@@ -228,8 +235,10 @@ def upload_model(
     """Upload a model as the next version of `name` (default: from the file name).
 
     Multipart, streamed to disk. ONNX is checked and ready at once; TorchScript, torch.export,
-    Keras and SavedModel files start `converting` (poll GET /models/{id}). `input_shapes`:
-    one `name: 1x3x224x224` per line, for formats that do not record them.
+    Keras and SavedModel files start `converting` (poll GET /models/{id}), as do language
+    models (a .zip of a Hugging Face folder, or a .gguf file), which become an
+    onnxruntime-genai model with its facts in `llm`. `input_shapes`: one `name: 1x3x224x224`
+    per line, for formats that do not record them (not for language models).
     """
     user = acting_user(request)
     project = get_project_for_user(user, project_uuid)
@@ -279,7 +288,9 @@ def upload_dataset(
     file: File[UploadedFile],
     name: Annotated[SafeText, Form("")],
 ) -> Status[Dataset]:
-    """Upload calibration/evaluation samples (multipart, streamed to disk)."""
+    """Upload calibration/evaluation samples (multipart, streamed to disk): a .npz, a .zip of
+    image folders, or text for language models (.txt, or .jsonl with a `text` field per
+    line)."""
     user = acting_user(request)
     project = get_project_for_user(user, project_uuid)
     require_write(user, project.team)

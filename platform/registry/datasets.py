@@ -1,7 +1,8 @@
 """Dataset uploads, read without trusting them, through the engine's own inspection
 (compress_engine.inspect_dataset: `.npz` arrays from their headers, `.zip` image folders the
-way a job will read them), plus what only the web does with them: the stored name, the
-preview page and its thumbnails.
+way a job will read them; compress_engine.load_text: `.txt` / `.jsonl` text for language
+models), plus what only the web does with them: the stored name, the preview page and its
+thumbnails.
 
 Sample thumbnails are rendered on request from the stored file (render_preview), by their
 index in the list recorded at upload, so no name from a URL ever reaches the archive and no
@@ -11,7 +12,9 @@ second set of files has to follow the dataset through quotas and deletions.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import re
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,10 @@ from registry.models import Dataset
 # Dataset.samples is a PostgreSQL integer.
 MAX_SAMPLES = 2**31 - 1
 THUMBNAIL_SIDE = 96
+TEXT_SUFFIXES = (".txt", ".jsonl")
+# The opening characters of a text dataset kept for its page.
+TEXT_PREVIEW_CHARS = 2000
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 class DatasetRejected(Exception):
@@ -31,18 +38,60 @@ class DatasetRejected(Exception):
 
 def stored_filename(upload_name: str) -> str:
     """The fixed name the file is stored under (Dataset.stored_suffix reads it back)."""
-    return "data.zip" if upload_name.lower().endswith(".zip") else "data.npz"
+    suffix = Path(upload_name.lower()).suffix
+    return f"data{suffix}" if suffix in (".zip", *TEXT_SUFFIXES) else "data.npz"
 
 
-def inspect_upload(path: Path, upload_name: str, *, max_bytes: int) -> DatasetInfo:
-    """What a dataset upload holds, by its suffix: `.npz` arrays or `.zip` image folders."""
+@dataclass
+class TextInfo:
+    """What a text upload holds: the Dataset fields it sets (named as on Dataset)."""
+
+    samples: int  # passages: paragraphs of a .txt, records of a .jsonl
+    characters: int
+    previews: list[dict[str, str]] = field(default_factory=list)  # [{"text": passage}]
+    kind: str = Dataset.Kind.TEXT
+
+
+def inspect_upload(path: Path, upload_name: str, *, max_bytes: int) -> DatasetInfo | TextInfo:
+    """What a dataset upload holds, by its suffix: `.npz` arrays, `.zip` image folders, or
+    `.txt` / `.jsonl` text."""
+    if Path(upload_name.lower()).suffix in TEXT_SUFFIXES:
+        return inspect_text(path, upload_name)
     try:
         return inspect_dataset(path, name=upload_name, max_bytes=max_bytes, max_samples=MAX_SAMPLES)
     except EngineError as exc:
         raise DatasetRejected(str(exc)) from exc
 
 
-def apply_info(info: DatasetInfo, dataset: Dataset) -> None:
+def inspect_text(path: Path, upload_name: str) -> TextInfo:
+    """Read a text upload the way a job will (compress_engine.load_text: UTF-8, a `text`
+    field on every .jsonl line, the engine's size bound) and keep its opening passages.
+
+    The engine reads the format off the file's suffix and names the file in its messages, so
+    it is given a link named after the upload (the temporary upload file's name is Django's)."""
+    from compress_engine import load_text, text_preview
+
+    name = Path(upload_name).name
+    stem, suffix = name[: -len(Path(name).suffix)], Path(name).suffix.lower()
+    safe = (_UNSAFE_NAME.sub("-", stem).strip(" -.")[:100] or "data") + suffix
+    with tempfile.TemporaryDirectory(prefix="text-upload-") as tmp:
+        link = Path(tmp) / safe
+        link.symlink_to(Path(path).resolve())
+        try:
+            text = load_text(link)
+        except EngineError as exc:
+            raise DatasetRejected(str(exc)) from exc
+    if len(text.passages) > MAX_SAMPLES:
+        raise DatasetRejected(f"{safe} holds more than {MAX_SAMPLES:,} passages.")
+    shown = text_preview(text, TEXT_PREVIEW_CHARS)
+    return TextInfo(
+        samples=shown.passages_count,
+        characters=shown.characters,
+        previews=[{"text": passage} for passage in shown.passages],
+    )
+
+
+def apply_info(info: DatasetInfo | TextInfo, dataset: Dataset) -> None:
     """Set the Dataset fields an upload determines (they are named as in DatasetInfo)."""
     for name, value in vars(info).items():
         setattr(dataset, name, value)
@@ -61,7 +110,7 @@ def render_preview(dataset: Dataset, index: int) -> bytes:
     the uploaded bytes."""
     from PIL import Image
 
-    if not 0 <= index < len(dataset.previews):
+    if dataset.is_text or not 0 <= index < len(dataset.previews):
         raise PreviewUnavailable(f"no sample {index}")
     preview = dataset.previews[index]
     try:
@@ -112,6 +161,8 @@ class Thumbnail:
 
 def preview_context(dataset: Dataset) -> dict[str, Any]:
     """What templates/registry/dataset.html shows."""
+    if dataset.is_text:
+        return {"dataset": dataset, "passages": [p.get("text", "") for p in dataset.previews]}
     classes = dataset.classes or []
     largest = max((c["count"] for c in classes), default=0)
     total = sum(c["count"] for c in classes) or 1

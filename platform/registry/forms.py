@@ -14,8 +14,9 @@ class ModelUploadForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"hx-preserve": "true"}),
         help_text="ONNX (.onnx, or a .zip with its external data), TorchScript (.pt saved "
         "with torch.jit.save), torch.export (.pt2), Keras (.keras) or a zipped TensorFlow "
-        "SavedModel. ONNX is checked at once; the others are converted to ONNX by a worker. "
-        "Pickled modules and state dicts are refused.",
+        "SavedModel. A causal language model: a .zip of its Hugging Face folder (config.json, "
+        "*.safetensors, tokenizer.json) or a .gguf file. ONNX is checked at once; the others "
+        "are converted to ONNX by a worker. Pickled modules and state dicts (.bin) are refused.",
     )
     name = forms.CharField(
         max_length=100,
@@ -30,8 +31,9 @@ class ModelUploadForm(forms.Form):
             attrs={"rows": 2, "placeholder": "x: 1x3x224x224   (the name of forward's argument)"}
         ),
         help_text="Needed for TorchScript, which records no input shapes; optional for the "
-        "other formats. One input per line, named after the model's forward() arguments "
-        "(x: 1x3x224x224; checked against the file at upload), or shapes only, in forward's "
+        "other formats, and not used for language models. One input per line, named after "
+        "the model's forward() arguments (x: 1x3x224x224; checked against the file at "
+        "upload), or shapes only, in forward's "
         "order (1x3x224x224). Add a dtype when not float32 (ids: 1x128 int64). An int, "
         "float or bool argument of forward() takes its value instead (sr: 16000): it becomes "
         "a scalar input of the ONNX model.",
@@ -64,8 +66,9 @@ class DatasetUploadForm(forms.Form):
         help_text="A .npz: arrays named after the model's inputs (or x), optional integer "
         "labels y, and an optional __modelpress__ manifest for sample axes and constants "
         "(docs/datasets.md). Or a .zip of image folders, one per class (cats/001.png, "
-        "dogs/001.png): images are resized to the model's input when a job runs. Used for "
-        "calibration, training and evaluation."
+        "dogs/001.png): images are resized to the model's input when a job runs. For a "
+        "language model, text: a UTF-8 .txt (passages split at blank lines) or a .jsonl with "
+        "a text field per line. Used for calibration, training and evaluation."
     )
     name = forms.CharField(max_length=100, required=False, help_text="Defaults to the file name.")
 

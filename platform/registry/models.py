@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
 
 from accounts.models import Team
 from compress_engine import ModelFormat
+
+if TYPE_CHECKING:
+    from compress_engine import LlmInfo
 
 
 class Project(models.Model):
@@ -31,13 +35,22 @@ class Project(models.Model):
         return self.name
 
 
-# The names a model version's files may have in storage: the canonical model (one file, or a
-# zip of the .onnx with its external data) and the uploaded source of a converted version.
-_STORED_NAMES = {"model.onnx", "model.onnx.zip"} | {f"source{f.suffix}" for f in ModelFormat}
+# The names a model version's files may have in storage: the canonical model (one file, a
+# zip of the .onnx with its external data, or a language model's onnxruntime-genai folder
+# zipped) and the uploaded source of a converted version.
+GENAI_ZIP = "model.genai.zip"
+_STORED_NAMES = {"model.onnx", "model.onnx.zip", GENAI_ZIP} | {
+    f"source{f.suffix}" for f in ModelFormat
+}
 
 
 # The start of the status message of a version a worker is converting.
 _STARTED = "Converting"
+
+
+def conversion_target(fmt: ModelFormat) -> str:
+    """What a format is converted to at ingest, in words."""
+    return "an onnxruntime-genai model (ONNX with a KV cache)" if fmt.is_llm else "ONNX"
 
 
 def _model_upload_to(instance: ModelVersion, filename: str) -> str:
@@ -54,7 +67,9 @@ class ModelVersion(models.Model):
     `file` is always the canonical ONNX form (`format`); `source_format` is what was
     uploaded. A non-ONNX upload is kept in `source_file` and converted by a worker: the
     version is `converting` until then, and the fields only the conversion can tell (size,
-    opset, parameters, inputs, ...) stay empty until it is `ready`.
+    opset, parameters, inputs, ...) stay empty until it is `ready`. A language model (a
+    zipped Hugging Face folder or a GGUF file) is stored as its onnxruntime-genai folder,
+    zipped (`model.genai.zip`), and `llm` holds its facts.
     """
 
     class Format(models.TextChoices):
@@ -120,6 +135,12 @@ class ModelVersion(models.Model):
         "{mean, std, scale}, set once on the version page and the default of every job's "
         "evaluate.image_mean/image_std. Empty: no normalisation (pixels scaled to [0, 1]).",
     )
+    llm = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A language model's facts (compress_engine.LlmInfo), set by its conversion; "
+        "null for other models.",
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -149,10 +170,26 @@ class ModelVersion(models.Model):
         return ModelFormat(self.source_format).label
 
     @property
+    def is_llm(self) -> bool:
+        """A causal language model: uploaded as one (also while it converts), or with facts."""
+        return self.llm is not None or ModelFormat(self.source_format).is_llm
+
+    @property
+    def llm_info(self) -> LlmInfo | None:
+        """`llm` read back through the engine's type."""
+        from compress_engine import LlmInfo
+
+        return None if self.llm is None else LlmInfo.model_validate(self.llm)
+
+    @property
     def stored_suffix(self) -> str:
-        """`.onnx.zip` when the stored model carries external data, else `.onnx`: workers
-        fetch it to a scratch name with the same suffix."""
-        return ".onnx.zip" if self.file.name.endswith(".onnx.zip") else ".onnx"
+        """`.genai.zip` for a language model's zipped genai folder, `.onnx.zip` when the stored
+        model carries external data, else `.onnx`: workers fetch it to a scratch name with the
+        same suffix."""
+        for suffix in (".genai.zip", ".onnx.zip"):
+            if self.file.name.endswith(suffix):
+                return suffix
+        return ".onnx"
 
     @property
     def conversion_started(self) -> bool:
@@ -162,10 +199,10 @@ class ModelVersion(models.Model):
     def mark_conversion_started(self) -> bool:
         """Say on a converting version that a worker is converting it now (no longer waiting
         in the convert queue)."""
-        label = ModelFormat(self.source_format).label
+        fmt = ModelFormat(self.source_format)
         return bool(
             ModelVersion.objects.filter(pk=self.pk, status=self.Status.CONVERTING).update(
-                status_message=f"{_STARTED} the {label} file to ONNX."
+                status_message=f"{_STARTED} the {fmt.label} file to {conversion_target(fmt)}."
             )
         )
 
@@ -212,20 +249,28 @@ class ModelVersion(models.Model):
         return same_inputs(infos(self), infos(other))
 
 
+# Our own fixed names only; the suffix tells workers how the engine reads the file.
+DATASET_NAMES = ("data.npz", "data.zip", "data.txt", "data.jsonl")
+
+
 def _dataset_upload_to(instance: Dataset, filename: str) -> str:
-    # Our own fixed names only; the suffix tells workers how the engine reads the file.
-    name = "data.zip" if filename.rsplit("/", 1)[-1] == "data.zip" else "data.npz"
+    name = filename.rsplit("/", 1)[-1]
+    if name not in DATASET_NAMES:
+        name = "data.npz"
     return f"datasets/{instance.project.team.uuid}/{instance.uuid}/{name}"
 
 
 class Dataset(models.Model):
     """Samples for calibration, training and evaluation: an uploaded `.npz` (arrays named
-    after model inputs, or `x`; optional integer labels `y` or `labels`), or a `.zip` of
-    image folders, one per class (registry.datasets records what the preview shows)."""
+    after model inputs, or `x`; optional integer labels `y` or `labels`), a `.zip` of
+    image folders, one per class, or text for language models (`.txt`, passages split at
+    blank lines, or `.jsonl` with a `text` field per line; `samples` counts the passages).
+    registry.datasets records what the preview shows."""
 
     class Kind(models.TextChoices):
         NPZ = "npz", "NumPy arrays (.npz)"
         IMAGES = "images", "Image folders (.zip)"
+        TEXT = "text", "Text (.txt, .jsonl)"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
@@ -257,7 +302,11 @@ class Dataset(models.Model):
     previews = models.JSONField(
         default=list,
         blank=True,
-        help_text="Sample thumbnails: [{label, member}] (images) or [{label, array, index}].",
+        help_text="Sample thumbnails: [{label, member}] (images) or [{label, array, index}]; "
+        "for text, the opening passages: [{text}].",
+    )
+    characters = models.BigIntegerField(
+        null=True, blank=True, help_text="Characters of a text dataset's passages."
     )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
@@ -275,6 +324,10 @@ class Dataset(models.Model):
         return self.kind == self.Kind.IMAGES
 
     @property
+    def is_text(self) -> bool:
+        return self.kind == self.Kind.TEXT
+
+    @property
     def has_labels(self) -> bool:
         # One class folder is accepted (calibration needs no labels) but labels nothing.
         if self.is_image_folder:
@@ -283,9 +336,10 @@ class Dataset(models.Model):
 
     @property
     def stored_suffix(self) -> str:
-        """`.zip` for image folders, else `.npz`: workers fetch the file to a scratch name with
-        this suffix, which is how the engine tells the two apart."""
-        return ".zip" if self.file.name.endswith(".zip") else ".npz"
+        """`.zip` (image folders), `.txt` or `.jsonl` (text), else `.npz`: workers fetch the
+        file to a scratch name with this suffix, which is how the engine tells them apart."""
+        suffix = "." + self.file.name.rsplit(".", 1)[-1] if "." in self.file.name else ""
+        return suffix if suffix in (".zip", ".txt", ".jsonl") else ".npz"
 
     def image_normalisation(self, channels: int) -> tuple[list[float], list[float]] | None:
         """The recorded (mean, std) per channel for a model taking `channels` (1 or 3)."""

@@ -99,6 +99,8 @@ def parse_values(text: str, name: str, *, positive: bool = False) -> tuple[float
 
 def set_preprocessing(version: ModelVersion, *, mean: str, std: str, scale: str) -> Preprocessing:
     """Record how the version's pixels are prepared; every new job on it starts from this."""
+    if version.is_llm:
+        raise PreprocessingRejected("A language model takes text, not images.")
     if scale not in SCALES:
         raise PreprocessingRejected("Pixel scale must be [0, 1] or [0, 255].")
     chosen = Preprocessing(

@@ -20,7 +20,7 @@ from django.template.defaultfilters import filesizeformat
 from accounts import audit
 from accounts.models import Team, User
 from accounts.quotas import QuotaExceeded, check_storage
-from registry.models import Dataset, ModelVersion, Project
+from registry.models import Dataset, ModelVersion, Project, conversion_target
 from web.queue import send_model_conversion
 from web.rejections import Rejected
 
@@ -73,12 +73,15 @@ def ingest_model_upload(
     The format is read from the content. A single `.onnx` is checked here and ready at once.
     Any other accepted format is stored as the version's source file and the version starts
     in `converting`; a worker converts it to ONNX (web.queue.send_model_conversion),
-    enqueued once the row is committed. A failure after the storage write removes the stored
-    file, so a rejected upload leaves no row and no file.
+    enqueued once the row is committed; a language model (a zipped Hugging Face folder or
+    a GGUF file, checked here as far as its metadata tells) to an onnxruntime-genai folder.
+    A failure after the storage write removes the stored file, so a rejected upload leaves
+    no row and no file.
     """
     from compress_engine import (
         EngineError,
         ModelFormat,
+        check_llm_upload,
         detect_format,
         inspect_onnx,
         parse_input_shapes,
@@ -95,8 +98,15 @@ def ingest_model_upload(
         info = None
         if fmt is ModelFormat.ONNX:
             info = inspect_onnx(path, max_bytes=max_bytes, external_data=False)
+        elif fmt.is_llm:
+            check_llm_upload(path, fmt, max_bytes=max_bytes)
     except EngineError as exc:
         raise RegistryRejected(str(exc)) from exc
+    if fmt.is_llm and specs:
+        raise RegistryRejected(
+            f"This is a {fmt.label} file: a language model takes token ids of any length, so "
+            "it needs no input shapes. Leave the input shapes field empty."
+        )
     specs = _named_input_shapes(path, fmt, specs)
     if fmt.needs_input_shapes and not specs:
         raise RegistryRejected(
@@ -120,7 +130,9 @@ def ingest_model_upload(
     else:
         version.status = ModelVersion.Status.CONVERTING
         version.source_size_bytes = upload.size
-        version.status_message = f"Waiting for a worker to convert the {fmt.label} file to ONNX."
+        version.status_message = (
+            f"Waiting for a worker to convert the {fmt.label} file to {conversion_target(fmt)}."
+        )
 
     def assign_version() -> None:
         # Lock the project row so two concurrent uploads get distinct version numbers.
@@ -268,8 +280,8 @@ def ingest_dataset_upload(
     name: str = "",
     request: HttpRequest | None = None,
 ) -> Dataset:
-    """Validate an uploaded `.npz` (headers only, never unpickled) or `.zip` of image
-    folders (registry.datasets) and store it."""
+    """Validate an uploaded `.npz` (headers only, never unpickled), `.zip` of image
+    folders, or `.txt` / `.jsonl` text for language models (registry.datasets) and store it."""
     from registry.datasets import DatasetRejected, apply_info, inspect_upload, stored_filename
 
     max_bytes = settings.MODELPRESS_MAX_UPLOAD_BYTES

@@ -194,6 +194,7 @@ def dataset_sample(request: HttpRequest, dataset_uuid: UUID, index: int) -> Http
 @require_GET
 def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpResponse:
     from jobs.forms import job_form_context
+    from registry.llm_facts import llm_facts
 
     version = get_model_version_for_user(request.user, version_uuid)
     jobs = version.jobs.select_related("dataset")[:50]
@@ -206,6 +207,8 @@ def model_version_detail(request: HttpRequest, version_uuid: UUID) -> HttpRespon
             "datasets": version.project.datasets.all(),
             "queue_position": conversion_position(version),
             "can_delete": can_delete(request.user, version.project.team),
+            # A language model's facts replace the inputs table and the image forms.
+            "llm": llm_facts(version) if version.is_ready else None,
             # The job form (templates/jobs/inc/job_form.html): builder, presets, teachers.
             **job_form_context(request.user, version),
             **_input_shapes_context(version),
@@ -218,7 +221,7 @@ def _preprocessing_context(version: ModelVersion) -> dict:
     """The image preprocessing a ready version's jobs start from (registry.preprocessing)."""
     from registry.preprocessing import SCALES, Preprocessing, model_image_layout
 
-    layout = model_image_layout(version) if version.is_ready else None
+    layout = model_image_layout(version) if version.is_ready and not version.is_llm else None
     return {
         "preprocessing": Preprocessing.of(version),
         "preprocessing_layout": layout,
@@ -250,7 +253,7 @@ def model_version_preprocessing(request: HttpRequest, version_uuid: UUID) -> Htt
 
 def _input_shapes_context(version: ModelVersion, form: InputShapesForm | None = None) -> dict:
     """The dynamic-dims form of a ready version (registry.shapes.dims_to_ask)."""
-    if not version.is_ready:
+    if not version.is_ready or version.is_llm:  # token ids of any length: nothing to choose
         return {"open_dims": [], "shapes_form": None, "unknown_rank": []}
     dims = dims_to_ask(version)
     return {
@@ -285,7 +288,7 @@ def model_version_input_shapes(request: HttpRequest, version_uuid: UUID) -> Http
     """Set the concrete values of a version's dynamic input dims (once; changeable)."""
     version = get_model_version_for_user(request.user, version_uuid)
     require_write(request.user, version.project.team)
-    dims = dims_to_ask(version) if version.is_ready else []
+    dims = dims_to_ask(version) if version.is_ready and not version.is_llm else []
     form = InputShapesForm(dims, request.POST)
     if not dims:
         messages.error(request, "This model has no dynamic input dims to set.")

@@ -6,11 +6,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobs.models import Job
+    from datetime import timedelta
+
+    from jobs.models import Job, JobPrompt
     from registry.models import ModelVersion
 
 RUN_COMPRESSION_JOB = "jobs.run_compression_job"
 CONVERT_MODEL_VERSION = "registry.convert_model_version"
+ANSWER_JOB_PROMPT = "jobs.answer_job_prompt"
+# That task's soft time limit (the hard one comes 30 s later): loading two models and
+# generating a few sentences with each takes seconds for the models it serves.
+ANSWER_TIME_LIMIT_S = 300
 
 
 def send_compression_job(job: Job) -> None:
@@ -31,4 +37,17 @@ def send_model_conversion(version: ModelVersion) -> None:
 
     app.send_task(
         CONVERT_MODEL_VERSION, args=[str(version.uuid)], queue=settings.MODELPRESS_CONVERT_QUEUE
+    )
+
+
+def send_job_prompt(prompt: JobPrompt, *, queue: str, expires: timedelta) -> None:
+    """Queue the answering of a typed prompt on `queue`; the broker drops it after `expires`
+    (by then the prompt has been failed as unanswered, jobs.prompt_models.PENDING_EXPIRY)."""
+    from config.celery import app
+
+    app.send_task(
+        ANSWER_JOB_PROMPT,
+        args=[str(prompt.uuid)],
+        queue=queue,
+        expires=expires.total_seconds(),
     )

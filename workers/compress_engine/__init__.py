@@ -33,6 +33,7 @@ from compress_engine.errors import EngineError
 from compress_engine.images import ImageLayout, image_layout
 from compress_engine.ingest import (
     ForwardSignature,
+    IngestResult,
     InputSpec,
     ModelFormat,
     convert_to_onnx,
@@ -45,6 +46,13 @@ from compress_engine.ingest import (
 )
 from compress_engine.ingest.capability import MissingCapability, probe_capabilities
 from compress_engine.inspect import inspect_onnx, same_inputs
+from compress_engine.llm.ask import MAX_PROMPT_CHARS as LLM_PROMPT_MAX_CHARS
+from compress_engine.llm.ask import answer_side_by_side
+from compress_engine.llm.genai_zip import pack_genai_folder
+from compress_engine.llm.ingest_llm import check_llm_upload
+from compress_engine.llm.report_text import method_text as llm_method_text
+from compress_engine.llm.text_data import TextPreview, TextSource, load_text
+from compress_engine.llm.text_data import preview as text_preview
 from compress_engine.onnx_files import pack_zip
 from compress_engine.passes import PassInfo, list_passes
 from compress_engine.presets import (
@@ -56,6 +64,7 @@ from compress_engine.presets import (
     suggest_preset,
 )
 from compress_engine.report import Report, TrainingPoint
+from compress_engine.report_llm import LlmInfo
 from compress_engine.tensors import ModelInfo, TensorInfo
 
 __version__ = ENGINE_VERSION
@@ -63,13 +72,16 @@ __version__ = ENGINE_VERSION
 __all__ = [
     "DATASET_MANIFEST",
     "ENGINE_VERSION",
+    "LLM_PROMPT_MAX_CHARS",
     "PRESETS",
     "Dataset",
     "DatasetInfo",
     "EngineError",
     "ForwardSignature",
     "ImageLayout",
+    "IngestResult",
     "InputSpec",
+    "LlmInfo",
     "MissingCapability",
     "ModelFormat",
     "ModelInfo",
@@ -82,9 +94,13 @@ __all__ = [
     "StepNeeds",
     "Technique",
     "TensorInfo",
+    "TextPreview",
+    "TextSource",
     "TrainingPoint",
     "WorkerDevice",
+    "answer_side_by_side",
     "batch_symbols",
+    "check_llm_upload",
     "compress",
     "convert_to_onnx",
     "cpu_model_name",
@@ -99,11 +115,14 @@ __all__ = [
     "inspect_onnx",
     "iter_bundle",
     "list_passes",
+    "llm_method_text",
     "load_dataset",
+    "load_text",
     "matching_preset",
     "missing_data",
     "name_input_shapes",
     "npz_sample",
+    "pack_genai_folder",
     "pack_zip",
     "parse_input_shapes",
     "probe_capabilities",
@@ -117,5 +136,6 @@ __all__ = [
     "suggested_shapes",
     "technique_key",
     "techniques",
+    "text_preview",
     "training_steps",
 ]

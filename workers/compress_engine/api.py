@@ -18,6 +18,7 @@ from compress_engine.data import Dataset, as_dataset, load_dataset
 from compress_engine.errors import EngineError
 from compress_engine.inspect import inspect_onnx
 from compress_engine.library_logs import aggregated_library_logs
+from compress_engine.llm.entry import compress_llm, is_llm_source
 from compress_engine.onnx_files import is_onnx_zip, model_files, unpack_zip
 from compress_engine.pipeline.export import export_artifacts
 from compress_engine.pipeline.original import measure_original
@@ -49,9 +50,22 @@ def compress(
     (e.g. a cancellation) propagates unchanged and leaves no files behind in out_dir.
     on_training(point) gets one point per epoch of each distill/finetune step (a live curve);
     `teachers` maps a distill step's `teacher` name (other than "original") to an ONNX file.
+    A language model (an onnxruntime-genai folder or its zip, a Hugging Face folder zip, a
+    .gguf file) runs the weight-only pipeline instead (compress_engine.llm); its `data` is a
+    .txt or .jsonl file of text, and it writes model.genai.zip.
     Raises EngineError for problems the user can fix.
     """
     recipe = Recipe.parse(recipe)
+    if is_llm_source(Path(model)):
+        if data is not None and not isinstance(data, str | Path):
+            raise EngineError("A language model's data is a .txt or .jsonl file of text.")
+        return compress_llm(Path(model), recipe, data, out_dir, progress)
+    if recipe.is_llm:
+        raise EngineError(
+            "Quantize modes weight-only and llm-auto are for language models (a Hugging Face "
+            "folder zip, a .gguf file, or an onnxruntime-genai folder); this model is a "
+            "single ONNX graph: use dynamic-int8, static-int8, fp16, weight-int4 or auto."
+        )
     if data is None and (missing := missing_data(recipe, has_data=False, has_labels=False)):
         raise EngineError(missing)
     model = Path(model)

@@ -20,6 +20,7 @@ from compress_engine.bundle_examples import RUN_ONNX, RUN_TFLITE
 from compress_engine.choices_text import choices_markdown
 from compress_engine.fidelity_text import fidelity_markdown, verdict_markdown
 from compress_engine.formatting import human_bytes as _bytes
+from compress_engine.llm import report_text as llm_text
 from compress_engine.report import ArtifactInfo, Report
 
 CHUNK = 1 << 20
@@ -66,7 +67,15 @@ def write_bundle(target: IO[bytes], report: Report, artifacts: Sequence[tuple[st
 
 
 def bundle_texts(report: Report) -> dict[str, str]:
-    """The generated text members, by path inside the bundle."""
+    """The generated text members, by path inside the bundle (a language model's: its README
+    and REPORT.md, compress_engine.llm.report_text; its genai zip carries chat.py)."""
+    if report.llm is not None:
+        return {
+            "README.md": llm_text.bundle_readme(report),
+            "REPORT.md": llm_text.report_markdown(report),
+            "report.json": report.model_dump_json(indent=2),
+            "recipe.yaml": yaml.safe_dump(report.recipe, sort_keys=False),
+        }
     texts = {
         "README.md": _readme(report),
         "REPORT.md": report_markdown(report),
@@ -82,8 +91,9 @@ def bundle_texts(report: Report) -> dict[str, str]:
 
 
 def bundle_binaries(report: Report) -> dict[str, bytes]:
-    """The generated binary members (the PNG charts REPORT.md shows), by path in the bundle."""
-    return bundle_charts(report)
+    """The generated binary members (the PNG charts REPORT.md shows), by path in the bundle;
+    none for a language model, whose REPORT.md is tables."""
+    return {} if report.llm is not None else bundle_charts(report)
 
 
 def main_onnx(report: Report) -> str | None:
@@ -142,6 +152,8 @@ def preprocessing(report: Report) -> dict[str, Any]:
 
 
 def report_markdown(report: Report) -> str:
+    if report.llm is not None:
+        return llm_text.report_markdown(report)
     o, r = report.original, report.result
     rows = [
         ("File size", _bytes(o.size_bytes), _bytes(r.size_bytes), _x(report.size_ratio)),

@@ -187,6 +187,11 @@ def progress_layout(recipe: Recipe | None) -> stages.Layout:
 def stage_plan(recipe: Recipe | None) -> tuple[Stage, ...]:
     """The stages compress() goes through for `recipe`, as the slices of its progress it
     reports them in; None (a recipe that no longer parses) plans one generic step."""
+    if recipe is not None and recipe.is_llm:
+        # A language model's run has stages of its own (compress_engine.llm.pipeline).
+        from compress_engine.llm.stage_plan import llm_stages
+
+        return tuple(Stage(name, lo, hi) for name, lo, hi in llm_stages(recipe))
     # One pass over the steps gives both the titles and what the layout weighs (training).
     needs = [] if recipe is None else step_needs(recipe)
     titles = [n.title for n in needs] or ["Compression"]

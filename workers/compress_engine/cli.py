@@ -77,7 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("compress", parents=[common], help="run a recipe on a model")
-    p.add_argument("model", type=Path, help="path to a .onnx file")
+    p.add_argument(
+        "model",
+        type=Path,
+        help=(
+            "a .onnx file (or a .zip of one with its external data); or a language model: a "
+            ".gguf file, a .zip of a Hugging Face folder, or an onnxruntime-genai folder "
+            "(default recipe: the llm-int4 preset; --data: a .txt or .jsonl text file)"
+        ),
+    )
     recipe = p.add_mutually_exclusive_group()
     recipe.add_argument(
         "--recipe", type=Path, help="recipe YAML/JSON file (default: dynamic int8 recipe)"
@@ -181,7 +189,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from compress_engine.api import compress
+    from compress_engine.llm.entry import is_llm_source
 
+    llm = is_llm_source(args.model)
     if args.recipe is not None:
         try:
             text = args.recipe.read_text(encoding="utf-8")
@@ -191,9 +201,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     elif args.preset is not None:
         recipe = get_preset(args.preset).recipe()
     else:
-        recipe = default_recipe()
+        recipe = get_preset("llm-int4").recipe() if llm else default_recipe()
     recipe = with_input_shapes(recipe, input_shapes(args.input_shape))
-    require_onnx(args.model, "compress")
+    if not llm:
+        require_onnx(args.model, "compress")
     out = args.out or args.model.with_suffix(".compressed")
     teachers = _teachers(args.teacher)
     progress = None if args.quiet else _progress_display(sys.stderr)
@@ -213,7 +224,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     finally:
         if isinstance(progress, _ProgressBar):
             progress.close()
-    print(format_report(report))
+    print(format_llm_report(report) if report.llm else format_report(report))
     files = [a.name for a in report.files] + ["recipe.yaml", "report.json"]
     if args.bundle:
         from compress_engine.bundle import write_bundle
@@ -403,6 +414,20 @@ def format_model_info(info: ModelInfo) -> str:
         "ops: " + ", ".join(f"{k} x{v}" for k, v in info.op_types.items()),
     ]
     return "\n".join(lines)
+
+
+def format_llm_report(report: Report) -> str:
+    """A language model's figures (the same table as the genai zip's README)."""
+    from compress_engine.llm.report_text import figures_table, method_text
+
+    assert report.llm is not None
+    rows = [row for row in figures_table(report.llm) if row]
+    verdict = (
+        "recommended"
+        if report.recommended
+        else "not recommended: " + "; ".join(report.quality_reasons)
+    )
+    return "\n".join([f"weights: {method_text(report.llm)}", *rows, verdict, *report.notes])
 
 
 def format_report(report: Report) -> str:

@@ -25,6 +25,13 @@ from pydantic import (
 
 from compress_engine.errors import EngineError
 from compress_engine.export_configs import ExportFormat, TfliteConfig
+from compress_engine.llm_configs import (
+    LLM_MODES,
+    LlmAutoConfig,
+    LlmEvaluateConfig,
+    WeightMethod,
+    WeightOnlyConfig,
+)
 from compress_engine.quality_configs import QualityFloor
 from compress_engine.quantize_configs import (
     CONFIG_BY_MODE,
@@ -52,6 +59,7 @@ from compress_engine.torch_configs import DistillConfig, FinetuneConfig, PruneCo
 # schema keeps it (quantize, torch-side and export settings live in their own modules).
 __all__ = [
     "DEFAULT_DYNAMIC_OP_TYPES",
+    "LLM_MODES",
     "QUANTIZE_CONFIGS",
     "QUANTIZE_MODES",
     "STEP_KINDS",
@@ -69,6 +77,8 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneStep",
     "Fp16Config",
+    "LlmAutoConfig",
+    "LlmEvaluateConfig",
     "MaxTrials",
     "PositiveDim",
     "PruneConfig",
@@ -83,6 +93,8 @@ __all__ = [
     "Step",
     "TfliteConfig",
     "WeightInt4Config",
+    "WeightMethod",
+    "WeightOnlyConfig",
     "default_recipe",
     "format_validation_error",
     "step_kind",
@@ -316,6 +328,11 @@ class EvaluateConfig(_Strict):
         ),
     )
 
+    llm: LlmEvaluateConfig = Field(
+        default_factory=LlmEvaluateConfig,
+        description="Language models: perplexity windows, decode timing, prompts and budget.",
+    )
+
     quality_floor: QualityFloor | None = Field(
         default_factory=QualityFloor,
         description=(
@@ -374,6 +391,12 @@ class Recipe(_Strict):
         # Quantizing an already quantized graph finds nothing to do; refuse the confusion.
         if kinds.count("quantize") > 1:
             raise ValueError("only one quantize step is allowed")
+        llm = [getattr(getattr(s, "quantize", None), "mode", None) in LLM_MODES for s in steps]
+        if any(llm) and len(steps) > 1:
+            raise ValueError(
+                "a language-model recipe (weight-only or llm-auto) has one step, the quantize "
+                "step; pruning and training steps are for ONNX models"
+            )
         magnitude = [
             i
             for i, s in enumerate(steps)
@@ -403,6 +426,15 @@ class Recipe(_Strict):
                     "(top-1 points, needs a dataset with labels) or evaluate.min_fidelity "
                     "(cosine similarity to the original's outputs, e.g. 0.999)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _llm_exports(self) -> Recipe:
+        if self.is_llm and self.export != ["onnx"]:
+            raise ValueError(
+                "export: a language model is delivered as an onnxruntime-genai folder (onnx); "
+                "tflite is for ONNX models"
+            )
         return self
 
     @field_validator("export")
@@ -458,11 +490,23 @@ class Recipe(_Strict):
             raise EngineError("The recipe must be a JSON object.")
         return cls.from_dict(data)
 
+    @property
+    def is_llm(self) -> bool:
+        """Whether the recipe is for a language model (a weight-only or llm-auto step)."""
+        return any(
+            getattr(getattr(step, "quantize", None), "mode", None) in LLM_MODES
+            for step in self.steps
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        # The tflite section only matters when TFLite is exported; left out, recipes shown
-        # and stored for ONNX-only jobs stay short.
-        exclude = None if "tflite" in self.export else {"tflite"}
-        return self.model_dump(mode="json", exclude=exclude)
+        # The tflite section only matters when TFLite is exported, the llm section only for
+        # language models; left out, recipes shown and stored stay short.
+        exclude: dict[str, Any] = {}
+        if "tflite" not in self.export:
+            exclude["tflite"] = True
+        if not self.is_llm:
+            exclude["evaluate"] = {"llm": True}
+        return self.model_dump(mode="json", exclude=exclude or None)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)

@@ -41,32 +41,28 @@ def same_inputs(a: Sequence[TensorInfo], b: Sequence[TensorInfo]) -> bool:
 
 
 def inspect_onnx(
-    path: Path, max_bytes: int | None = None, *, external_data: bool = True
+    path: Path,
+    max_bytes: int | None = None,
+    *,
+    external_data: bool = True,
+    onnx_checker: bool = True,
 ) -> ModelInfo:
     """Validate an ONNX file and describe it; EngineError says what is wrong and what to do.
 
     A model with external data is accepted when its data files lie beside it (inside its
     folder); `external_data=False` refuses such a model outright, for a bare `.onnx` upload
     whose data files cannot have come with it. `max_bytes` bounds the graph and data together.
+    `onnx_checker=False` skips onnx.checker, for graphs onnxruntime-genai's builder wrote: they
+    use ONNX Runtime's own ops in the default domain (SimplifiedLayerNormalization), which the
+    checker rejects, and are checked by loading and generating with them instead.
     """
-    import onnx
-
     path = Path(path)
     model = _load(path, max_bytes)
     _check_strings(model)
     size = _check_external_data(model, path, allowed=external_data, max_bytes=max_bytes)
     opsets = _check_versions(model)
-    try:
-        # On the path, not the proto: the C++ checker then handles files over 2 GB.
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as exc:
-        raise EngineError(f"The model failed ONNX validation: {short_message(exc)}") from None
-    except UnicodeDecodeError:
-        # The checker's message quotes bytes from the file that are not UTF-8.
-        raise EngineError(
-            "The model failed ONNX validation: it holds names or strings that are not valid "
-            "UTF-8 text."
-        ) from None
+    if onnx_checker:
+        _run_checker(path)
 
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
@@ -84,6 +80,22 @@ def inspect_onnx(
         op_types=op_type_counts(model),
         size_bytes=size,
     )
+
+
+def _run_checker(path: Path) -> None:
+    import onnx
+
+    try:
+        # On the path, not the proto: the C++ checker then handles files over 2 GB.
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise EngineError(f"The model failed ONNX validation: {short_message(exc)}") from None
+    except UnicodeDecodeError:
+        # The checker's message quotes bytes from the file that are not UTF-8.
+        raise EngineError(
+            "The model failed ONNX validation: it holds names or strings that are not valid "
+            "UTF-8 text."
+        ) from None
 
 
 def _load(path: Path, max_bytes: int | None) -> onnx.ModelProto:

@@ -25,6 +25,7 @@ class Preset:
     steps: tuple[dict[str, Any], ...]
     evaluate: tuple[tuple[str, Any], ...] = ()
     tflite: tuple[tuple[str, Any], ...] = ()  # set: TFLite files are exported too
+    llm: bool = False  # for language models (weight-only / llm-auto), not ONNX graphs
 
     def recipe(self, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Recipe:
         """The preset as a recipe; `input_shapes` (e.g. {"x": [1, 3, 48, 320]}) sets the
@@ -195,6 +196,42 @@ PRESETS: dict[str, Preset] = {
             ),
             tflite=(("precisions", ["fp32", "int8"]),),
         ),
+        Preset(
+            name="llm-int4",
+            title="Language model: int4 (AWQ), embedding and lm_head int8",
+            description=(
+                "4-bit weights in blocks of 32 chosen by NNCF's AWQ with scale estimation on "
+                "calibration text (your dataset, or the bundled prose), the embedding and the "
+                "output layer at 8 bits, in ONNX Runtime's fast MatMulNBits form. Measured on "
+                "perplexity, decode speed, memory and side-by-side answers."
+            ),
+            needs_data=False,
+            steps=({"quantize": {"mode": "weight-only", "bits": 4, "method": "awq"}},),
+            llm=True,
+        ),
+        Preset(
+            name="llm-int8",
+            title="Language model: int8 weights",
+            description=(
+                "8-bit weights (round to nearest, blocks of 32) everywhere: about a quarter of "
+                "the float size with perplexity within about 1%, no data needed."
+            ),
+            needs_data=False,
+            steps=({"quantize": {"mode": "weight-only", "bits": 8, "method": "rtn"}},),
+            llm=True,
+        ),
+        Preset(
+            name="llm-auto",
+            title="Language model: auto int4/int8 search",
+            description=(
+                "int4 (AWQ) first, then the most error-prone layers moved to int8 until the "
+                "perplexity budget (10% by default) is met within a size budget of 0.19 of the "
+                "float model; every plan tried is in the report."
+            ),
+            needs_data=False,
+            steps=({"quantize": {"mode": "llm-auto"}},),
+            llm=True,
+        ),
     )
 }
 
@@ -221,8 +258,13 @@ class PresetSuggestion:
     reason: str
 
 
-def suggest_preset(model: ModelInfo | Mapping[str, int], has_dataset: bool) -> PresetSuggestion:
+def suggest_preset(
+    model: ModelInfo | Mapping[str, int], has_dataset: bool, *, llm: bool = False
+) -> PresetSuggestion:
     """The preset that does something useful for this model (a ModelInfo, or its op_types).
+
+    A language model (`llm`) gets `llm-int4`: int4 weights chosen on calibration text (the
+    dataset's, or the bundled prose without one), the embedding and lm_head at int8.
 
     Dynamic int8 (`fast-int8`) quantizes MatMul/Gemm weights only: on a CNN it touches the
     last fully connected layer and nothing else. So a model with more convolutions than
@@ -231,6 +273,13 @@ def suggest_preset(model: ModelInfo | Mapping[str, int], has_dataset: bool) -> P
     the original when that is not faster, saying so). MatMul-heavy models (MLPs,
     transformers) get dynamic int8, which needs no data; a model with neither gets `auto`.
     """
+    if llm:
+        text = "your text dataset" if has_dataset else "the bundled prose (no text dataset)"
+        return PresetSuggestion(
+            PRESETS["llm-int4"],
+            f"a causal language model: int4 weights by AWQ on {text}, embedding and lm_head "
+            "at int8, in the fast MatMulNBits form",
+        )
     op_types = model.op_types if isinstance(model, ModelInfo) else model
     convs = sum(n for op, n in op_types.items() if op in CONV_OPS)
     matmuls = sum(n for op, n in op_types.items() if op in MATMUL_OPS)

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from compress_engine.llm_configs import LLM_MODES, LlmAutoConfig, WeightOnlyConfig
+
 # Op types that ONNX Runtime's dynamic quantizer can turn into integer kernels. Gemm is
 # rewritten to MatMul + Add by ONNX Runtime first, which is how torch Linear layers get in.
 DynamicOpType = Literal["MatMul", "Gemm", "Gather", "Conv", "Attention", "LSTM"]
@@ -27,8 +29,17 @@ DynamicOpType = Literal["MatMul", "Gemm", "Gather", "Conv", "Attention", "LSTM"]
 # accuracy gain of keeping convolutions float is usually worth more than their bytes.
 DEFAULT_DYNAMIC_OP_TYPES: list[DynamicOpType] = ["MatMul", "Gemm", "Gather", "Attention", "LSTM"]
 
-QuantizeMode = Literal["dynamic-int8", "static-int8", "fp16", "weight-int4", "auto"]
-QUANTIZE_MODES: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp16", "weight-int4", "auto")
+QuantizeMode = Literal[
+    "dynamic-int8", "static-int8", "fp16", "weight-int4", "auto", "weight-only", "llm-auto"
+]
+QUANTIZE_MODES: tuple[str, ...] = (
+    "dynamic-int8",
+    "static-int8",
+    "fp16",
+    "weight-int4",
+    "auto",
+    *LLM_MODES,
+)
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -433,6 +444,8 @@ CONFIG_BY_MODE: dict[str, type[BaseModel]] = {
     "fp16": Fp16Config,
     "weight-int4": WeightInt4Config,
     "auto": AutoConfig,
+    "weight-only": WeightOnlyConfig,
+    "llm-auto": LlmAutoConfig,
 }
 INVALID_MODE = "invalid_quantize_mode"
 
@@ -452,7 +465,9 @@ QuantizeConfig = Annotated[
     | Annotated[StaticInt8Config, Tag("static-int8")]
     | Annotated[Fp16Config, Tag("fp16")]
     | Annotated[WeightInt4Config, Tag("weight-int4")]
-    | Annotated[AutoConfig, Tag("auto")],
+    | Annotated[AutoConfig, Tag("auto")]
+    | Annotated[WeightOnlyConfig, Tag("weight-only")]
+    | Annotated[LlmAutoConfig, Tag("llm-auto")],
     Discriminator(
         _quantize_mode,
         custom_error_type=INVALID_MODE,

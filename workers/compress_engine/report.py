@@ -27,6 +27,7 @@ from compress_engine.report_figures import (
     speed_text,
     speed_verdict,
 )
+from compress_engine.report_llm import LlmDetails
 from compress_engine.report_search import LayerSensitivityInfo, SearchSummary, SearchTrial
 from compress_engine.tensors import TensorInfo
 
@@ -122,12 +123,13 @@ class ArtifactInfo(BaseModel):
     """A file the run produced, or tried to produce (status failed, with the reason)."""
 
     name: str = Field(description="File name in the output directory.")
-    format: Literal["onnx", "onnx-external", "onnx-zip", "tflite"] = Field(
+    format: Literal["onnx", "onnx-external", "onnx-zip", "tflite", "genai-zip"] = Field(
         description=(
             "File format: onnx; onnx-external (a zip of the ONNX file and the external data "
             "file beside it, the form of models over 2 GB); onnx-zip (the ONNX file "
             "deflate-compressed, to show the storage saving of zeros); tflite (LiteRT "
-            "flatbuffer)."
+            "flatbuffer); genai-zip (a language model's onnxruntime-genai folder: model, "
+            "data, genai_config.json, tokenizer and an example chat.py)."
         )
     )
     precision: str = Field(description='Numeric precision, e.g. "int8-dynamic".')
@@ -459,6 +461,13 @@ class Report(BaseModel):
     )
     training: list[TrainingDetails] = Field(
         default_factory=list, description="Each distill or finetune step, in order."
+    )
+    llm: LlmDetails | None = Field(
+        default=None,
+        description=(
+            "Language models: perplexity, decode speed, memory and answers, original vs "
+            "compressed (the generic figures above are filled from it)."
+        ),
     )
 
     def speedup(self, batch: str | None = None) -> float | None:

@@ -2,7 +2,9 @@
 
 The Celery task (jobrunner.tasks.convert_model_version) is a thin wrapper, so tests call this
 function directly. It runs on a worker, never in the web process: conversions import torch or
-start TensorFlow, and take seconds to minutes.
+start TensorFlow, and take seconds to minutes. A language model becomes an onnxruntime-genai
+folder, stored as one zip of the folder's files (`model.genai.zip`, the engine's canonical LLM
+form), with its facts (`ModelVersion.llm`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from registry.models import ModelVersion
+from registry.models import GENAI_ZIP, ModelVersion
 from registry.services import discard_conversion, model_facts
 from web.storage import fetch_to_scratch, save_atomically
+
+if TYPE_CHECKING:
+    from compress_engine import IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +59,12 @@ def convert_model_version(version_uuid: str) -> None:
             max_bytes=settings.MODELPRESS_MAX_UPLOAD_BYTES,
             timeout_s=settings.MODELPRESS_INGEST_TIMEOUT_SECONDS,
         )
-        if result.external_data:
-            from compress_engine import pack_zip
-
-            upload = scratch / "model.onnx.zip"
-            pack_zip(result.model, upload)
-        else:
-            upload = result.model
+        upload = _canonical_file(result, scratch)
         target = version.file.field.generate_filename(version, upload.name)
         stored = save_atomically(storage, target, upload)
         fields = model_facts(result.info)
+        if result.llm is not None:
+            fields["llm"] = result.llm.model_dump(mode="json")
         if not version.finish_conversion(
             file_name=stored, fields=fields, message=result.log[:_LOG_LIMIT]
         ):
@@ -78,6 +80,19 @@ def convert_model_version(version_uuid: str) -> None:
         _fail(version, f"Internal error ({type(exc).__name__}): {exc}", stored)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _canonical_file(result: IngestResult, scratch: Path) -> Path:
+    """The one file stored for a converted model: the genai folder zipped (a language model),
+    the .onnx zipped with its external data, or the .onnx itself."""
+    from compress_engine import pack_genai_folder, pack_zip
+
+    if result.llm is not None:
+        return pack_genai_folder(result.model.parent, scratch / GENAI_ZIP)
+    if result.external_data:
+        pack_zip(result.model, scratch / "model.onnx.zip")
+        return scratch / "model.onnx.zip"
+    return result.model
 
 
 def _fail(version: ModelVersion, message: str, stored: str | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 import socket
 import tempfile
@@ -188,14 +189,12 @@ def _execute(job: Job, scratch: Path, limits: Limits) -> None:
     if job.dataset is not None:
         _report(job, "Fetching the dataset", 0.02)
         data_path = fetch_to_scratch(
-            job.dataset.file.storage,
-            job.dataset.file.name,
-            # .zip (image folders) or .npz: the engine reads the format off the suffix.
-            scratch / f"data{job.dataset.stored_suffix}",
+            job.dataset.file.storage, job.dataset.file.name, _dataset_scratch_path(job, scratch)
         )
     teachers = _fetch_teachers(job, scratch)
     recipe = job.recipe_obj.model_copy(deep=True)  # edited below; the job's stays as stored
-    if version.input_shapes and not recipe.evaluate.input_shapes:
+    # (A language model takes token ids of any length: it has no shapes to choose.)
+    if version.input_shapes and not recipe.evaluate.input_shapes and not recipe.is_llm:
         # The concrete dims chosen once on the version page, unless the recipe sets its own.
         recipe.evaluate.input_shapes = version.evaluation_shapes(recipe.evaluate.batch_size)
     out_dir = scratch / "out"
@@ -218,6 +217,28 @@ def _execute(job: Job, scratch: Path, limits: Limits) -> None:
     _report(job, "Storing artifacts", ENGINE_END)
     check_cancel()
     _store_results(job, report, out_dir)
+
+
+# What a scratch file name may hold of an uploaded file's name.
+_UNSAFE_NAME = re.compile(r"[^\w. -]+")  # \w: letters and digits of any script, _
+
+
+def _dataset_scratch_path(job: Job, scratch: Path) -> Path:
+    """Where the job's dataset is fetched to: named after the uploaded file (made safe), so
+    what the engine says about the data names it (a language model's report labels its text
+    with the file's name), with the stored suffix, from which the engine reads the format
+    (.zip image folders, .npz, or .txt / .jsonl text). In a folder of its own, so no name
+    meets the model's or a teacher's."""
+    dataset = job.dataset
+    assert dataset is not None
+    stem = Path(dataset.original_filename).name
+    suffix = dataset.stored_suffix
+    if stem.lower().endswith(suffix):
+        stem = stem[: -len(suffix)]
+    stem = _UNSAFE_NAME.sub("-", stem).strip(" -.")[:100]
+    if not stem:
+        stem = _UNSAFE_NAME.sub("-", dataset.name).strip(" -.")[:100] or "data"
+    return scratch / "dataset" / f"{stem}{suffix}"
 
 
 def _fetch_teachers(job: Job, scratch: Path) -> dict[str, Path]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from llm_builders import tiny_genai_dir  # noqa: F401  (session fixture, for the LLM jobs)
+
 REPORT_RECIPE = {
     "version": 1,
     "steps": [{"quantize": {"mode": "dynamic-int8"}}],
@@ -79,3 +81,59 @@ def unlabelled_dataset(project, owner, tmp_path):
     from conftest import _ingest
 
     return _ingest(ingest_dataset_upload, project, owner, path)
+
+
+# --- language models -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def llm_runs(tiny_genai_dir, tmp_path_factory) -> dict[str, dict[str, Any]]:  # noqa: F811
+    """Real engine runs on the tiny llama, as stored on jobs: `int4` (round to nearest, the
+    embedding and lm_head at int8) and `int8`, each {"report": dict, "out": folder,
+    "progress": [(label, fraction), ...]}, with the FAST measurement settings."""
+    from compress_engine import compress
+    from llm_builders import zip_folder
+    from llm_jobs import llm_recipe
+
+    folder = tmp_path_factory.mktemp("llm-jobs")
+    model = zip_folder(tiny_genai_dir, folder / "model.genai.zip")
+    runs = {}
+    for name, quantize in (("int4", {"bits": 4}), ("int8", {"bits": 8})):
+        progress: list[tuple[str, float]] = []
+        out = folder / f"out-{name}"
+        report = compress(
+            model,
+            llm_recipe(**quantize),
+            out_dir=out,
+            progress=lambda s, f, progress=progress: progress.append((s, f)),
+        )
+        runs[name] = {"report": report.model_dump(mode="json"), "out": out, "progress": progress}
+    return runs
+
+
+@pytest.fixture
+def llm_version(project, owner, tiny_genai_dir, tmp_path):  # noqa: F811
+    """A ready language-model version (the tiny llama's genai folder, zipped)."""
+    from llm_jobs import store_llm_version
+
+    return store_llm_version(project, owner.user, tiny_genai_dir, tmp_path)
+
+
+@pytest.fixture
+def text_dataset(project, owner, tmp_path):
+    from llm_jobs import ingest_text_dataset
+
+    return ingest_text_dataset(project, owner, tmp_path)
+
+
+@pytest.fixture
+def succeeded_llm_job() -> Callable[..., Any]:
+    """A job of an LLM `version` that ran to success with `report` (its recipe the report's)."""
+    from factories import JobFactory
+
+    def make(version, report: dict[str, Any], **fields: Any):
+        job = JobFactory(model_version=version, recipe=report["recipe"], **fields)
+        assert job.claim(worker="w@test") and job.succeed(report)
+        return job
+
+    return make

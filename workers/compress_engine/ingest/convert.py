@@ -4,7 +4,9 @@ ONNX needs no conversion (a zip is unpacked safely and re-saved canonically). To
 are exported by `torch_convert` and TensorFlow formats by `tf_convert`, each in a subprocess
 under a time limit: a converter crash or hang fails the conversion, never the worker. Each
 converter also writes seeded example inputs and the source model's outputs on them; the
-ONNX result must reproduce those outputs in ONNX Runtime before it is accepted.
+ONNX result must reproduce those outputs in ONNX Runtime before it is accepted. Language
+models (a zipped Hugging Face folder, a GGUF file) become an onnxruntime-genai folder instead
+(`compress_engine.llm.ingest_llm`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +30,9 @@ from compress_engine.ingest.shapes import InputSpec
 from compress_engine.inspect import ModelInfo, inspect_onnx
 from compress_engine.onnx_files import has_external_data
 
+if TYPE_CHECKING:
+    from compress_engine.report_llm import LlmInfo
+
 MODEL_NAME = "model.onnx"
 # Converted outputs must match the source within this (float32 round-off through a
 # different kernel order); a real conversion bug is orders of magnitude above.
@@ -37,13 +43,17 @@ TF_SCRIPT = Path(__file__).with_name("tf_convert.py")
 
 @dataclass(frozen=True)
 class IngestResult:
-    """The canonical model (`model`, with its data file beside it when `external_data`)."""
+    """The canonical model (`model`, with its data file beside it when `external_data`).
+
+    For a language model, `model` is the model.onnx of an onnxruntime-genai folder (the
+    folder's files: `llm.genai_build.genai_folder_files`) and `llm` holds its facts."""
 
     model: Path
     info: ModelInfo
     source_format: ModelFormat
     external_data: bool
     log: str
+    llm: LlmInfo | None = None
 
 
 def convert_to_onnx(
@@ -58,8 +68,13 @@ def convert_to_onnx(
     """Convert the upload at `src` (of format `fmt`) to `out_dir/model.onnx`.
 
     Raises EngineError with a message for the user when the model cannot be converted or the
-    conversion does not compute what the source computes. Scratch files stay in `out_dir`."""
+    conversion does not compute what the source computes. Scratch files stay in `out_dir`.
+    A language model is built into `out_dir/genai/` (see `llm.ingest_llm.convert_llm`)."""
     fmt = ModelFormat(fmt)
+    if fmt.is_llm:
+        from compress_engine.llm.ingest_llm import convert_llm
+
+        return convert_llm(src, fmt, out_dir, max_bytes=max_bytes, timeout_s=timeout_s)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"

@@ -3,7 +3,8 @@
 The file name's extension is only a hint: a `.pt` may be TorchScript or a pickled checkpoint,
 and the two must be told apart without unpickling anything. Zip archives are recognised by
 their member names (read from the central directory, never extracted here); everything else
-by its first bytes.
+by its first bytes. Language models (a zipped Hugging Face folder, a GGUF file) are recognised
+here too; `compress_engine.llm.hf_upload` checks the folder's contents.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from compress_engine.archives import ZIP_ERRORS, check_members, is_metadata
 from compress_engine.errors import EngineError
+from compress_engine.llm.hf_upload import PICKLE_SUFFIXES, check_hf_archive, model_root
 
 # TorchScript archives hold one file per submodule's code; SavedModels one per asset.
 
@@ -36,6 +38,8 @@ class ModelFormat(StrEnum):
     TORCH_EXPORT = "torch-export"
     SAVEDMODEL = "savedmodel"
     KERAS = "keras"
+    HF_LLM_ZIP = "hf-llm-zip"
+    GGUF = "gguf"
 
     @property
     def label(self) -> str:
@@ -51,6 +55,11 @@ class ModelFormat(StrEnum):
         """The format records no input shapes, so they must be given for the conversion."""
         return self is ModelFormat.TORCHSCRIPT
 
+    @property
+    def is_llm(self) -> bool:
+        """A causal language model, ingested as an onnxruntime-genai folder."""
+        return self in (ModelFormat.HF_LLM_ZIP, ModelFormat.GGUF)
+
 
 _LABELS = {
     ModelFormat.ONNX: "ONNX",
@@ -59,6 +68,8 @@ _LABELS = {
     ModelFormat.TORCH_EXPORT: "torch.export program (.pt2)",
     ModelFormat.SAVEDMODEL: "TensorFlow SavedModel (.zip)",
     ModelFormat.KERAS: "Keras (.keras)",
+    ModelFormat.HF_LLM_ZIP: "Hugging Face causal LM (.zip)",
+    ModelFormat.GGUF: "GGUF language model (.gguf)",
 }
 _SUFFIXES = {
     ModelFormat.ONNX: ".onnx",
@@ -67,6 +78,8 @@ _SUFFIXES = {
     ModelFormat.TORCH_EXPORT: ".pt2",
     ModelFormat.SAVEDMODEL: ".savedmodel.zip",
     ModelFormat.KERAS: ".keras",
+    ModelFormat.HF_LLM_ZIP: ".hf.zip",
+    ModelFormat.GGUF: ".gguf",
 }
 
 _PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
@@ -88,6 +101,8 @@ def detect_format(path: Path, filename: str = "", *, max_bytes: int | None = Non
         raise EngineError("The model file is empty. Upload the file again.")
     if head.startswith(b"PK") and zipfile.is_zipfile(path):
         return _zip_format(path, max_bytes)
+    if head.startswith(b"GGUF"):
+        return ModelFormat.GGUF
     if head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS:
         raise EngineError(
             "The file is a Python pickle (e.g. a state dict, or a module saved with torch.save "
@@ -111,8 +126,9 @@ def detect_format(path: Path, filename: str = "", *, max_bytes: int | None = Non
         return ModelFormat.ONNX
     raise EngineError(
         "The file is not a model format ModelPress recognises (ONNX, a .zip of an ONNX model "
-        "with its external data, TorchScript, torch.export .pt2, Keras .keras or a zipped "
-        f"SavedModel). {HOW_TO_EXPORT}"
+        "with its external data, TorchScript, torch.export .pt2, Keras .keras, a zipped "
+        "SavedModel, or a language model as a zipped Hugging Face folder or a GGUF file). "
+        f"{HOW_TO_EXPORT}"
     )
 
 
@@ -124,6 +140,12 @@ def require_onnx(path: Path, command: str) -> None:
     fmt = detect_format(path, path.name)
     if fmt in (ModelFormat.ONNX, ModelFormat.ONNX_ZIP):
         return
+    if fmt.is_llm:
+        raise EngineError(
+            f"{path.name} is a {fmt.label} file: `modelpress {command}` works on ONNX models. "
+            f"Compress it with `modelpress compress`, or upload it to a ModelPress server "
+            f"(`modelpress upload PROJECT {path.name}`), which builds its ONNX form."
+        )
     upload = f"modelpress upload PROJECT {path.name}"
     if fmt.needs_input_shapes:
         from compress_engine.ingest.signature import forward_signature, suggested_shapes
@@ -152,6 +174,8 @@ def _zip_format(path: Path, max_bytes: int | None) -> ModelFormat:
             fmt = _classify(names)
             if fmt is ModelFormat.TORCH_EXPORT:
                 _check_export_payloads(zf, names)
+            if fmt is ModelFormat.HF_LLM_ZIP:
+                check_hf_archive(zf, max_bytes)  # refused at upload, before any worker runs
             return fmt
     except ZIP_ERRORS:
         raise EngineError("The file looks like a zip archive but cannot be read.") from None
@@ -191,10 +215,23 @@ def _classify(names: list[str]) -> ModelFormat:
         raise EngineError("The zip holds several SavedModels; zip one SavedModel folder.")
     if "config.json" in files and "model.weights.h5" in files:
         return ModelFormat.KERAS
+    if _is_hf_folder(files):
+        return ModelFormat.HF_LLM_ZIP
     raise EngineError(
         "The zip archive holds no model ModelPress recognises: an .onnx file with its "
-        "external data, a TorchScript or torch.export archive, a Keras .keras file or a "
-        f"SavedModel folder (with saved_model.pb). {HOW_TO_EXPORT}"
+        "external data, a TorchScript or torch.export archive, a Keras .keras file, a "
+        "SavedModel folder (with saved_model.pb) or a Hugging Face causal-LM folder "
+        f"(config.json, *.safetensors, tokenizer.json). {HOW_TO_EXPORT}"
+    )
+
+
+def _is_hf_folder(files: list[str]) -> bool:
+    """config.json beside weights (safetensors, or pickles to refuse), at the root or in one
+    top-level folder: a Hugging Face model folder."""
+    root = model_root(files)
+    inner = [n[len(root) :] for n in files if n.startswith(root)]
+    return "config.json" in inner and any(
+        n.endswith((".safetensors", *PICKLE_SUFFIXES)) for n in inner
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from compress_engine.passes import auto as _auto  # noqa: F401
 from compress_engine.passes import distill as _distill  # noqa: F401
 from compress_engine.passes import fp16 as _fp16  # noqa: F401
+from compress_engine.passes import llm_weights as _llm  # noqa: F401
 from compress_engine.passes import prune as _prune  # noqa: F401
 from compress_engine.passes import quantize as _quantize  # noqa: F401
 from compress_engine.passes import static_quantize as _static  # noqa: F401

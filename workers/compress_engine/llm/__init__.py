@@ -1,0 +1,1 @@
+"""Language models: onnxruntime-genai folders, their text data, quantization and measurement."""
