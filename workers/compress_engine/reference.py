@@ -14,10 +14,13 @@ from compress_engine.configs import (
     DynamicInt8Config,
     EvaluateConfig,
     Fp16Config,
+    LlmAutoConfig,
+    LlmEvaluateConfig,
     QualityFloor,
     Recipe,
     StaticInt8Config,
     WeightInt4Config,
+    WeightOnlyConfig,
 )
 from compress_engine.export_configs import TfliteConfig
 from compress_engine.presets import PRESETS
@@ -32,7 +35,10 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`quantize: {mode: fp16}`", Fp16Config),
     ("`quantize: {mode: weight-int4}`", WeightInt4Config),
     ("`quantize: {mode: auto}`", AutoConfig),
+    ("`quantize: {mode: weight-only}` (language models)", WeightOnlyConfig),
+    ("`quantize: {mode: llm-auto}` (language models)", LlmAutoConfig),
     ("`evaluate`", EvaluateConfig),
+    ("`evaluate.llm` (language models)", LlmEvaluateConfig),
     ("`evaluate.quality_floor`", QualityFloor),
     ("`tflite`", TfliteConfig),
 ]

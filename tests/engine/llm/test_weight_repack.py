@@ -121,7 +121,7 @@ def calibration(tiny_genai_dir: Path) -> np.ndarray:
     return cut.calibration
 
 
-@pytest.mark.parametrize("method", ["awq", "gptq"])
+@pytest.mark.parametrize("method", ["awq"])
 def test_data_aware_methods_deliver_matmulnbits_only(tiny_genai_dir, calibration, tmp_path, method):
     model = onnx.load(str(tiny_genai_dir / "model.onnx"), load_external_data=False)
     chosen = plan(weight_matrices(model), bits=4, int8=["lm_head"], float_=[])

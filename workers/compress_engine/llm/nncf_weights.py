@@ -1,18 +1,16 @@
-"""Data-aware int4 weights for the MatMuls of a genai decoder: NNCF's AWQ + scale estimation, or
-ONNX Runtime's GPTQ.
+"""Data-aware int4 weights for the MatMuls of a genai decoder: NNCF's AWQ + scale estimation.
 
-Both see the model as it runs in a perplexity window: input_ids [1, window], an all-ones
-attention mask and an empty KV cache, so the activations they calibrate on are the real ones.
+It sees the model as it runs in a perplexity window: input_ids [1, window], an all-ones
+attention mask and an empty KV cache, so the activations it calibrates on are the real ones.
 
 NNCF 3.4's ONNX backend refuses `gptq` (and `lora_correction`) outright: "ONNX backend does not
-support gptq option(s)". GPTQ therefore goes through ONNX Runtime's own implementation (a port of
-Intel Neural Compressor's), which writes MatMulNBits directly.
+support gptq option(s)"; ONNX Runtime's GPTQ measured worse than round to nearest on SmolLM2
+(llm_configs.WeightMethod), so there is no GPTQ here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -102,57 +100,3 @@ def awq_int4(
 def _quiet_nncf() -> None:
     # NNCF logs a progress bar and per-layer tables at INFO; the job log keeps warnings only.
     logging.getLogger("nncf").setLevel(logging.WARNING)
-
-
-class _Windows:
-    """The data loader ONNX Runtime's GPTQ expects: (feed, label) pairs and a batch size."""
-
-    batch_size = 1
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._feeds = feeds
-
-    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], None]]:
-        return ((feed, None) for feed in self._feeds)
-
-
-def gptq_int4(
-    model: onnx.ModelProto,
-    names: list[str],
-    *,
-    block_size: int,
-    symmetric: bool,
-    accuracy_level: int | None,
-    calibration: np.ndarray,
-    decoder: dict[str, Any],
-) -> onnx.ModelProto:
-    """ONNX Runtime's GPTQ on exactly the MatMuls `names` (MatMulNBits out, others untouched).
-
-    Called directly rather than through MatMulNBitsQuantizer, whose GPTQ path ignores
-    nodes_to_exclude and would also quantize the lm_head.
-    """
-    from onnxruntime.quantization.neural_compressor import gptq_quantize
-
-    wanted = set(names)
-    scheme = "sym" if symmetric else "asym"
-    config: dict[str, Any] = {
-        n.name: {"bits": 4, "group_size": block_size, "scheme": scheme}
-        if n.name in wanted
-        else "fp32"
-        for n in model.graph.node
-        if n.op_type == "MatMul"
-    }
-    quantized = gptq_quantize(
-        model,
-        _Windows(window_feeds(model, decoder, calibration)),
-        weight_config=config,
-        num_bits=4,
-        group_size=block_size,
-        scheme=scheme,
-        n_samples=len(calibration),
-        accuracy_level=accuracy_level or 0,
-    )
-    result = quantized.model
-    if not any(op.domain == "com.microsoft" for op in result.opset_import):
-        result.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return result

@@ -4,7 +4,6 @@ One plan (bits per weight matrix, from `weight_plan.plan`) is applied in passes 
 model, so a 540 MB fp32 model is held once:
 - method "awq": the plan's 4-bit block matrices through NNCF (AWQ + scale estimation, on
   calibration windows), re-packed from NNCF's DequantizeLinear + MatMul into MatMulNBits;
-- method "gptq": the same matrices through ONNX Runtime's GPTQ (NNCF's ONNX backend has none);
 - then ONNX Runtime's round-to-nearest quantizer for every matrix still float (all of them for
   "rtn"): one pass at 4 bits, one at 8;
 - then the token embedding as GatherBlockQuantized (shared with a tied lm_head).
@@ -28,7 +27,7 @@ from compress_engine.errors import EngineError
 from compress_engine.llm.weight_plan import WeightMatrix, layer_precisions, weight_matrices
 from compress_engine.report_llm import LayerPrecision, WeightForm
 
-METHODS = ("rtn", "awq", "gptq")
+METHODS = ("rtn", "awq")
 
 
 @dataclass
@@ -57,7 +56,7 @@ def quantize_folder(
 ) -> QuantOutcome:
     """Quantize the decoder of the genai folder `src` by `plan` into the new folder `dst`.
 
-    `calibration` ([n, window] int64 token windows) is required by "awq" and "gptq"; those
+    `calibration` ([n, window] int64 token windows) is required by "awq", which
     methods apply to the plan's 4-bit matrices inside transformer blocks, the rest is
     round-to-nearest. `accuracy_level` 0 or None leaves the MatMulNBits attribute unset.
     """
@@ -135,25 +134,15 @@ def _data_aware(
         notes.append(f"{method}: no 4-bit matrix inside the blocks; round-to-nearest only.")
         return model, set()
     common = {"block_size": block_size, "symmetric": symmetric, "decoder": decoder}
-    if method == "awq":
-        from compress_engine.llm.nbits_repack import repack_to_matmulnbits
+    from compress_engine.llm.nbits_repack import repack_to_matmulnbits
 
-        model = nncf_weights.awq_int4(model, names, calibration=calibration, **common)
-        model = repack_to_matmulnbits(model, accuracy_level=accuracy_level)
-        notes.append(
-            f"awq: NNCF AWQ + scale estimation on {len(names)} block matrices "
-            f"({len(calibration)} calibration windows), re-packed into MatMulNBits; "
-            "the other matrices round-to-nearest."
-        )
-    else:
-        model = nncf_weights.gptq_int4(
-            model, names, accuracy_level=accuracy_level, calibration=calibration, **common
-        )
-        notes.append(
-            f"gptq: ONNX Runtime's GPTQ on {len(names)} block matrices ({len(calibration)} "
-            "calibration windows; NNCF's ONNX backend has no GPTQ); the other matrices "
-            "round-to-nearest."
-        )
+    model = nncf_weights.awq_int4(model, names, calibration=calibration, **common)
+    model = repack_to_matmulnbits(model, accuracy_level=accuracy_level)
+    notes.append(
+        f"awq: NNCF AWQ + scale estimation on {len(names)} block matrices "
+        f"({len(calibration)} calibration windows), re-packed into MatMulNBits; "
+        "the other matrices round-to-nearest."
+    )
     return model, set(names)
 
 
