@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     original = reference_folder()
     rows: list[dict[str, Any]] = []
     fp32: dict[str, Any] | None = None
+    for name in PEERS:
+        if name in wanted:
+            try:
+                rows.append(_peer_row(name, original))
+            except Exception as exc:  # a peer that fails is a row saying so, not a lost run
+                rows.append(
+                    {"model": MODEL, "variant": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                )
+            _log(_line(rows[-1]))
     for name, step in OURS.items():
         if name not in wanted:
             continue
@@ -76,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(fp32)
         rows.append(_row(name, report))
         _log(_line(rows[-1]))
-    for name in PEERS:
-        if name in wanted:
-            rows.append(_peer_row(name, original))
-            _log(_line(rows[-1]))
     result = {
         "model": MODEL,
         "meta": {

@@ -137,3 +137,25 @@ def succeeded_llm_job() -> Callable[..., Any]:
         return job
 
     return make
+
+
+@pytest.fixture
+def stored_llm_job(llm_version, owner, llm_runs):
+    """A succeeded int4 job of `llm_version` with its model.genai.zip stored, as run_job
+    stores it (the downloads and the prompt form read the stored file)."""
+    from compress_engine import Report
+    from jobrunner.runner import _store_results
+    from jobs.models import Job
+
+    run = llm_runs["int4"]
+    report = Report.model_validate(run["report"])
+    job = Job.objects.create(
+        team=llm_version.project.team,
+        project=llm_version.project,
+        model_version=llm_version,
+        recipe=report.recipe,
+        created_by=owner.user,
+    )
+    assert job.claim(worker="w@test")
+    _store_results(job, report, run["out"])
+    return job

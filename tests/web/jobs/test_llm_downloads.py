@@ -12,34 +12,15 @@ import pytest
 from django.urls import reverse
 
 from compress_engine import Report
-from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def finished_llm_job(llm_version, owner, llm_runs) -> Job:
-    from jobrunner.runner import _store_results
-
-    run = llm_runs["int4"]
-    report = Report.model_validate(run["report"])
-    job = Job.objects.create(
-        team=llm_version.project.team,
-        project=llm_version.project,
-        model_version=llm_version,
-        recipe=report.recipe,
-        created_by=owner.user,
-    )
-    assert job.claim(worker="w@test")
-    _store_results(job, report, run["out"])
-    return job
-
-
-def test_it_offers_the_genai_zip_for_download(client, owner, finished_llm_job, llm_runs):
-    [artifact] = finished_llm_job.artifacts.all()
+def test_it_offers_the_genai_zip_for_download(client, owner, stored_llm_job, llm_runs):
+    [artifact] = stored_llm_job.artifacts.all()
     client.force_login(owner.user)
 
-    page = client.get(reverse("jobs-detail", args=[finished_llm_job.uuid])).content.decode()
+    page = client.get(reverse("jobs-detail", args=[stored_llm_job.uuid])).content.decode()
     response = client.get(reverse("jobs-artifact", args=[artifact.uuid]))
 
     row = page.split('data-testid="artifact-row"', 1)[1].split("</tr>", 1)[0]
@@ -51,13 +32,13 @@ def test_it_offers_the_genai_zip_for_download(client, owner, finished_llm_job, l
 
 
 def test_its_bundle_holds_the_genai_zip_and_a_language_model_report(
-    client, owner, finished_llm_job, llm_runs
+    client, owner, stored_llm_job, llm_runs
 ):
     report = Report.model_validate(llm_runs["int4"]["report"])
     llm = report.llm
     client.force_login(owner.user)
 
-    response = client.get(reverse("jobs-bundle", args=[finished_llm_job.uuid]))
+    response = client.get(reverse("jobs-bundle", args=[stored_llm_job.uuid]))
 
     with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as zf:
         names = set(zf.namelist())
