@@ -50,7 +50,9 @@ def nncf_awq_folder(original: Path, out: Path, evaluate: dict[str, Any]) -> Path
         awq=True,
         scale_estimation=True,
         ignored_scope=nncf.IgnoredScope(names=gathers, validate=False),
-        group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST,
+        advanced_parameters=nncf.AdvancedCompressionParameters(
+            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
+        ),
     )
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
