@@ -160,7 +160,7 @@ def _row(name: str, report) -> dict[str, Any]:
         "size_bytes": d.result.size_bytes,
         "size_ratio": round(d.result.size_bytes / d.original.size_bytes, 4),
         "perplexity": round(d.result.perplexity, 4),
-        "ppl_delta_pct": round(d.ppl_delta_pct, 2),
+        "ppl_delta_pct": round(d.ppl_delta_pct, 4),
         "decode_tok_s": round(d.result.decode_tok_s, 2),
         "decode_tok_s_range": [
             round(d.result.decode_tok_s_low, 2),

