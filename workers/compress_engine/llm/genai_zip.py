@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from compress_engine.llm.genai_build import genai_folder_files
@@ -81,23 +82,21 @@ if __name__ == "__main__":
 '''
 
 
-def pack_genai_folder(folder: Path, target: Path) -> Path:
-    """The genai folder's files alone, at the archive root (ModelPress's stored form of an
-    uploaded language model: one .onnx, so `onnx_files.unpack_zip` opens it); written to a
-    temporary name first, so `target` never holds a partial zip."""
+def pack_genai_folder(folder: Path, target: Path, extra: Mapping[str, str] | None = None) -> Path:
+    """The genai folder's files at the archive root, plus `extra` {name: text} (ModelPress's
+    stored form of an uploaded language model has none: one .onnx, so
+    `onnx_files.unpack_zip` opens it); written to a temporary name first, so `target` never
+    holds a partial zip."""
     tmp = target.with_name(target.name + ".part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for path in genai_folder_files(folder):
             zf.write(path, path.relative_to(folder).as_posix())
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
     os.replace(tmp, target)
     return target
 
 
 def write_genai_zip(folder: Path, target: Path, readme: str) -> Path:
-    """Zip the genai folder's files at the archive root with chat.py and README.md."""
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for path in genai_folder_files(folder):
-            zf.write(path, path.relative_to(folder).as_posix())
-        zf.writestr("chat.py", CHAT_PY)
-        zf.writestr("README.md", readme)
-    return target
+    """The artifact: the genai folder with chat.py and README.md."""
+    return pack_genai_folder(folder, target, {"chat.py": CHAT_PY, "README.md": readme})
