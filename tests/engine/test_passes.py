@@ -73,6 +73,8 @@ def test_listing_passes_imports_no_heavy_framework(engine_env: dict[str, str]) -
         "quantize-fp16",
         "quantize-weight-int4",
         "quantize-auto",
+        "quantize-weight-only",
+        "quantize-llm-auto",
         "prune",
         "distill",
         "finetune",

@@ -72,7 +72,9 @@ def test_it_marks_a_result_with_a_dead_head_not_recommended(
 
     scores, aux = report.fidelity.per_output
     assert scores.kind == aux.kind == "class-scores" and scores.metric == "top1_agreement"
-    assert scores.agreement == 1.0 and aux.agreement is not None and aux.agreement < 0.5
+    # The healthy head keeps its decisions: all of them with VNNI's 8-bit weights, 31 of 32
+    # where this CPU's int8 format is 7-bit weights (no VNNI); the dead one loses most.
+    assert scores.agreement >= 0.95 and aux.agreement is not None and aux.agreement < 0.5
     assert aux.per_sample is not None and aux.per_sample.below_floor > 0.5
     assert report.recommended is False
     assert report.quality_reasons and all("'aux_scores'" in r for r in report.quality_reasons)
