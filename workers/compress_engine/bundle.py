@@ -20,6 +20,7 @@ from compress_engine.bundle_examples import RUN_ONNX, RUN_TFLITE
 from compress_engine.choices_text import choices_markdown
 from compress_engine.fidelity_text import fidelity_markdown, verdict_markdown
 from compress_engine.formatting import human_bytes as _bytes
+from compress_engine.formatting import recipe_and_versions_md
 from compress_engine.llm import report_text as llm_text
 from compress_engine.report import ArtifactInfo, Report
 
@@ -236,16 +237,7 @@ def report_markdown(report: Report) -> str:
     if plotted := charts(report):
         lines += ["## Charts", "", *(f"![{c.alt}]({c.path})" for c in plotted), ""]
     lines += [
-        "## Recipe",
-        "",
-        "```yaml",
-        yaml.safe_dump(report.recipe, sort_keys=False).rstrip(),
-        "```",
-        "",
-        "## Versions",
-        "",
-        *(f"- {k} {v}" for k, v in sorted(report.versions.items())),
-        "",
+        *recipe_and_versions_md(report.recipe, report.versions),
     ]
     return "\n".join(lines)
 

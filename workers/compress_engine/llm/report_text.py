@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import yaml
-
 from compress_engine.fidelity_text import verdict_markdown
-from compress_engine.formatting import human_bytes
+from compress_engine.formatting import human_bytes, recipe_and_versions_md
 from compress_engine.report import Report
 from compress_engine.report_llm import LlmDetails
 
@@ -149,16 +147,7 @@ def report_markdown(report: Report) -> str:
             for a in report.files
         ),
         "",
-        "## Recipe",
-        "",
-        "```yaml",
-        yaml.safe_dump(report.recipe, sort_keys=False).rstrip(),
-        "```",
-        "",
-        "## Versions",
-        "",
-        *(f"- {k} {v}" for k, v in sorted(report.versions.items())),
-        "",
+        *recipe_and_versions_md(report.recipe, report.versions),
     ]
     return "\n".join(lines)
 
